@@ -1,0 +1,49 @@
+"""Lazy imports of optional heavy dependencies with a one-line install hint."""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from cvdeploy.errors import MissingDependency
+
+# module name -> the extra that installs it
+_EXTRAS = {
+    "torch": "torch",
+    "torchvision": "ultralytics",
+    "onnxslim": "torch",
+    "openvino": "openvino",
+    "nncf": "openvino",
+    "ultralytics": "ultralytics",
+    "faster_coco_eval": "eval",
+    "skimage": "zoo",
+    "matplotlib": "reports",
+    "jinja2": "reports",
+    "fastapi": "serve",
+    "uvicorn": "serve",
+    "prometheus_client": "serve",
+}
+
+
+def require(module: str, purpose: str = "") -> ModuleType:
+    """Import ``module`` or raise :class:`MissingDependency` naming the extra to install."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        top = module.split(".")[0]
+        extra = _EXTRAS.get(top, "all")
+        what = f" for {purpose}" if purpose else ""
+        raise MissingDependency(
+            f"'{top}' is needed{what} but is not installed ({exc}); "
+            f'install it with: pip install "cvdeploy[{extra}]"'
+        ) from None
+
+
+def available(module: str) -> bool:
+    """True when ``module`` can be found without importing it."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False

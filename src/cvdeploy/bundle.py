@@ -1,0 +1,240 @@
+"""The bundle: a directory ``NAME.cvd/`` holding a manifest (``cvdeploy.yaml``) and artifacts.
+
+Artifacts are verified against their sha256 when loaded, so a modified file is refused by name.
+``zoo:n`` and ``zoo:s`` name the bundled default detectors wherever a bundle path is accepted.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import re
+import shutil
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from cvdeploy import __version__
+from cvdeploy.contract import Contract
+from cvdeploy.errors import BundleError, ConfigError
+
+SCHEMA = "cvdeploy/1"
+MANIFEST = "cvdeploy.yaml"
+ARTIFACT_NAME = re.compile(r"^(onnxruntime|onnx|openvino|torch|tflite|tensorrt)-(fp32|fp16|int8|bf16|mixed)(-[a-z0-9]+)*$")
+RUNTIME_PREFIX = {"onnxruntime": "onnx", "openvino": "openvino", "torch": "torch"}
+ZOO_DIR = Path(__file__).parent / "zoo" / "bundles"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Parity(_Model):
+    """How closely an artifact's outputs match its reference on sample images."""
+
+    reference: str  # "source" or another artifact's name
+    images: int
+    max_abs_diff: float
+    mean_abs_diff: float
+    cosine: float
+    box_agreement: float | None = None  # share of reference detections matched (IoU ≥ 0.9, same class)
+    passed: bool = True
+
+
+class Artifact(_Model):
+    """One runnable model file for one runtime and precision."""
+
+    name: str
+    file: str  # path relative to the bundle; for OpenVINO the .xml
+    runtime: Literal["onnxruntime", "openvino", "torch"]
+    precision: str = "fp32"
+    sha256: dict[str, str] = Field(default_factory=dict)  # every file of the artifact → hash
+    made_by: str = "export"
+    dynamic_batch: bool = False
+    created: str = ""
+    parity: Parity | None = None
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    notes: list[str] = Field(default_factory=list)
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class Source(_Model):
+    """Where the bundle's model came from."""
+
+    kind: Literal["onnx", "torch", "torchscript", "ultralytics", "bundle"]
+    file: str | None = None
+    sha256: str | None = None
+    factory: str | None = None  # python:pkg.module:factory for torch modules
+    weights: str | None = None  # bundle-relative state dict kept for later optimisation
+
+
+class Provenance(_Model):
+    source: Source
+    created: str
+    tool_version: str = __version__
+    environment: dict[str, Any] = Field(default_factory=dict)
+
+
+class Manifest(_Model):
+    schema_: str = Field(SCHEMA, alias="schema")
+    name: str
+    version: int = 1
+    contract: Contract
+    artifacts: list[Artifact] = Field(default_factory=list)
+    default_artifact: str = "onnx-fp32"
+    provenance: Provenance
+    reference_profile: str | None = None
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def artifact_name(runtime: str, precision: str, tag: str | None = None) -> str:
+    """``<runtime>-<precision>[-<tag>]``, e.g. ``onnx-fp32``, ``openvino-int8``, ``onnx-fp32-pruned30``."""
+    base = f"{RUNTIME_PREFIX.get(runtime, runtime)}-{precision}"
+    return f"{base}-{tag}" if tag else base
+
+
+def resolve_path(spec: str | Path) -> Path:
+    """A bundle path, or ``zoo:NAME`` for a bundled default, to a directory path."""
+    s = str(spec)
+    if s.startswith("zoo:"):
+        key = s[4:]
+        path = ZOO_DIR / f"{key}.cvd"
+        if not path.is_dir():
+            have = sorted(p.stem for p in ZOO_DIR.glob("*.cvd")) if ZOO_DIR.is_dir() else []
+            raise BundleError(f"no bundled model {s!r}; available: {', '.join('zoo:' + h for h in have) or 'none'}")
+        return path
+    return Path(s)
+
+
+class Bundle:
+    """A bundle directory and its parsed manifest."""
+
+    def __init__(self, path: Path, manifest: Manifest) -> None:
+        self.path = path
+        self.manifest = manifest
+
+    # ---- reading -------------------------------------------------------------------------
+    @classmethod
+    def load(cls, spec: str | Path, verify: bool = True) -> Bundle:
+        """Open a bundle (path or ``zoo:NAME``); with ``verify`` every artifact's sha256 is checked."""
+        path = resolve_path(spec)
+        mpath = path / MANIFEST
+        if not path.exists():
+            raise BundleError(f"bundle not found: {path}")
+        if not mpath.is_file():
+            raise BundleError(f"{path} is not a cvdeploy bundle (no {MANIFEST}); create one with 'cvdeploy export'")
+        try:
+            raw = yaml.safe_load(mpath.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise BundleError(f"{mpath}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        if not isinstance(raw, dict):
+            raise BundleError(f"{mpath}: manifest must be a mapping")
+        schema = raw.get("schema")
+        if schema != SCHEMA:
+            raise BundleError(
+                f"{mpath}: unknown manifest schema {schema!r}; this cvdeploy {__version__} reads {SCHEMA!r} — "
+                "upgrade cvdeploy or re-export the model"
+            )
+        try:
+            manifest = Manifest.model_validate(raw)
+        except ValidationError as exc:
+            raise BundleError(f"{mpath}: invalid manifest: {_first_error(exc)}") from None
+        bundle = cls(path, manifest)
+        if verify:
+            for art in manifest.artifacts:
+                bundle.verify(art.name)
+        return bundle
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def contract(self) -> Contract:
+        return self.manifest.contract
+
+    @property
+    def artifact_names(self) -> list[str]:
+        return [a.name for a in self.manifest.artifacts]
+
+    def artifact(self, name: str | None = None) -> Artifact:
+        """The artifact called ``name`` (default: the bundle's default artifact)."""
+        wanted = name or self.manifest.default_artifact
+        for art in self.manifest.artifacts:
+            if art.name == wanted:
+                return art
+        if name is None and self.manifest.artifacts:
+            return self.manifest.artifacts[0]
+        raise ConfigError(
+            f"bundle {self.name!r} has no artifact {wanted!r}; it has: {', '.join(self.artifact_names) or 'none'}"
+        )
+
+    def file(self, art: Artifact | str) -> Path:
+        a = self.artifact(art) if isinstance(art, str) else art
+        return self.path / a.file
+
+    def verify(self, name: str) -> None:
+        """Check every file of an artifact against its recorded sha256."""
+        art = self.artifact(name)
+        for rel, digest in art.sha256.items():
+            f = self.path / rel
+            if not f.is_file():
+                raise BundleError(f"bundle {self.path}: artifact {art.name!r} is missing its file {rel}")
+            if sha256_file(f) != digest:
+                raise BundleError(
+                    f"bundle {self.path}: {rel} does not match its recorded sha256 — the file was modified "
+                    "after export; re-export it or restore the original"
+                )
+
+    # ---- writing -------------------------------------------------------------------------
+    @classmethod
+    def create(cls, path: str | Path, manifest: Manifest, overwrite: bool = False) -> Bundle:
+        p = Path(path)
+        if p.exists():
+            if not overwrite and any(p.iterdir()):
+                raise BundleError(f"{p} already exists and is not empty; pass --overwrite or choose another -o")
+            if overwrite and (p / MANIFEST).is_file():
+                shutil.rmtree(p)
+            elif overwrite and any(p.iterdir()):
+                raise BundleError(f"{p} exists and is not a bundle; refusing to overwrite it")
+        p.mkdir(parents=True, exist_ok=True)
+        bundle = cls(p, manifest)
+        bundle.save()
+        return bundle
+
+    def add_artifact(self, art: Artifact, files: list[str] | None = None) -> Artifact:
+        """Record an artifact whose files already lie in the bundle; hashes them and saves."""
+        rels = files or [art.file]
+        art.sha256 = {rel: sha256_file(self.path / rel) for rel in rels}
+        art.created = art.created or now_iso()
+        self.manifest.artifacts = [a for a in self.manifest.artifacts if a.name != art.name] + [art]
+        self.save()
+        return art
+
+    def save(self) -> None:
+        data = self.manifest.model_dump(mode="json", by_alias=True, exclude_none=True)
+        text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=120)
+        tmp = self.path / (MANIFEST + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(self.path / MANIFEST)
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    loc = ".".join(str(x) for x in err["loc"])
+    return f"{loc}: {err['msg']}"

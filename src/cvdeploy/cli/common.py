@@ -1,0 +1,88 @@
+"""Helpers shared by the CLI commands: one-line user errors, consoles, option parsing."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from cvdeploy.errors import ConfigError, CvdeployError
+
+console = Console()
+err_console = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print one line to stderr and return the exit to raise."""
+    err_console.print(f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def handle_errors(fn: F) -> F:
+    """User errors (``CvdeployError``) become one red line and exit code 2; bugs keep their traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except CvdeployError as exc:
+            raise fail(str(exc)) from None
+        except KeyboardInterrupt:
+            err_console.print("interrupted")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def parse_list(value: str | None) -> list[str]:
+    """``"a,b, c"`` → ``["a", "b", "c"]``; empty or None → ``[]``."""
+    if not value:
+        return []
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def parse_ints(value: str | None, what: str) -> list[int]:
+    out = []
+    for v in parse_list(value):
+        try:
+            out.append(int(v))
+        except ValueError:
+            raise ConfigError(f"{what}: {v!r} is not a whole number") from None
+        if out[-1] <= 0:
+            raise ConfigError(f"{what}: {v} must be positive")
+    return out
+
+
+def parse_imgsz(value: str | None) -> tuple[int, int] | None:
+    """``"640"`` → (640, 640); ``"480,640"`` or ``"480x640"`` → (480, 640) as (height, width)."""
+    if not value:
+        return None
+    parts = parse_ints(value.replace("x", ","), "--imgsz")
+    if len(parts) == 1:
+        return parts[0], parts[0]
+    if len(parts) == 2:
+        return parts[0], parts[1]
+    raise ConfigError(f"--imgsz {value!r}: give one size (640) or height,width (480,640)")
+
+
+def setup_logging(verbose: bool) -> None:
+    from rich.logging import RichHandler
+
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(message)s",
+        handlers=[RichHandler(console=err_console, show_time=False, show_path=False)],
+        force=True,
+    )
+    if not verbose:
+        logging.getLogger("cvdeploy").setLevel(logging.WARNING)
+
+
+def is_tty() -> bool:
+    return sys.stderr.isatty()

@@ -1,0 +1,384 @@
+"""Export a source model into a bundle: ONNX and OpenVINO artifacts, each followed by a parity check.
+
+    source (ONNX | torch module | TorchScript | Ultralytics .pt | bundle)
+        └─▶ onnx-fp32 (torch.onnx + onnxslim, or the ONNX file as given)  ── parity vs source
+        └─▶ openvino-fp32 (OpenVINO IR converted from the ONNX)           ── parity vs source
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cvdeploy import env
+from cvdeploy._deps import require
+from cvdeploy.bundle import Artifact, Bundle, Manifest, Provenance, Source, artifact_name, now_iso, sha256_file
+from cvdeploy.contract import Contract, InputSpec, OutputSpec
+from cvdeploy.errors import ConfigError, InputError, ModelError, ParityError
+from cvdeploy.images import find_images, read_image, sample_images
+from cvdeploy.ops.letterbox import Geometry
+from cvdeploy.parity import Tolerance, check_parity
+from cvdeploy.preprocess import Preprocessor
+from cvdeploy.runtimes import RuntimeOptions, load_runtime
+from cvdeploy.sources import detect_kind
+from cvdeploy.sources.onnx import ContractHints, contract_from_onnx, load_onnx, recognise_output
+
+log = logging.getLogger("cvdeploy")
+
+FORMATS = ("onnx", "openvino")
+Step = Callable[[str], None]
+
+
+@dataclass
+class ExportOptions:
+    formats: Sequence[str] = ("onnx",)
+    imgsz: tuple[int, int] | None = None
+    dynamic_batch: bool = False
+    dynamic_shape: bool = False
+    opset: int = 17
+    simplify: bool = True
+    name: str | None = None
+    overwrite: bool = False
+    hints: ContractHints = field(default_factory=ContractHints)
+    parity_images: Sequence[str | Path] | None = None  # files or folders; None = bundled sample photos
+    parity_count: int = 8
+    tolerance: Tolerance = field(default_factory=Tolerance)
+
+
+@dataclass
+class _TorchSource:
+    module: Any
+    contract: Contract
+    source: Source
+    weights: Any = None  # state dict to keep in the bundle for later optimisation
+
+
+def export(source: str, out: str | Path, options: ExportOptions | None = None, step: Step | None = None) -> Bundle:
+    """Export ``source`` into a new bundle at ``out``; every artifact gets a parity record.
+
+    Raises :class:`ParityError` (and leaves no bundle behind) when an artifact disagrees with its
+    source beyond the tolerance.
+    """
+    opts = options or ExportOptions()
+    say = step or (lambda msg: log.info(msg))
+    bad = [f for f in opts.formats if f not in FORMATS]
+    if bad:
+        raise ConfigError(f"unknown export format(s) {', '.join(bad)}: use {', '.join(FORMATS)}")
+    if "onnx" not in opts.formats:
+        opts.formats = ["onnx", *opts.formats]  # every other format is converted from the ONNX
+    out_path = Path(out)
+    kind = detect_kind(source)
+    images = _parity_images(opts)
+    staging = out_path.with_name(out_path.name + ".partial")
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    try:
+        if kind == "onnx":
+            bundle = _export_onnx_source(source, staging, opts, images, say)
+        else:
+            ts = _torch_source(source, kind, opts, say)
+            bundle = _export_torch_source(ts, staging, opts, images, say)
+        if out_path.exists():
+            if not opts.overwrite and any(out_path.iterdir()):
+                raise InputError(f"{out_path} already exists and is not empty; pass --overwrite or choose another -o")
+            if opts.overwrite and not (out_path / "cvdeploy.yaml").is_file() and any(out_path.iterdir()):
+                raise InputError(f"{out_path} exists and is not a bundle; refusing to overwrite it")
+            shutil.rmtree(out_path)
+        staging.rename(out_path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return Bundle.load(out_path)
+
+
+# ---- sources ---------------------------------------------------------------------------------
+
+
+def _torch_source(source: str, kind: str, opts: ExportOptions, say: Step) -> _TorchSource:
+    hints = opts.hints
+    if kind == "ultralytics":
+        from cvdeploy.sources.ultralytics import load_checkpoint
+
+        say(f"loading Ultralytics checkpoint {source}")
+        um = load_checkpoint(source)
+        h, w = opts.imgsz or (um.imgsz, um.imgsz)
+        task = hints.task or um.task
+        fmt = "classify" if task == "classify" else "yolov8"
+        inp: dict[str, Any] = {"height": h, "width": w, "stride": um.stride}
+        if task == "classify":
+            inp["resize"] = "center_crop"
+        contract = _contract(task, hints.classes or um.names, inp, {"format": fmt}, hints)
+        return _TorchSource(um.module, contract, Source(kind="ultralytics", file=source, sha256=_sha(source)))
+    if kind == "bundle":
+        from cvdeploy.bundle import Bundle as _Bundle
+        from cvdeploy.sources.torch import load_factory, load_state_dict
+
+        b = _Bundle.load(source)
+        src = b.manifest.provenance.source
+        if src.factory and src.weights:
+            say(f"rebuilding {src.factory} with weights from {b.path / src.weights}")
+            module = load_state_dict(load_factory(src.factory), b.path / src.weights)
+            contract = b.contract.model_copy(deep=True)
+            if opts.imgsz:
+                contract.input.height, contract.input.width = opts.imgsz
+            torch = require("torch")
+            state = torch.load(str(b.path / src.weights), map_location="cpu", weights_only=True)
+            return _TorchSource(module, contract, Source(kind="torch", factory=src.factory,
+                                                         file=str(source), sha256=src.sha256), state)
+        raise ModelError(f"bundle {source} has no PyTorch source to re-export; use its ONNX artifact instead")
+    from cvdeploy.sources.torch import load_factory, load_torchscript
+
+    if kind == "torchscript":
+        say(f"loading TorchScript {source}")
+        module = load_torchscript(source)
+        src = Source(kind="torchscript", file=source, sha256=_sha(source))
+    else:
+        say(f"building {source}")
+        module = load_factory(source)
+        src = Source(kind="torch", factory=source, file=None)
+    h, w = opts.imgsz or (640, 640)
+    classes = hints.classes or _module_names(module)
+    fmt = hints.format
+    if fmt is None:
+        fmt = _probe_format(module, h, w, len(classes) if classes else None)
+    task = hints.task or {"yolov8": "detect", "yolov5": "detect", "classify": "classify"}.get(fmt, "raw")
+    contract = _contract(task, classes, {"height": h, "width": w}, {"format": fmt}, hints)
+    weights = None
+    if kind == "torch":
+        weights = {k: v.detach().clone() for k, v in module.state_dict().items()}
+    return _TorchSource(module, contract, src, weights)
+
+
+def _module_names(module: Any) -> list[str] | None:
+    for attr in ("names", "class_names", "CLASS_NAMES"):
+        v = getattr(module, attr, None)
+        if isinstance(v, dict):
+            return [str(v[k]) for k in sorted(v)]
+        if isinstance(v, list | tuple) and v and all(isinstance(x, str) for x in v):
+            return list(v)
+    return None
+
+
+def _probe_format(module: Any, h: int, w: int, nc: int | None) -> str:
+    torch = require("torch")
+    from cvdeploy.runtimes.torch import _flatten
+
+    with torch.inference_mode():
+        outs = _flatten(module.eval()(torch.zeros(1, 3, h, w)))
+    fmt, _, reason = recognise_output([list(o.shape) for o in outs], nc)
+    log.info("output format %s: %s", fmt, reason)
+    return fmt
+
+
+def _contract(task: str, classes: list[str] | None, inp: dict[str, Any], out: dict[str, Any],
+              hints: ContractHints) -> Contract:
+    try:
+        return Contract(task=task, classes=list(classes or []),  # type: ignore[arg-type]
+                        input=InputSpec(**{**inp, **hints.input}), output=OutputSpec(**{**out, **hints.output}))
+    except Exception as exc:
+        raise ConfigError(f"invalid contract: {exc}") from None
+
+
+def _sha(path: str) -> str | None:
+    p = Path(path)
+    return sha256_file(p) if p.is_file() else None
+
+
+# ---- exporters -------------------------------------------------------------------------------
+
+
+def torch_to_onnx(module: Any, path: Path, contract: Contract, opset: int = 17, dynamic_batch: bool = False,
+                  dynamic_shape: bool = False, simplify: bool = True) -> None:
+    """``torch.onnx.export`` (TorchScript-based exporter) then optional onnxslim; writes ``path``."""
+    torch = require("torch", "ONNX export from PyTorch")
+    import warnings
+
+    spec = contract.input
+    dummy = torch.zeros(1, 3, spec.height, spec.width)
+    in_axes: dict[int, str] = {}
+    out_axes: dict[int, str] = {}
+    if dynamic_batch:
+        in_axes[0] = out_axes[0] = "batch"
+    if dynamic_shape:
+        in_axes.update({2: "height", 3: "width"})
+        if contract.output.format == "yolov8":
+            out_axes[2] = "anchors"
+    dynamic_axes = {k: v for k, v in (("images", in_axes), ("output0", out_axes)) if v} or None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            torch.onnx.export(
+                module.eval(),
+                (dummy,),
+                str(path),
+                input_names=["images"],
+                output_names=["output0"],
+                opset_version=opset,
+                dynamic_axes=dynamic_axes,
+                do_constant_folding=True,
+                dynamo=False,
+            )
+        except Exception as exc:
+            raise ModelError(f"torch.onnx.export failed: {type(exc).__name__}: {exc}") from None
+    import onnx
+
+    model = onnx.load(str(path))
+    if simplify:
+        try:
+            onnxslim = require("onnxslim", "ONNX simplification")
+            model = onnxslim.slim(model)
+        except Exception as exc:  # simplification is an optimisation; a failure must not lose the export
+            log.warning("onnxslim failed (%s); keeping the unsimplified graph", exc)
+    write_metadata(model, contract)
+    onnx.save(model, str(path))
+
+
+def write_metadata(model: Any, contract: Contract) -> None:
+    """Store names/stride/imgsz/task the way Ultralytics does, so the ONNX re-imports with no flags."""
+    meta = {
+        "author": "cvdeploy",
+        "task": contract.task,
+        "stride": str(contract.input.stride),
+        "imgsz": str([contract.input.height, contract.input.width]),
+        "names": str(dict(enumerate(contract.classes))),
+        "batch": "1",
+    }
+    del model.metadata_props[:]
+    for k, v in meta.items():
+        p = model.metadata_props.add()
+        p.key, p.value = k, v
+
+
+def onnx_to_openvino(onnx_path: Path, xml_path: Path) -> None:
+    """Convert ONNX to OpenVINO IR with FP32 weights (``compress_to_fp16=False``: parity first)."""
+    ov = require("openvino", "OpenVINO export")
+    try:
+        model = ov.convert_model(str(onnx_path))
+        xml_path.parent.mkdir(parents=True, exist_ok=True)
+        ov.save_model(model, str(xml_path), compress_to_fp16=False)
+    except Exception as exc:
+        raise ModelError(f"OpenVINO conversion failed: {type(exc).__name__}: {exc}") from None
+
+
+# ---- the two export flows ----------------------------------------------------------------------
+
+
+def _export_torch_source(ts: _TorchSource, root: Path, opts: ExportOptions, images: list[np.ndarray],
+                         say: Step) -> Bundle:
+    from cvdeploy.runtimes.torch import TorchRuntime
+
+    contract = ts.contract
+    contract.input.dynamic_batch = opts.dynamic_batch
+    contract.input.dynamic_shape = opts.dynamic_shape
+    bundle = Bundle.create(root, _manifest(root, opts, contract, ts.source))
+    if ts.weights is not None:
+        torch = require("torch")
+        (root / "source").mkdir(exist_ok=True)
+        torch.save(ts.weights, str(root / "source" / "model.pt"))
+        bundle.manifest.provenance.source.weights = "source/model.pt"
+        bundle.manifest.provenance.source.sha256 = sha256_file(root / "source" / "model.pt")
+    reference = TorchRuntime(ts.module)
+    ref_run = lambda t: reference.run({"images": t})  # noqa: E731
+    name = artifact_name("onnxruntime", "fp32")
+    say(f"exporting {name} (opset {opts.opset}{', simplified' if opts.simplify else ''})")
+    torch_to_onnx(ts.module, root / f"{name}.onnx", contract, opts.opset, opts.dynamic_batch,
+                  opts.dynamic_shape, opts.simplify)
+    _add_checked(bundle, Artifact(name=name, file=f"{name}.onnx", runtime="onnxruntime", precision="fp32",
+                                  dynamic_batch=opts.dynamic_batch, details={"opset": opts.opset}),
+                 ref_run, "source", images, opts, say)
+    if "openvino" in opts.formats:
+        _add_openvino(bundle, ref_run, "source", images, opts, say)
+    return bundle
+
+
+def _export_onnx_source(source: str, root: Path, opts: ExportOptions, images: list[np.ndarray],
+                        say: Step) -> Bundle:
+    say(f"reading {source}")
+    model = load_onnx(source)
+    hints = opts.hints
+    if opts.imgsz and not hints.imgsz:
+        hints.imgsz = opts.imgsz
+    contract, notes = contract_from_onnx(model, hints)
+    for n in notes:
+        say(n)
+    src = Source(kind="onnx", file=source, sha256=sha256_file(source))
+    bundle = Bundle.create(root, _manifest(root, opts, contract, src))
+    name = artifact_name("onnxruntime", "fp32")
+    shutil.copyfile(source, root / f"{name}.onnx")
+    reference = load_runtime("onnxruntime", source)
+    ref_run = lambda t: reference.run({reference.inputs[0].name: t})  # noqa: E731
+    _add_checked(bundle, Artifact(name=name, file=f"{name}.onnx", runtime="onnxruntime", precision="fp32",
+                                  made_by="import", dynamic_batch=contract.input.dynamic_batch, notes=notes),
+                 ref_run, "source", images, opts, say)
+    if "openvino" in opts.formats:
+        _add_openvino(bundle, ref_run, "source", images, opts, say)
+    return bundle
+
+
+def _manifest(root: Path, opts: ExportOptions, contract: Contract, src: Source) -> Manifest:
+    name = opts.name or root.name.removesuffix(".partial").removesuffix(".cvd") or "model"
+    name = Path(name).stem if name.endswith(".cvd") else name
+    return Manifest(name=name, contract=contract,
+                    provenance=Provenance(source=src, created=now_iso(), environment=env.fingerprint()))
+
+
+def _add_openvino(bundle: Bundle, ref_run: Callable[[np.ndarray], list[np.ndarray]], ref_name: str,
+                  images: list[np.ndarray], opts: ExportOptions, say: Step) -> None:
+    name = artifact_name("openvino", "fp32")
+    say(f"converting to {name}")
+    onnx_art = bundle.artifact("onnx-fp32")
+    xml = bundle.path / name / "model.xml"
+    onnx_to_openvino(bundle.file(onnx_art), xml)
+    art = Artifact(name=name, file=f"{name}/model.xml", runtime="openvino", precision="fp32",
+                   dynamic_batch=onnx_art.dynamic_batch, made_by="export")
+    _add_checked(bundle, art, ref_run, ref_name, images, opts, say, files=[f"{name}/model.xml", f"{name}/model.bin"])
+
+
+def _add_checked(bundle: Bundle, art: Artifact, ref_run: Callable[[np.ndarray], list[np.ndarray]], ref_name: str,
+                 images: list[np.ndarray], opts: ExportOptions, say: Step, files: list[str] | None = None) -> None:
+    """Measure parity of a freshly written artifact, refuse it past tolerance, else record it."""
+    runtime = load_runtime(art.runtime, bundle.path / art.file, RuntimeOptions())
+    in_name = runtime.inputs[0].name
+    tensors, geoms = batches(bundle.contract, images, runtime.inputs[0].static_batch)
+    say(f"checking parity of {art.name} against the {ref_name} on {len(images)} images")
+    parity, problem = check_parity(ref_run, lambda t: runtime.run({in_name: t}), bundle.contract, tensors, geoms,
+                                   ref_name, opts.tolerance)
+    if problem:
+        raise ParityError(f"{art.name} disagrees with its {ref_name}: {problem}")
+    art.parity = parity
+    bundle.add_artifact(art, files)
+    agree = "n/a" if parity.box_agreement is None else f"{parity.box_agreement:.3f}"
+    say(f"{art.name}: max abs diff {parity.max_abs_diff:.2e}, cosine {parity.cosine:.6f}, agreement {agree}")
+
+
+def batches(contract: Contract, images: list[np.ndarray], static_batch: int | None) -> tuple[
+    list[np.ndarray], list[list[Geometry]]
+]:
+    """Preprocess images into batches the artifact accepts (one at a time for a fixed batch of 1)."""
+    pre = Preprocessor(contract.input)
+    size = static_batch or (4 if contract.input.dynamic_batch else 1)
+    tensors, geoms = [], []
+    for i in range(0, len(images), size):
+        chunk = images[i : i + size]
+        if static_batch and len(chunk) != static_batch:
+            break
+        t, g = pre(chunk)
+        tensors.append(t)
+        geoms.append(g)
+    return tensors, geoms
+
+
+def _parity_images(opts: ExportOptions) -> list[np.ndarray]:
+    if opts.parity_images:
+        files = find_images(opts.parity_images)
+        if not files:
+            raise InputError(f"no images found in {', '.join(str(p) for p in opts.parity_images)}")
+        return [read_image(f) for f in files[: opts.parity_count]]
+    return sample_images(opts.parity_count)

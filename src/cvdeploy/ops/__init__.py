@@ -1,0 +1,1 @@
+"""Numerical building blocks: letterbox geometry, box conversions and non-maximum suppression."""

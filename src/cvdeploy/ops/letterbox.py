@@ -1,0 +1,84 @@
+"""Resizing an image to a model's input: letterbox, stretch or centre crop, and the way back.
+
+Letterbox follows the Ultralytics geometry exactly so that boxes agree with Ultralytics' own
+predictions on the same ONNX file: ``r = min(H/h, W/w)``, new size ``(round(w r), round(h r))``
+with INTER_LINEAR, padding split evenly with ``round(d/2 ∓ 0.1)`` on the two sides.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """How an original image maps into the model input: ``model = orig * (sx, sy) + (pad_x, pad_y)``."""
+
+    orig_height: int
+    orig_width: int
+    scale_x: float
+    scale_y: float
+    pad_x: float
+    pad_y: float
+
+    def to_original(self, boxes: np.ndarray) -> np.ndarray:
+        """Map ``(n, 4)`` xyxy boxes in model-input pixels back to original-image pixels, clipped."""
+        out = boxes.astype(np.float32, copy=True)
+        out[:, [0, 2]] = (out[:, [0, 2]] - self.pad_x) / self.scale_x
+        out[:, [1, 3]] = (out[:, [1, 3]] - self.pad_y) / self.scale_y
+        out[:, [0, 2]] = np.clip(out[:, [0, 2]], 0, self.orig_width)
+        out[:, [1, 3]] = np.clip(out[:, [1, 3]], 0, self.orig_height)
+        return out
+
+    def to_model(self, boxes: np.ndarray) -> np.ndarray:
+        """Map ``(n, 4)`` xyxy boxes in original pixels into model-input pixels."""
+        out = boxes.astype(np.float32, copy=True)
+        out[:, [0, 2]] = out[:, [0, 2]] * self.scale_x + self.pad_x
+        out[:, [1, 3]] = out[:, [1, 3]] * self.scale_y + self.pad_y
+        return out
+
+
+def letterbox(
+    img: np.ndarray, height: int, width: int, pad_value: int = 114, scaleup: bool = True
+) -> tuple[np.ndarray, Geometry]:
+    """Resize keeping aspect ratio and pad to ``(height, width)``; returns the image and its geometry."""
+    h, w = img.shape[:2]
+    r = min(height / h, width / w)
+    if not scaleup:
+        r = min(r, 1.0)
+    new_w, new_h = int(round(w * r)), int(round(h * r))
+    new_w, new_h = max(1, min(new_w, width)), max(1, min(new_h, height))
+    dw, dh = (width - new_w) / 2, (height - new_h) / 2
+    if (w, h) != (new_w, new_h):
+        img = cv2.resize(img, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    top, bottom = int(round(dh - 0.1)), int(round(dh + 0.1))
+    left, right = int(round(dw - 0.1)), int(round(dw + 0.1))
+    # rounding can leave the sum one pixel off the target on odd sizes; put it on the far side
+    bottom += height - (new_h + top + bottom)
+    right += width - (new_w + left + right)
+    if top or bottom or left or right:
+        img = cv2.copyMakeBorder(
+            img, top, bottom, left, right, cv2.BORDER_CONSTANT, value=(pad_value, pad_value, pad_value)
+        )
+    return img, Geometry(h, w, r, r, float(left), float(top))
+
+
+def stretch(img: np.ndarray, height: int, width: int) -> tuple[np.ndarray, Geometry]:
+    """Resize to ``(height, width)`` ignoring aspect ratio."""
+    h, w = img.shape[:2]
+    out = cv2.resize(img, (width, height), interpolation=cv2.INTER_LINEAR)
+    return out, Geometry(h, w, width / w, height / h, 0.0, 0.0)
+
+
+def center_crop(img: np.ndarray, height: int, width: int) -> tuple[np.ndarray, Geometry]:
+    """Resize the short side to fit, then crop the centre to ``(height, width)`` (classification style)."""
+    h, w = img.shape[:2]
+    r = max(height / h, width / w)
+    new_w, new_h = max(width, int(round(w * r))), max(height, int(round(h * r)))
+    resized = cv2.resize(img, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    top, left = (new_h - height) // 2, (new_w - width) // 2
+    out = resized[top : top + height, left : left + width]
+    return out, Geometry(h, w, new_w / w, new_h / h, -float(left), -float(top))

@@ -1,0 +1,142 @@
+"""The one pipeline, ``preprocess → runtime → decode``, built from a bundle's contract.
+
+``predict``, ``val``, ``bench``, ``serve``, ``doctor`` and ``monitor`` all run images through this
+class, so what is measured is what is deployed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cvdeploy.bundle import Artifact, Bundle
+from cvdeploy.contract import Contract
+from cvdeploy.decode import Decoder
+from cvdeploy.errors import ConfigError, InputError
+from cvdeploy.images import read_image
+from cvdeploy.ops.letterbox import Geometry
+from cvdeploy.preprocess import Preprocessor
+from cvdeploy.results import Result
+from cvdeploy.runtimes import Runtime, RuntimeOptions, load_runtime
+
+STAGES = ("read", "preprocess", "inference", "decode")
+
+
+class Pipeline:
+    """Images in, results out, through exactly the contract's preprocessing and decoding."""
+
+    def __init__(self, contract: Contract, runtime: Runtime, artifact: Artifact | None = None) -> None:
+        self.contract = contract
+        self.runtime = runtime
+        self.artifact = artifact
+        self.preprocessor = Preprocessor(contract.input)
+        self.decoder = Decoder(contract, [o.name for o in runtime.outputs])
+        self.input_name = runtime.inputs[0].name if runtime.inputs else contract.input.name
+        self.static_batch = runtime.inputs[0].static_batch if runtime.inputs else None
+
+    @classmethod
+    def from_bundle(
+        cls,
+        bundle: Bundle | str | Path,
+        artifact: str | None = None,
+        options: RuntimeOptions | None = None,
+        imgsz: tuple[int, int] | None = None,
+    ) -> Pipeline:
+        """Build the pipeline for one artifact of a bundle (default: the bundle's default artifact).
+
+        ``imgsz`` (height, width) overrides the contract's input size; the artifact must accept it.
+        """
+        b = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
+        art = b.artifact(artifact)
+        contract = b.contract
+        if imgsz is not None and tuple(imgsz) != (contract.input.height, contract.input.width):
+            h, w = imgsz
+            stride = contract.input.stride
+            if h % stride or w % stride:
+                raise ConfigError(f"image size {h}x{w} must be a multiple of the model stride {stride}")
+            contract = contract.model_copy(deep=True)
+            contract.input.height, contract.input.width = int(h), int(w)
+        runtime = load_runtime(art.runtime, b.file(art), options)
+        pipe = cls(contract, runtime, art)
+        pipe._check_input_size()
+        return pipe
+
+    def _check_input_size(self) -> None:
+        if not self.runtime.inputs:
+            return
+        shape = self.runtime.inputs[0].shape
+        spec = self.contract.input
+        if len(shape) == 4:
+            hw = shape[2:4] if spec.layout == "NCHW" else shape[1:3]
+            for got, want, what in ((hw[0], spec.height, "height"), (hw[1], spec.width, "width")):
+                if isinstance(got, int) and got > 0 and got != want:
+                    raise ConfigError(
+                        f"this artifact has a fixed input {what} of {got}, not {want}; "
+                        "re-export with a dynamic shape or use its own size"
+                    )
+
+    # ---- the three stages ------------------------------------------------------------------
+    def preprocess(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[Geometry]]:
+        """BGR images → ``(b, 3, H, W)`` tensor (per the contract) and per-image geometry."""
+        return self.preprocessor(images)
+
+    def infer(self, tensor: np.ndarray) -> list[np.ndarray]:
+        """Run the runtime on a batch, splitting it when the artifact has a fixed batch size."""
+        sb = self.static_batch
+        if sb is None or tensor.shape[0] == sb:
+            return self.runtime.run({self.input_name: tensor})
+        if sb != 1:
+            if tensor.shape[0] % sb:
+                raise ConfigError(f"this artifact has a fixed batch of {sb}; batch {tensor.shape[0]} is impossible")
+        parts = [self.runtime.run({self.input_name: tensor[i : i + sb]}) for i in range(0, tensor.shape[0], sb)]
+        return [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]
+
+    def decode(self, outputs: Sequence[np.ndarray], geometries: Sequence[Geometry]) -> list[Result]:
+        """Raw outputs → one result per image, boxes in original-image pixels."""
+        return self.decoder(outputs, geometries)
+
+    # ---- end to end --------------------------------------------------------------------------
+    def predict(
+        self,
+        images: Sequence[np.ndarray | str | Path],
+        batch_size: int | None = None,
+        timings: dict[str, float] | None = None,
+    ) -> list[Result]:
+        """Run images (arrays or paths) through the whole pipeline.
+
+        ``timings``, when given, accumulates seconds per stage (``read``, ``preprocess``,
+        ``inference``, ``decode``).
+        """
+        if len(images) == 0:
+            raise InputError("no images given")
+        bs = batch_size or (self.static_batch or len(images))
+        out: list[Result] = []
+        clock = time.perf_counter
+        for start in range(0, len(images), bs):
+            chunk = images[start : start + bs]
+            t0 = clock()
+            arrays = [read_image(im) if isinstance(im, str | Path) else im for im in chunk]
+            t1 = clock()
+            tensor, geoms = self.preprocess(arrays)
+            t2 = clock()
+            raw = self.infer(tensor)
+            t3 = clock()
+            out.extend(self.decode(raw, geoms))
+            t4 = clock()
+            if timings is not None:
+                for stage, dt in zip(STAGES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
+                    timings[stage] = timings.get(stage, 0.0) + dt
+        return out
+
+    __call__ = predict
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "artifact": self.artifact.name if self.artifact else None,
+            **self.runtime.describe(),
+            "input": {"name": self.input_name, "shape": list(self.runtime.inputs[0].shape) if self.runtime.inputs else None},
+        }

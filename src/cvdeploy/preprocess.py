@@ -1,0 +1,77 @@
+"""Images → model input tensor, exactly as the contract says."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+from cvdeploy.contract import InputSpec
+from cvdeploy.errors import InputError
+from cvdeploy.images import to_bgr
+from cvdeploy.ops.letterbox import Geometry, center_crop, letterbox, stretch
+
+
+class Preprocessor:
+    """Turns BGR uint8 images into one batched tensor and remembers each image's geometry."""
+
+    def __init__(self, spec: InputSpec) -> None:
+        self.spec = spec
+        mean = np.asarray(spec.mean, dtype=np.float32)
+        std = np.asarray(spec.std, dtype=np.float32)
+        self._identity_norm = bool(np.all(mean == 0) and np.all(std == 1))
+        # fold scale and normalisation into one multiply-add: x * a + b
+        self._a = (spec.scale / std).astype(np.float32)
+        self._b = (-mean / std).astype(np.float32)
+
+    def resize(self, img: np.ndarray, height: int | None = None, width: int | None = None) -> tuple[
+        np.ndarray, Geometry
+    ]:
+        """Resize one ``(h, w, 3)`` BGR image to the input size; returns it and its geometry."""
+        s = self.spec
+        h, w = height or s.height, width or s.width
+        img = to_bgr(img)
+        if img.shape[0] < 1 or img.shape[1] < 1:
+            raise InputError(f"empty image of shape {img.shape}")
+        if s.resize == "letterbox":
+            return letterbox(img, h, w, s.pad_value)
+        if s.resize == "stretch":
+            return stretch(img, h, w)
+        return center_crop(img, h, w)
+
+    def to_tensor(self, resized: Sequence[np.ndarray]) -> np.ndarray:
+        """Stack resized BGR images into the model's layout, colour order, dtype and scale."""
+        batch = np.stack(resized)  # (b, h, w, 3) BGR uint8
+        if self.spec.color == "RGB":
+            batch = batch[..., ::-1]
+        if self.spec.dtype == "uint8":
+            out = np.ascontiguousarray(batch)
+        else:
+            out = batch.astype(np.float32)
+            if self._identity_norm:
+                out *= np.float32(self.spec.scale)
+            else:
+                out = out * self._a + self._b
+        if self.spec.layout == "NCHW":
+            out = out.transpose(0, 3, 1, 2)
+        out = np.ascontiguousarray(out)
+        if self.spec.dtype == "float16":
+            out = out.astype(np.float16)
+        return out
+
+    def __call__(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[Geometry]]:
+        """``images``: BGR arrays of any size → ``(b, 3, H, W)`` (or NHWC) tensor and geometries."""
+        if len(images) == 0:
+            raise InputError("no images to preprocess")
+        resized, geoms = zip(*(self.resize(im) for im in images), strict=True)
+        return self.to_tensor(resized), list(geoms)
+
+
+def resize_bgr(img: np.ndarray, size: int) -> np.ndarray:
+    """Downscale so the long side is at most ``size`` (for thumbnails and reports)."""
+    h, w = img.shape[:2]
+    r = size / max(h, w)
+    if r >= 1:
+        return img
+    return cv2.resize(img, (max(1, round(w * r)), max(1, round(h * r))), interpolation=cv2.INTER_AREA)

@@ -1,0 +1,80 @@
+"""Import a PyTorch module from ``python:pkg.module:factory`` or a TorchScript file."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+from cvdeploy._deps import require
+from cvdeploy.errors import InputError, ModelError
+
+
+def load_factory(spec: str) -> Any:
+    """Call ``factory()`` from ``python:pkg.module:factory`` and return the ``nn.Module`` it builds."""
+    torch = require("torch", "PyTorch sources")
+    target = spec.removeprefix("python:")
+    if ":" not in target:
+        raise InputError(f"{spec!r}: expected python:package.module:factory (e.g. python:mypkg.models:build)")
+    mod_name, _, attr = target.partition(":")
+    try:
+        module = importlib.import_module(mod_name)
+    except ImportError as exc:
+        raise InputError(f"{spec!r}: cannot import module {mod_name!r} ({exc})") from None
+    factory = module
+    for part in attr.split("."):
+        if not hasattr(factory, part):
+            raise InputError(f"{spec!r}: module {mod_name!r} has no attribute {attr!r}")
+        factory = getattr(factory, part)
+    if not callable(factory):
+        raise InputError(f"{spec!r}: {attr!r} is not callable")
+    model = factory()
+    if not isinstance(model, torch.nn.Module):
+        raise ModelError(f"{spec!r}: the factory returned {type(model).__name__}, not a torch.nn.Module")
+    return model.eval()
+
+
+def load_torchscript(path: str | Path) -> Any:
+    """Load a TorchScript archive (not a pickle: no arbitrary Python runs)."""
+    torch = require("torch", "TorchScript sources")
+    try:
+        return torch.jit.load(str(path), map_location="cpu").eval()
+    except Exception as exc:
+        raise ModelError(f"{path}: not a loadable TorchScript file ({exc})") from None
+
+
+def load_state_dict(model: Any, path: str | Path) -> Any:
+    """Load a plain state dict safely (``weights_only=True``) into ``model``."""
+    torch = require("torch", "PyTorch weights")
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ModelError(f"{path}: cannot load weights safely ({exc})") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ModelError(f"{path}: weights do not fit the model ({str(exc).splitlines()[0]})") from None
+    return model.eval()
+
+
+class FirstOutput:
+    """Wraps a module whose forward returns a tuple/list so that only the first tensor is exported."""
+
+    @staticmethod
+    def wrap(model: Any) -> Any:
+        torch = require("torch")
+
+        class _First(torch.nn.Module):
+            def __init__(self, inner: Any) -> None:
+                super().__init__()
+                self.inner = inner
+
+            def forward(self, x: Any) -> Any:
+                out = self.inner(x)
+                while isinstance(out, list | tuple):
+                    out = out[0]
+                return out
+
+        return _First(model).eval()

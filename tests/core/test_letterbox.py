@@ -1,0 +1,100 @@
+"""Letterbox geometry: exact Ultralytics arithmetic on awkward sizes, and the way back."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cvdeploy.contract import InputSpec
+from cvdeploy.ops.letterbox import center_crop, letterbox, stretch
+from cvdeploy.preprocess import Preprocessor
+
+
+# (h, w) -> expected (new_h, new_w, top, bottom, left, right) for a 640x640 target, computed by hand:
+# r = min(640/h, 640/w); new = round(side * r); pads round(d/2 - 0.1) / round(d/2 + 0.1)
+@pytest.mark.parametrize(
+    ("h", "w", "expected"),
+    [
+        (1080, 810, (640, 480, 0, 0, 80, 80)),
+        (720, 1280, (360, 640, 140, 140, 0, 0)),
+        (1, 1, (640, 640, 0, 0, 0, 0)),
+        (20, 5000, (3, 640, 318, 319, 0, 0)),  # r = 0.128, 20 r = 2.56 -> 3, pads 318.5 -> 318 / 319
+        (480, 640, (480, 640, 80, 80, 0, 0)),
+        (641, 640, (640, 639, 0, 0, 0, 1)),  # 640 * 640/641 = 639.0 -> dw 0.5 -> left 0, right 1
+    ],
+)
+def test_letterbox_geometry(h: int, w: int, expected: tuple[int, ...]) -> None:
+    new_h, new_w, top, bottom, left, right = expected
+    img = np.full((h, w, 3), 7, np.uint8)
+    out, geom = letterbox(img, 640, 640)
+    assert out.shape == (640, 640, 3)
+    assert geom.pad_x == left and geom.pad_y == top
+    assert round(w * geom.scale_x) == new_w and round(h * geom.scale_y) == new_h
+    # the image occupies exactly [top, top+new_h) x [left, left+new_w); the rest is pad 114
+    inner = out[top : top + new_h, left : left + new_w]
+    assert (inner == 7).all()
+    mask = np.ones((640, 640), bool)
+    mask[top : top + new_h, left : left + new_w] = False
+    assert (out[mask] == 114).all()
+    assert top + new_h + bottom == 640 and left + new_w + right == 640
+
+
+@pytest.mark.parametrize("size", [(1080, 810), (720, 1280), (20, 5000), (333, 517)])
+def test_round_trip_boxes(size: tuple[int, int]) -> None:
+    h, w = size
+    rng = np.random.default_rng(0)
+    x1 = rng.uniform(0, w - 2, 20)
+    y1 = rng.uniform(0, h - 2, 20)
+    boxes = np.stack([x1, y1, np.minimum(x1 + rng.uniform(1, w, 20), w), np.minimum(y1 + rng.uniform(1, h, 20), h)], 1)
+    _, geom = letterbox(np.zeros((h, w, 3), np.uint8), 640, 640)
+    back = geom.to_original(geom.to_model(boxes.astype(np.float32)))
+    np.testing.assert_allclose(back, boxes, atol=1e-2 * max(1.0, 1 / geom.scale_x))
+
+
+def test_matches_ultralytics_letterbox_pixels() -> None:
+    augment = pytest.importorskip("ultralytics.data.augment")
+    rng = np.random.default_rng(1)
+    for h, w in [(1080, 810), (720, 1280), (20, 5000), (333, 517)]:
+        img = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+        ours, _ = letterbox(img, 640, 640)
+        theirs = augment.LetterBox((640, 640), auto=False, stride=32)(image=img)
+        assert ours.shape == theirs.shape
+        assert np.array_equal(ours, theirs), f"pixels differ for {h}x{w}"
+
+
+@pytest.mark.parametrize(
+    ("image", "what"),
+    [
+        (np.full((50, 80), 200, np.uint8), "grayscale"),
+        (np.full((50, 80, 4), 200, np.uint8), "RGBA"),
+        (np.full((50, 80, 1), 200, np.uint8), "single channel"),
+    ],
+)
+def test_preprocess_accepts_gray_and_alpha(image: np.ndarray, what: str) -> None:
+    tensor, geoms = Preprocessor(InputSpec(height=64, width=64))([image])
+    assert tensor.shape == (1, 3, 64, 64), what
+    assert tensor.dtype == np.float32
+    # letterboxed content is 200/255, padding 114/255
+    assert np.isclose(tensor[0, :, 32, 32], 200 / 255).all()
+    assert np.isclose(tensor[0, :, 0, 0], 114 / 255).all()
+    assert geoms[0].orig_height == 50
+
+
+def test_preprocess_colour_order_mean_std_and_layout() -> None:
+    img = np.zeros((32, 32, 3), np.uint8)
+    img[..., 0], img[..., 1], img[..., 2] = 10, 20, 30  # BGR
+    spec = InputSpec(height=32, width=32, mean=[0.5, 0.5, 0.5], std=[0.25, 0.25, 0.25], layout="NHWC")
+    t, _ = Preprocessor(spec)([img])
+    assert t.shape == (1, 32, 32, 3)
+    np.testing.assert_allclose(t[0, 0, 0], (np.array([30, 20, 10]) / 255 - 0.5) / 0.25, rtol=1e-6)
+    t_bgr, _ = Preprocessor(InputSpec(height=32, width=32, color="BGR"))([img])
+    np.testing.assert_allclose(t_bgr[0, :, 0, 0], np.array([10, 20, 30]) / 255, rtol=1e-6)
+
+
+def test_stretch_and_center_crop_geometry() -> None:
+    img = np.zeros((100, 200, 3), np.uint8)
+    out, g = stretch(img, 50, 50)
+    assert out.shape == (50, 50, 3) and g.scale_x == 0.25 and g.scale_y == 0.5
+    out, g = center_crop(img, 50, 50)
+    assert out.shape == (50, 50, 3)
+    assert g.scale_x == g.scale_y == 0.5 and g.pad_x == -25.0 and g.pad_y == 0.0
