@@ -13,14 +13,17 @@ from rich.console import Console
 
 from cvdeploy.errors import ConfigError, CvdeployError
 
-console = Console()
-err_console = Console(stderr=True)
+# Piped or captured output gets a wide fixed width so tables are not squeezed to 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print one line to stderr and return the exit to raise."""
-    err_console.print(f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
+    from rich.markup import escape
+
+    err_console.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
