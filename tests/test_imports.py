@@ -8,9 +8,26 @@ import sys
 import textwrap
 
 OPTIONAL = [
-    "torch", "torchvision", "openvino", "nncf", "ultralytics", "onnxslim", "faster_coco_eval", "skimage",
-    "sklearn", "matplotlib", "jinja2", "fastapi", "starlette", "uvicorn", "prometheus_client", "tritonclient",
-    "scipy", "torch_pruning", "multipart", "python_multipart",
+    "torch",
+    "torchvision",
+    "openvino",
+    "nncf",
+    "ultralytics",
+    "onnxslim",
+    "faster_coco_eval",
+    "skimage",
+    "sklearn",
+    "matplotlib",
+    "jinja2",
+    "fastapi",
+    "starlette",
+    "uvicorn",
+    "prometheus_client",
+    "tritonclient",
+    "scipy",
+    "torch_pruning",
+    "multipart",
+    "python_multipart",
 ]
 
 SCRIPT = textwrap.dedent(
@@ -53,10 +70,12 @@ SCRIPT = textwrap.dedent(
 def test_core_only_imports_and_help() -> None:
     import json
 
-    proc = subprocess.run([sys.executable, "-c", SCRIPT % OPTIONAL], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT % OPTIONAL], capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(x for x in proc.stdout.splitlines() if x.startswith("REPORT"))
-    report = json.loads(line[len("REPORT"):])
+    report = json.loads(line[len("REPORT") :])
     assert report["broken"] == [], report["broken"]
     for name, message in report["needs_extra"]:
         assert "pip install" in message, (name, message)

@@ -22,7 +22,9 @@ from cvdeploy.errors import BundleError, ConfigError
 
 SCHEMA = "cvdeploy/1"
 MANIFEST = "cvdeploy.yaml"
-ARTIFACT_NAME = re.compile(r"^(onnxruntime|onnx|openvino|torch|tflite|tensorrt)-(fp32|fp16|int8|bf16|mixed)(-[a-z0-9]+)*$")
+ARTIFACT_NAME = re.compile(
+    r"^(onnxruntime|onnx|openvino|torch|tflite|tensorrt)-(fp32|fp16|int8|bf16|mixed)(-[a-z0-9]+)*$"
+)
 RUNTIME_PREFIX = {"onnxruntime": "onnx", "openvino": "openvino", "torch": "torch"}
 ZOO_DIR = Path(__file__).parent / "zoo" / "bundles"
 
@@ -116,7 +118,9 @@ def resolve_path(spec: str | Path) -> Path:
         path = ZOO_DIR / f"{key}.cvd"
         if not path.is_dir():
             have = sorted(p.stem for p in ZOO_DIR.glob("*.cvd")) if ZOO_DIR.is_dir() else []
-            raise BundleError(f"no bundled model {s!r}; available: {', '.join('zoo:' + h for h in have) or 'none'}")
+            raise BundleError(
+                f"no bundled model {s!r}; available: {', '.join('zoo:' + h for h in have) or 'none'}"
+            )
         return path
     return Path(s)
 
@@ -137,7 +141,9 @@ class Bundle:
         if not path.exists():
             raise BundleError(f"bundle not found: {path}")
         if not mpath.is_file():
-            raise BundleError(f"{path} is not a cvdeploy bundle (no {MANIFEST}); create one with 'cvdeploy export'")
+            raise BundleError(
+                f"{path} is not a cvdeploy bundle (no {MANIFEST}); create one with 'cvdeploy export'"
+            )
         try:
             raw = yaml.safe_load(mpath.read_text(encoding="utf-8"))
         except yaml.YAMLError as exc:
@@ -207,7 +213,9 @@ class Bundle:
         p = Path(path)
         if p.exists():
             if not overwrite and any(p.iterdir()):
-                raise BundleError(f"{p} already exists and is not empty; pass --overwrite or choose another -o")
+                raise BundleError(
+                    f"{p} already exists and is not empty; pass --overwrite or choose another -o"
+                )
             if overwrite and (p / MANIFEST).is_file():
                 shutil.rmtree(p)
             elif overwrite and any(p.iterdir()):

@@ -8,9 +8,24 @@ import numpy as np
 from cvdeploy.results import Classification, Detections, Result
 
 _PALETTE = [
-    (56, 56, 255), (151, 157, 255), (31, 112, 255), (29, 178, 255), (49, 210, 207), (10, 249, 72),
-    (23, 204, 146), (134, 219, 61), (211, 188, 0), (209, 99, 0), (203, 42, 0), (255, 144, 0),
-    (255, 98, 171), (236, 24, 0), (255, 56, 132), (133, 0, 82), (255, 56, 203), (200, 149, 255),
+    (56, 56, 255),
+    (151, 157, 255),
+    (31, 112, 255),
+    (29, 178, 255),
+    (49, 210, 207),
+    (10, 249, 72),
+    (23, 204, 146),
+    (134, 219, 61),
+    (211, 188, 0),
+    (209, 99, 0),
+    (203, 42, 0),
+    (255, 144, 0),
+    (255, 98, 171),
+    (236, 24, 0),
+    (255, 56, 132),
+    (133, 0, 82),
+    (255, 56, 203),
+    (200, 149, 255),
 ]
 
 
@@ -33,8 +48,16 @@ def annotate(image: np.ndarray, result: Result) -> np.ndarray:
             (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, font, max(1, thick - 1))
             y_text = y1 - 2 if y1 - th - base - 2 >= 0 else y1 + th + 2
             cv2.rectangle(img, (x1, y_text - th - base), (x1 + tw + 2, y_text + base - 1), c, -1)
-            cv2.putText(img, label, (x1 + 1, y_text - 1), cv2.FONT_HERSHEY_SIMPLEX, font, (255, 255, 255),
-                        max(1, thick - 1), cv2.LINE_AA)
+            cv2.putText(
+                img,
+                label,
+                (x1 + 1, y_text - 1),
+                cv2.FONT_HERSHEY_SIMPLEX,
+                font,
+                (255, 255, 255),
+                max(1, thick - 1),
+                cv2.LINE_AA,
+            )
     elif isinstance(result, Classification):
         for row, k in enumerate(result.top):
             label = f"{result.name(k)} {result.probs[k]:.2f}"

@@ -1,8 +1,8 @@
 """Export a source model into a bundle: ONNX and OpenVINO artifacts, each followed by a parity check.
 
-    source (ONNX | torch module | TorchScript | Ultralytics .pt | bundle)
-        └─▶ onnx-fp32 (torch.onnx + onnxslim, or the ONNX file as given)  ── parity vs source
-        └─▶ openvino-fp32 (OpenVINO IR converted from the ONNX)           ── parity vs source
+source (ONNX | torch module | TorchScript | Ultralytics .pt | bundle)
+    └─▶ onnx-fp32 (torch.onnx + onnxslim, or the ONNX file as given)  ── parity vs source
+    └─▶ openvino-fp32 (OpenVINO IR converted from the ONNX)           ── parity vs source
 """
 
 from __future__ import annotations
@@ -18,7 +18,16 @@ import numpy as np
 
 from cvdeploy import env
 from cvdeploy._deps import require
-from cvdeploy.bundle import Artifact, Bundle, Manifest, Provenance, Source, artifact_name, now_iso, sha256_file
+from cvdeploy.bundle import (
+    Artifact,
+    Bundle,
+    Manifest,
+    Provenance,
+    Source,
+    artifact_name,
+    now_iso,
+    sha256_file,
+)
 from cvdeploy.contract import Contract, InputSpec, OutputSpec
 from cvdeploy.errors import ConfigError, InputError, ModelError, ParityError
 from cvdeploy.images import find_images, read_image, sample_images
@@ -59,7 +68,9 @@ class _TorchSource:
     weights: Any = None  # state dict to keep in the bundle for later optimisation
 
 
-def export(source: str, out: str | Path, options: ExportOptions | None = None, step: Step | None = None) -> Bundle:
+def export(
+    source: str, out: str | Path, options: ExportOptions | None = None, step: Step | None = None
+) -> Bundle:
     """Export ``source`` into a new bundle at ``out``; every artifact gets a parity record.
 
     Raises :class:`ParityError` (and leaves no bundle behind) when an artifact disagrees with its
@@ -72,24 +83,32 @@ def export(source: str, out: str | Path, options: ExportOptions | None = None, s
         raise ConfigError(f"unknown export format(s) {', '.join(bad)}: use {', '.join(FORMATS)}")
     if "onnx" not in opts.formats:
         opts.formats = ["onnx", *opts.formats]  # every other format is converted from the ONNX
-    out_path = Path(out)
     kind = detect_kind(source)
     images = _parity_images(opts)
+    if kind == "onnx":
+        return _staged(Path(out), opts, lambda root: _export_onnx_source(source, root, opts, images, say))
+    ts = _torch_source(source, kind, opts, say)
+    return _staged(Path(out), opts, lambda root: _export_torch_source(ts, root, opts, images, say))
+
+
+def _staged(out_path: Path, opts: ExportOptions, build: Callable[[Path], Bundle]) -> Bundle:
+    """Build the bundle in ``<out>.partial`` and move it into place only when every artifact passed."""
+    if out_path.exists() and not opts.overwrite and any(out_path.iterdir()):
+        raise InputError(f"{out_path} already exists and is not empty; pass --overwrite or choose another -o")
+    if (
+        out_path.exists()
+        and opts.overwrite
+        and not (out_path / "cvdeploy.yaml").is_file()
+        and any(out_path.iterdir())
+    ):
+        raise InputError(f"{out_path} exists and is not a bundle; refusing to overwrite it")
     staging = out_path.with_name(out_path.name + ".partial")
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
     try:
-        if kind == "onnx":
-            bundle = _export_onnx_source(source, staging, opts, images, say)
-        else:
-            ts = _torch_source(source, kind, opts, say)
-            bundle = _export_torch_source(ts, staging, opts, images, say)
+        build(staging)
         if out_path.exists():
-            if not opts.overwrite and any(out_path.iterdir()):
-                raise InputError(f"{out_path} already exists and is not empty; pass --overwrite or choose another -o")
-            if opts.overwrite and not (out_path / "cvdeploy.yaml").is_file() and any(out_path.iterdir()):
-                raise InputError(f"{out_path} exists and is not a bundle; refusing to overwrite it")
             shutil.rmtree(out_path)
         staging.rename(out_path)
     except BaseException:
@@ -130,8 +149,12 @@ def _torch_source(source: str, kind: str, opts: ExportOptions, say: Step) -> _To
                 contract.input.height, contract.input.width = opts.imgsz
             torch = require("torch")
             state = torch.load(str(b.path / src.weights), map_location="cpu", weights_only=True)
-            return _TorchSource(module, contract, Source(kind="torch", factory=src.factory,
-                                                         file=str(source), sha256=src.sha256), state)
+            return _TorchSource(
+                module,
+                contract,
+                Source(kind="torch", factory=src.factory, file=str(source), sha256=src.sha256),
+                state,
+            )
         raise ModelError(f"bundle {source} has no PyTorch source to re-export; use its ONNX artifact instead")
     from cvdeploy.sources.torch import load_factory, load_torchscript
 
@@ -145,9 +168,7 @@ def _torch_source(source: str, kind: str, opts: ExportOptions, say: Step) -> _To
         src = Source(kind="torch", factory=source, file=None)
     h, w = opts.imgsz or (640, 640)
     classes = hints.classes or _module_names(module)
-    fmt = hints.format
-    if fmt is None:
-        fmt = _probe_format(module, h, w, len(classes) if classes else None)
+    fmt = hints.format or _probe_format(module, h, w, len(classes) if classes else None)
     task = hints.task or {"yolov8": "detect", "yolov5": "detect", "classify": "classify"}.get(fmt, "raw")
     contract = _contract(task, classes, {"height": h, "width": w}, {"format": fmt}, hints)
     weights = None
@@ -177,11 +198,16 @@ def _probe_format(module: Any, h: int, w: int, nc: int | None) -> str:
     return fmt
 
 
-def _contract(task: str, classes: list[str] | None, inp: dict[str, Any], out: dict[str, Any],
-              hints: ContractHints) -> Contract:
+def _contract(
+    task: str, classes: list[str] | None, inp: dict[str, Any], out: dict[str, Any], hints: ContractHints
+) -> Contract:
     try:
-        return Contract(task=task, classes=list(classes or []),  # type: ignore[arg-type]
-                        input=InputSpec(**{**inp, **hints.input}), output=OutputSpec(**{**out, **hints.output}))
+        return Contract(
+            task=task,
+            classes=list(classes or []),
+            input=InputSpec(**{**inp, **hints.input}),
+            output=OutputSpec(**{**out, **hints.output}),
+        )
     except Exception as exc:
         raise ConfigError(f"invalid contract: {exc}") from None
 
@@ -194,8 +220,15 @@ def _sha(path: str) -> str | None:
 # ---- exporters -------------------------------------------------------------------------------
 
 
-def torch_to_onnx(module: Any, path: Path, contract: Contract, opset: int = 17, dynamic_batch: bool = False,
-                  dynamic_shape: bool = False, simplify: bool = True) -> None:
+def torch_to_onnx(
+    module: Any,
+    path: Path,
+    contract: Contract,
+    opset: int = 17,
+    dynamic_batch: bool = False,
+    dynamic_shape: bool = False,
+    simplify: bool = True,
+) -> None:
     """``torch.onnx.export`` (TorchScript-based exporter) then optional onnxslim; writes ``path``."""
     torch = require("torch", "ONNX export from PyTorch")
     import warnings
@@ -270,8 +303,31 @@ def onnx_to_openvino(onnx_path: Path, xml_path: Path) -> None:
 # ---- the two export flows ----------------------------------------------------------------------
 
 
-def _export_torch_source(ts: _TorchSource, root: Path, opts: ExportOptions, images: list[np.ndarray],
-                         say: Step) -> Bundle:
+def export_torch(
+    module: Any,
+    out: str | Path,
+    contract: Contract,
+    source: Source,
+    options: ExportOptions | None = None,
+    weights: Any = None,
+    step: Step | None = None,
+) -> Bundle:
+    """Export an in-memory ``nn.Module`` with a known contract into a new bundle (used by the zoo
+    packager and by optimisers that produce new PyTorch models). ``weights``: a state dict to keep."""
+    opts = options or ExportOptions()
+    say = step or (lambda msg: log.info(msg))
+    return _staged(
+        Path(out),
+        opts,
+        lambda root: _export_torch_source(
+            _TorchSource(module, contract, source, weights), root, opts, _parity_images(opts), say
+        ),
+    )
+
+
+def _export_torch_source(
+    ts: _TorchSource, root: Path, opts: ExportOptions, images: list[np.ndarray], say: Step
+) -> Bundle:
     from cvdeploy.runtimes.torch import TorchRuntime
 
     contract = ts.contract
@@ -288,18 +344,39 @@ def _export_torch_source(ts: _TorchSource, root: Path, opts: ExportOptions, imag
     ref_run = lambda t: reference.run({"images": t})  # noqa: E731
     name = artifact_name("onnxruntime", "fp32")
     say(f"exporting {name} (opset {opts.opset}{', simplified' if opts.simplify else ''})")
-    torch_to_onnx(ts.module, root / f"{name}.onnx", contract, opts.opset, opts.dynamic_batch,
-                  opts.dynamic_shape, opts.simplify)
-    _add_checked(bundle, Artifact(name=name, file=f"{name}.onnx", runtime="onnxruntime", precision="fp32",
-                                  dynamic_batch=opts.dynamic_batch, details={"opset": opts.opset}),
-                 ref_run, "source", images, opts, say)
+    torch_to_onnx(
+        ts.module,
+        root / f"{name}.onnx",
+        contract,
+        opts.opset,
+        opts.dynamic_batch,
+        opts.dynamic_shape,
+        opts.simplify,
+    )
+    _add_checked(
+        bundle,
+        Artifact(
+            name=name,
+            file=f"{name}.onnx",
+            runtime="onnxruntime",
+            precision="fp32",
+            dynamic_batch=opts.dynamic_batch,
+            details={"opset": opts.opset},
+        ),
+        ref_run,
+        "source",
+        images,
+        opts,
+        say,
+    )
     if "openvino" in opts.formats:
         _add_openvino(bundle, ref_run, "source", images, opts, say)
     return bundle
 
 
-def _export_onnx_source(source: str, root: Path, opts: ExportOptions, images: list[np.ndarray],
-                        say: Step) -> Bundle:
+def _export_onnx_source(
+    source: str, root: Path, opts: ExportOptions, images: list[np.ndarray], say: Step
+) -> Bundle:
     say(f"reading {source}")
     model = load_onnx(source)
     hints = opts.hints
@@ -314,9 +391,23 @@ def _export_onnx_source(source: str, root: Path, opts: ExportOptions, images: li
     shutil.copyfile(source, root / f"{name}.onnx")
     reference = load_runtime("onnxruntime", source)
     ref_run = lambda t: reference.run({reference.inputs[0].name: t})  # noqa: E731
-    _add_checked(bundle, Artifact(name=name, file=f"{name}.onnx", runtime="onnxruntime", precision="fp32",
-                                  made_by="import", dynamic_batch=contract.input.dynamic_batch, notes=notes),
-                 ref_run, "source", images, opts, say)
+    _add_checked(
+        bundle,
+        Artifact(
+            name=name,
+            file=f"{name}.onnx",
+            runtime="onnxruntime",
+            precision="fp32",
+            made_by="import",
+            dynamic_batch=contract.input.dynamic_batch,
+            notes=notes,
+        ),
+        ref_run,
+        "source",
+        images,
+        opts,
+        say,
+    )
     if "openvino" in opts.formats:
         _add_openvino(bundle, ref_run, "source", images, opts, say)
     return bundle
@@ -325,31 +416,63 @@ def _export_onnx_source(source: str, root: Path, opts: ExportOptions, images: li
 def _manifest(root: Path, opts: ExportOptions, contract: Contract, src: Source) -> Manifest:
     name = opts.name or root.name.removesuffix(".partial").removesuffix(".cvd") or "model"
     name = Path(name).stem if name.endswith(".cvd") else name
-    return Manifest(name=name, contract=contract,
-                    provenance=Provenance(source=src, created=now_iso(), environment=env.fingerprint()))
+    return Manifest(
+        name=name,
+        contract=contract,
+        provenance=Provenance(source=src, created=now_iso(), environment=env.fingerprint()),
+    )
 
 
-def _add_openvino(bundle: Bundle, ref_run: Callable[[np.ndarray], list[np.ndarray]], ref_name: str,
-                  images: list[np.ndarray], opts: ExportOptions, say: Step) -> None:
+def _add_openvino(
+    bundle: Bundle,
+    ref_run: Callable[[np.ndarray], list[np.ndarray]],
+    ref_name: str,
+    images: list[np.ndarray],
+    opts: ExportOptions,
+    say: Step,
+) -> None:
     name = artifact_name("openvino", "fp32")
     say(f"converting to {name}")
     onnx_art = bundle.artifact("onnx-fp32")
     xml = bundle.path / name / "model.xml"
     onnx_to_openvino(bundle.file(onnx_art), xml)
-    art = Artifact(name=name, file=f"{name}/model.xml", runtime="openvino", precision="fp32",
-                   dynamic_batch=onnx_art.dynamic_batch, made_by="export")
-    _add_checked(bundle, art, ref_run, ref_name, images, opts, say, files=[f"{name}/model.xml", f"{name}/model.bin"])
+    art = Artifact(
+        name=name,
+        file=f"{name}/model.xml",
+        runtime="openvino",
+        precision="fp32",
+        dynamic_batch=onnx_art.dynamic_batch,
+        made_by="export",
+    )
+    _add_checked(
+        bundle, art, ref_run, ref_name, images, opts, say, files=[f"{name}/model.xml", f"{name}/model.bin"]
+    )
 
 
-def _add_checked(bundle: Bundle, art: Artifact, ref_run: Callable[[np.ndarray], list[np.ndarray]], ref_name: str,
-                 images: list[np.ndarray], opts: ExportOptions, say: Step, files: list[str] | None = None) -> None:
+def _add_checked(
+    bundle: Bundle,
+    art: Artifact,
+    ref_run: Callable[[np.ndarray], list[np.ndarray]],
+    ref_name: str,
+    images: list[np.ndarray],
+    opts: ExportOptions,
+    say: Step,
+    files: list[str] | None = None,
+) -> None:
     """Measure parity of a freshly written artifact, refuse it past tolerance, else record it."""
     runtime = load_runtime(art.runtime, bundle.path / art.file, RuntimeOptions())
     in_name = runtime.inputs[0].name
     tensors, geoms = batches(bundle.contract, images, runtime.inputs[0].static_batch)
     say(f"checking parity of {art.name} against the {ref_name} on {len(images)} images")
-    parity, problem = check_parity(ref_run, lambda t: runtime.run({in_name: t}), bundle.contract, tensors, geoms,
-                                   ref_name, opts.tolerance)
+    parity, problem = check_parity(
+        ref_run,
+        lambda t: runtime.run({in_name: t}),
+        bundle.contract,
+        tensors,
+        geoms,
+        ref_name,
+        opts.tolerance,
+    )
     if problem:
         raise ParityError(f"{art.name} disagrees with its {ref_name}: {problem}")
     art.parity = parity
@@ -358,9 +481,9 @@ def _add_checked(bundle: Bundle, art: Artifact, ref_run: Callable[[np.ndarray], 
     say(f"{art.name}: max abs diff {parity.max_abs_diff:.2e}, cosine {parity.cosine:.6f}, agreement {agree}")
 
 
-def batches(contract: Contract, images: list[np.ndarray], static_batch: int | None) -> tuple[
-    list[np.ndarray], list[list[Geometry]]
-]:
+def batches(
+    contract: Contract, images: list[np.ndarray], static_batch: int | None
+) -> tuple[list[np.ndarray], list[list[Geometry]]]:
     """Preprocess images into batches the artifact accepts (one at a time for a fixed batch of 1)."""
     pre = Preprocessor(contract.input)
     size = static_batch or (4 if contract.input.dynamic_batch else 1)

@@ -71,7 +71,15 @@ def find_images(sources: Iterable[str | Path], recursive: bool = True) -> list[P
     return found
 
 
-_SKIMAGE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "cat", "hubble_deep_field", "immunohistochemistry")
+_SKIMAGE_PHOTOS = (
+    "astronaut",
+    "coffee",
+    "chelsea",
+    "rocket",
+    "cat",
+    "hubble_deep_field",
+    "immunohistochemistry",
+)
 
 
 def sample_images(n: int = 8) -> list[np.ndarray]:

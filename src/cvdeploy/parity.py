@@ -36,16 +36,26 @@ class Tolerance:
 def output_diff(ref: Sequence[np.ndarray], out: Sequence[np.ndarray]) -> dict[str, float | str]:
     """Max/mean absolute difference, cosine similarity and the location of the largest difference."""
     if len(ref) != len(out):
-        return {"max_abs_diff": float("inf"), "mean_abs_diff": float("inf"), "cosine": 0.0,
-                "where": f"{len(out)} outputs vs {len(ref)} in the reference", "ref_scale": 0.0}
+        return {
+            "max_abs_diff": float("inf"),
+            "mean_abs_diff": float("inf"),
+            "cosine": 0.0,
+            "where": f"{len(out)} outputs vs {len(ref)} in the reference",
+            "ref_scale": 0.0,
+        }
     worst, where, total, count = 0.0, "", 0.0, 0
     dots = na = nb = 0.0
     scale = 0.0
     for k, (r, o) in enumerate(zip(ref, out, strict=True)):
         r64, o64 = np.asarray(r, np.float64), np.asarray(o, np.float64)
         if r64.shape != o64.shape:
-            return {"max_abs_diff": float("inf"), "mean_abs_diff": float("inf"), "cosine": 0.0,
-                    "where": f"output {k} has shape {o64.shape}, reference {r64.shape}", "ref_scale": 0.0}
+            return {
+                "max_abs_diff": float("inf"),
+                "mean_abs_diff": float("inf"),
+                "cosine": 0.0,
+                "where": f"output {k} has shape {o64.shape}, reference {r64.shape}",
+                "ref_scale": 0.0,
+            }
         d = np.abs(r64 - o64)
         if d.size:
             idx = np.unravel_index(int(np.argmax(d)), d.shape)
@@ -59,8 +69,13 @@ def output_diff(ref: Sequence[np.ndarray], out: Sequence[np.ndarray]) -> dict[st
         na += float((r64 * r64).sum())
         nb += float((o64 * o64).sum())
     cosine = dots / np.sqrt(na * nb) if na > 0 and nb > 0 else float(na == nb)
-    return {"max_abs_diff": worst, "mean_abs_diff": total / max(count, 1), "cosine": float(cosine),
-            "where": where, "ref_scale": scale}
+    return {
+        "max_abs_diff": worst,
+        "mean_abs_diff": total / max(count, 1),
+        "cosine": float(cosine),
+        "where": where,
+        "ref_scale": scale,
+    }
 
 
 def detection_agreement(ref: Sequence[Result], out: Sequence[Result], iou: float = 0.9) -> float | None:
@@ -102,8 +117,13 @@ def check_parity(
     (empty when it passed)."""
     tol = tolerance or Tolerance()
     decoder = Decoder(contract)
-    worst: dict[str, float | str] = {"max_abs_diff": 0.0, "mean_abs_diff": 0.0, "cosine": 1.0, "where": "",
-                                     "ref_scale": 0.0}
+    worst: dict[str, float | str] = {
+        "max_abs_diff": 0.0,
+        "mean_abs_diff": 0.0,
+        "cosine": 1.0,
+        "where": "",
+        "ref_scale": 0.0,
+    }
     means, cosines = [], []
     ref_results: list[Result] = []
     out_results: list[Result] = []
@@ -131,7 +151,9 @@ def check_parity(
     if cosine < tol.min_cosine:
         problems.append(f"cosine similarity {cosine:.6f} is below {tol.min_cosine}")
     if agreement is not None and agreement < tol.min_agreement:
-        problems.append(f"only {agreement:.1%} of reference detections are reproduced (need {tol.min_agreement:.0%})")
+        problems.append(
+            f"only {agreement:.1%} of reference detections are reproduced (need {tol.min_agreement:.0%})"
+        )
     parity = Parity(
         reference=reference_name,
         images=n_images,

@@ -89,10 +89,13 @@ class Pipeline:
         sb = self.static_batch
         if sb is None or tensor.shape[0] == sb:
             return self.runtime.run({self.input_name: tensor})
-        if sb != 1:
-            if tensor.shape[0] % sb:
-                raise ConfigError(f"this artifact has a fixed batch of {sb}; batch {tensor.shape[0]} is impossible")
-        parts = [self.runtime.run({self.input_name: tensor[i : i + sb]}) for i in range(0, tensor.shape[0], sb)]
+        if sb != 1 and tensor.shape[0] % sb:
+            raise ConfigError(
+                f"this artifact has a fixed batch of {sb}; batch {tensor.shape[0]} is impossible"
+            )
+        parts = [
+            self.runtime.run({self.input_name: tensor[i : i + sb]}) for i in range(0, tensor.shape[0], sb)
+        ]
         return [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]
 
     def decode(self, outputs: Sequence[np.ndarray], geometries: Sequence[Geometry]) -> list[Result]:
@@ -138,5 +141,8 @@ class Pipeline:
         return {
             "artifact": self.artifact.name if self.artifact else None,
             **self.runtime.describe(),
-            "input": {"name": self.input_name, "shape": list(self.runtime.inputs[0].shape) if self.runtime.inputs else None},
+            "input": {
+                "name": self.input_name,
+                "shape": list(self.runtime.inputs[0].shape) if self.runtime.inputs else None,
+            },
         }

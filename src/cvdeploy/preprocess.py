@@ -25,9 +25,9 @@ class Preprocessor:
         self._a = (spec.scale / std).astype(np.float32)
         self._b = (-mean / std).astype(np.float32)
 
-    def resize(self, img: np.ndarray, height: int | None = None, width: int | None = None) -> tuple[
-        np.ndarray, Geometry
-    ]:
+    def resize(
+        self, img: np.ndarray, height: int | None = None, width: int | None = None
+    ) -> tuple[np.ndarray, Geometry]:
         """Resize one ``(h, w, 3)`` BGR image to the input size; returns it and its geometry."""
         s = self.spec
         h, w = height or s.height, width or s.width

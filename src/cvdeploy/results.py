@@ -25,7 +25,10 @@ class Detections:
     @classmethod
     def empty(cls, class_names: list[str] | None = None) -> Detections:
         return cls(
-            np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0,), np.int64), class_names or []
+            np.zeros((0, 4), np.float32),
+            np.zeros((0,), np.float32),
+            np.zeros((0,), np.int64),
+            class_names or [],
         )
 
     def __len__(self) -> int:
@@ -48,7 +51,9 @@ class Detections:
         ]
 
     def filter(self, mask: np.ndarray) -> Detections:
-        return Detections(self.xyxy[mask], self.confidence[mask], self.class_id[mask], self.class_names, self.data)
+        return Detections(
+            self.xyxy[mask], self.confidence[mask], self.class_id[mask], self.class_names, self.data
+        )
 
 
 @dataclass
@@ -88,7 +93,9 @@ class RawOutput:
     def to_list(self) -> list[dict[str, Any]]:
         return [
             {"name": n, "shape": list(t.shape), "dtype": str(t.dtype), "data": t.tolist()}
-            for n, t in zip(self.names or [f"output{i}" for i in range(len(self.tensors))], self.tensors, strict=False)
+            for n, t in zip(
+                self.names or [f"output{i}" for i in range(len(self.tensors))], self.tensors, strict=False
+            )
         ]
 
 

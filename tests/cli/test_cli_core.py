@@ -60,7 +60,11 @@ def test_user_errors_are_one_line_exit_2(
     tiny_bundle_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    subst = {"tmp": str(tmp_path), "bundle": str(tiny_bundle_path), **{k: str(v) for k, v in corrupt_files.items()}}
+    subst = {
+        "tmp": str(tmp_path),
+        "bundle": str(tiny_bundle_path),
+        **{k: str(v) for k, v in corrupt_files.items()},
+    }
     argv = [a.format(**subst) for a in args]
     if "--device" in argv:  # needs a readable image so the error comes from the device
         argv[2] = str(Path(__file__).parent)  # a folder with no images -> replaced below
@@ -75,10 +79,25 @@ def test_user_errors_are_one_line_exit_2(
     assert message in one_error_line(capsys)
 
 
-def test_predict_json_and_save(tiny_bundle_path: Path, photo_dir: Path, tmp_path: Path,
-                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_predict_json_and_save(
+    tiny_bundle_path: Path, photo_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "annotated"
-    assert run(["predict", str(tiny_bundle_path), str(photo_dir), "--json", "--conf", "0.0001", "--save", str(out)]) == 0
+    assert (
+        run(
+            [
+                "predict",
+                str(tiny_bundle_path),
+                str(photo_dir),
+                "--json",
+                "--conf",
+                "0.0001",
+                "--save",
+                str(out),
+            ]
+        )
+        == 0
+    )
     docs = json.loads(capsys.readouterr().out)
     assert [Path(d["image"]).name for d in docs] == sorted(p.name for p in photo_dir.iterdir())
     assert all(set(d) == {"image", "detections"} for d in docs)
@@ -89,8 +108,9 @@ def test_predict_json_and_save(tiny_bundle_path: Path, photo_dir: Path, tmp_path
     assert sorted(p.name for p in out.iterdir()) == sorted(p.stem + ".jpg" for p in photo_dir.iterdir())
 
 
-def test_predict_openvino_artifact_table(tiny_bundle_path: Path, photo_dir: Path,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_predict_openvino_artifact_table(
+    tiny_bundle_path: Path, photo_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert run(["predict", str(tiny_bundle_path), str(photo_dir), "--artifact", "openvino-fp32"]) == 0
     out = capsys.readouterr().out
     assert "openvino-fp32" in out and "photo0.jpg" in out
@@ -110,12 +130,37 @@ def test_inspect_tables_and_json(tiny_bundle_path: Path, capsys: pytest.CaptureF
 def test_export_command_writes_bundle(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("torch")
     out = tmp_path / "cli.cvd"
-    code = run(["export", "python:cvdeploy.zoo.model:build_n", "-o", str(out), "--imgsz", "128",
-                "--name", "cli-model", "--parity-images", str(Path(__file__).parent.parent)])
+    code = run(
+        [
+            "export",
+            "python:cvdeploy.zoo.model:build_n",
+            "-o",
+            str(out),
+            "--imgsz",
+            "128",
+            "--name",
+            "cli-model",
+            "--parity-images",
+            str(Path(__file__).parent.parent),
+        ]
+    )
     # the tests folder has no images: that is a user error, reported as such
     assert code == 2 and "no images found" in one_error_line(capsys)
-    assert run(["export", "python:cvdeploy.zoo.model:build_n", "-o", str(out), "--imgsz", "128",
-                "--name", "cli-model"]) == 0
+    assert (
+        run(
+            [
+                "export",
+                "python:cvdeploy.zoo.model:build_n",
+                "-o",
+                str(out),
+                "--imgsz",
+                "128",
+                "--name",
+                "cli-model",
+            ]
+        )
+        == 0
+    )
     assert "bundle written" in capsys.readouterr().out
     from cvdeploy.bundle import Bundle
 

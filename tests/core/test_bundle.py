@@ -68,7 +68,7 @@ def test_missing_and_non_bundles(tmp_path: Path) -> None:
 
 def test_missing_artifact_file(tiny_bundle_copy: Path) -> None:
     (tiny_bundle_copy / "openvino-fp32" / "model.bin").unlink()
-    with pytest.raises(BundleError, match="missing its file openvino-fp32/model.bin"):
+    with pytest.raises(BundleError, match=r"missing its file openvino-fp32/model\.bin"):
         Bundle.load(tiny_bundle_copy)
 
 

@@ -22,7 +22,8 @@ def v8(boxes_xywh: list[list[float]], scores: list[list[float]]) -> np.ndarray:
 
 def v5(boxes_xywh: list[list[float]], obj: list[float], scores: list[list[float]]) -> np.ndarray:
     return np.concatenate(
-        [np.array(boxes_xywh, np.float32), np.array(obj, np.float32)[:, None], np.array(scores, np.float32)], 1
+        [np.array(boxes_xywh, np.float32), np.array(obj, np.float32)[:, None], np.array(scores, np.float32)],
+        1,
     )
 
 
@@ -39,7 +40,9 @@ BOXES = [[100, 100, 100, 100], [105, 105, 100, 100], [400, 400, 50, 50]]
         ([[0.1, 0.0], [0.2, 0.0], [0.0, 0.24]], False, [], 0),  # all below conf 0.25
     ],
 )
-def test_yolov8_decode(scores: list[list[float]], agnostic: bool, expected_classes: list[int], expected_n: int) -> None:
+def test_yolov8_decode(
+    scores: list[list[float]], agnostic: bool, expected_classes: list[int], expected_n: int
+) -> None:
     spec = OutputSpec(conf=0.25, iou=0.7, agnostic_nms=agnostic)
     xyxy, score, cls = decode_yolo(v8(BOXES, scores), spec, "yolov8")
     assert len(score) == expected_n
@@ -115,7 +118,9 @@ def test_decoder_maps_boxes_to_original_pixels_and_names() -> None:
     (det,) = Decoder(contract)([out], [geom])
     assert isinstance(det, Detections)
     np.testing.assert_allclose(det.xyxy[0], [270, 110, 370, 210])
-    assert det.to_list() == [{"box": [270.0, 110.0, 370.0, 210.0], "confidence": 0.9, "class_id": 1, "class_name": "dog"}]
+    assert det.to_list() == [
+        {"box": [270.0, 110.0, 370.0, 210.0], "confidence": 0.9, "class_id": 1, "class_name": "dog"}
+    ]
 
 
 @pytest.mark.parametrize(
@@ -123,7 +128,9 @@ def test_decoder_maps_boxes_to_original_pixels_and_names() -> None:
     [([2.0, 1.0, 0.1], [0, 1, 2]), ([0.1, 0.7, 0.2], [1, 2, 0])],  # logits get softmaxed; probs kept
 )
 def test_classify_decode(row: list[float], expected_top: list[int]) -> None:
-    contract = Contract(task="classify", classes=["a", "b", "c"], output=OutputSpec(format="classify", top_k=3))
+    contract = Contract(
+        task="classify", classes=["a", "b", "c"], output=OutputSpec(format="classify", top_k=3)
+    )
     (res,) = Decoder(contract)([np.array([row], np.float32)], [IDENTITY])
     assert isinstance(res, Classification)
     assert res.top == expected_top

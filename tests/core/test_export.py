@@ -43,9 +43,14 @@ def test_tiny_detector_parity_on_real_photographs(tiny_bundle_path: Path, photos
 def test_parity_failure_refuses_and_leaves_nothing(tmp_path: Path) -> None:
     torch.manual_seed(0)
     out = tmp_path / "strict.cvd"
-    with pytest.raises(ParityError, match=r"onnx-fp32 disagrees with its source: max abs diff .* exceeds 0 at output 0"):
-        export("python:cvdeploy.zoo.model:build_n", out,
-               ExportOptions(imgsz=(128, 128), tolerance=Tolerance(atol=0.0, rtol=0.0), parity_count=2))
+    with pytest.raises(
+        ParityError, match=r"onnx-fp32 disagrees with its source: max abs diff .* exceeds 0 at output 0"
+    ):
+        export(
+            "python:cvdeploy.zoo.model:build_n",
+            out,
+            ExportOptions(imgsz=(128, 128), tolerance=Tolerance(atol=0.0, rtol=0.0), parity_count=2),
+        )
     assert not out.exists() and not (tmp_path / "strict.cvd.partial").exists()
 
 
@@ -91,8 +96,11 @@ def test_unrecognised_output_is_imported_as_raw(tmp_path: Path) -> None:
 
 
 def test_classifier_factory_exports_and_classifies(tmp_path: Path, photos: list[np.ndarray]) -> None:
-    b = export("python:factories:build_classifier", tmp_path / "cls.cvd",
-               ExportOptions(formats=("onnx", "openvino"), imgsz=(64, 64)))
+    b = export(
+        "python:factories:build_classifier",
+        tmp_path / "cls.cvd",
+        ExportOptions(formats=("onnx", "openvino"), imgsz=(64, 64)),
+    )
     assert b.contract.task == "classify" and b.contract.classes == ["red", "green", "blue"]
     parity = b.artifact("openvino-fp32").parity
     assert parity is not None and parity.box_agreement == 1.0  # top-1 agreement for classifiers
@@ -102,8 +110,11 @@ def test_classifier_factory_exports_and_classifies(tmp_path: Path, photos: list[
 
 def test_dynamic_shape_export_runs_other_sizes(tmp_path: Path, photos: list[np.ndarray]) -> None:
     torch.manual_seed(0)
-    b = export("python:cvdeploy.zoo.model:build_n", tmp_path / "dyn.cvd",
-               ExportOptions(imgsz=(160, 160), dynamic_batch=True, dynamic_shape=True, parity_count=2))
+    b = export(
+        "python:cvdeploy.zoo.model:build_n",
+        tmp_path / "dyn.cvd",
+        ExportOptions(imgsz=(160, 160), dynamic_batch=True, dynamic_shape=True, parity_count=2),
+    )
     pipe = Pipeline.from_bundle(b, imgsz=(96, 224))
     tensor, _ = pipe.preprocess(photos[:3])
     (out,) = pipe.infer(tensor)

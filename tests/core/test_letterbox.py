@@ -45,7 +45,9 @@ def test_round_trip_boxes(size: tuple[int, int]) -> None:
     rng = np.random.default_rng(0)
     x1 = rng.uniform(0, w - 2, 20)
     y1 = rng.uniform(0, h - 2, 20)
-    boxes = np.stack([x1, y1, np.minimum(x1 + rng.uniform(1, w, 20), w), np.minimum(y1 + rng.uniform(1, h, 20), h)], 1)
+    boxes = np.stack(
+        [x1, y1, np.minimum(x1 + rng.uniform(1, w, 20), w), np.minimum(y1 + rng.uniform(1, h, 20), h)], 1
+    )
     _, geom = letterbox(np.zeros((h, w, 3), np.uint8), 640, 640)
     back = geom.to_original(geom.to_model(boxes.astype(np.float32)))
     np.testing.assert_allclose(back, boxes, atol=1e-2 * max(1.0, 1 / geom.scale_x))

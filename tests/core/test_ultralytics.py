@@ -51,7 +51,9 @@ def ultralytics_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cwd = os.getcwd()
     os.chdir(d)
     try:
-        path = _yolo_with_scores().export(format="onnx", imgsz=IMGSZ, simplify=False, dynamic=False, verbose=False)
+        path = _yolo_with_scores().export(
+            format="onnx", imgsz=IMGSZ, simplify=False, dynamic=False, verbose=False
+        )
     finally:
         os.chdir(cwd)
     return d / Path(path).name
@@ -60,8 +62,11 @@ def ultralytics_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_yolov8n_yaml_export_through_cvdeploy(tmp_path: Path) -> None:
     from cvdeploy.export import ExportOptions, export
 
-    bundle = export("yolov8n.yaml", tmp_path / "y8.cvd",
-                    ExportOptions(formats=("onnx", "openvino"), imgsz=(IMGSZ, IMGSZ), dynamic_batch=True))
+    bundle = export(
+        "yolov8n.yaml",
+        tmp_path / "y8.cvd",
+        ExportOptions(formats=("onnx", "openvino"), imgsz=(IMGSZ, IMGSZ), dynamic_batch=True),
+    )
     c = bundle.contract
     assert c.classes == [str(i) for i in range(80)]  # a yaml-built model's default names
     assert c.input.stride == 32 and (c.input.height, c.input.width) == (IMGSZ, IMGSZ)
@@ -87,7 +92,9 @@ def test_ultralytics_exported_onnx_imports_with_no_flags(ultralytics_onnx: Path,
     assert parity is not None and parity.max_abs_diff == 0.0  # the artifact is the file as given
 
 
-def test_boxes_agree_with_ultralytics_predict(ultralytics_onnx: Path, tmp_path: Path, photos: list[np.ndarray]) -> None:
+def test_boxes_agree_with_ultralytics_predict(
+    ultralytics_onnx: Path, tmp_path: Path, photos: list[np.ndarray]
+) -> None:
     """Same ONNX, same images: cvdeploy's pipeline and Ultralytics' predictor agree within 1 px."""
     from ultralytics import YOLO
 

@@ -34,21 +34,30 @@ def export(
     dynamic_batch: bool = typer.Option(False, "--dynamic-batch", help="Allow any batch size."),
     dynamic_shape: bool = typer.Option(False, "--dynamic-shape", help="Allow any input height/width."),
     opset: int = typer.Option(17, "--opset", min=11, max=23, help="ONNX opset for PyTorch sources."),
-    simplify: bool = typer.Option(True, "--simplify/--no-simplify", help="Simplify the ONNX graph with onnxslim."),
+    simplify: bool = typer.Option(
+        True, "--simplify/--no-simplify", help="Simplify the ONNX graph with onnxslim."
+    ),
     names: str = typer.Option(None, "--names", help="Class names: comma-separated, or a text/YAML file."),
     task: str = typer.Option(None, "--task", help="detect, classify or raw (default: inferred)."),
     output_format: str = typer.Option(
-        None, "--output-format", help="How to decode outputs: yolov8, yolov5, classify, raw (default: inferred)."
+        None,
+        "--output-format",
+        help="How to decode outputs: yolov8, yolov5, classify, raw (default: inferred).",
     ),
-    contract: Path = typer.Option(None, "--contract", help="YAML file with contract fields (input:, output:, ...)."),
+    contract: Path = typer.Option(
+        None, "--contract", help="YAML file with contract fields (input:, output:, ...)."
+    ),
     parity_images: list[Path] = typer.Option(
         None, "--parity-images", help="Images or folders for the parity check (default: bundled photographs)."
     ),
     atol: float = typer.Option(1e-3, "--atol", help="Parity: absolute tolerance on outputs."),
-    rtol: float = typer.Option(1e-4, "--rtol", help="Parity: tolerance relative to the largest output value."),
+    rtol: float = typer.Option(
+        1e-4, "--rtol", help="Parity: tolerance relative to the largest output value."
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing bundle at --output."),
 ) -> None:
-    from cvdeploy.export import ExportOptions, export as run_export
+    from cvdeploy.export import ExportOptions
+    from cvdeploy.export import export as run_export
     from cvdeploy.parity import Tolerance
     from cvdeploy.sources.hints import hints_from
 
@@ -67,8 +76,15 @@ def export(
         tolerance=Tolerance(atol=atol, rtol=rtol),
     )
     with console.status("exporting…") as status:
-        bundle = run_export(source, output, opts, step=lambda msg: (console.log(msg), status.update(msg)))
+
+        def step(msg: str) -> None:
+            console.log(msg)
+            status.update(msg)
+
+        bundle = run_export(source, output, opts, step=step)
     from cvdeploy.cli.inspect_cmd import artifacts_table
 
     console.print(artifacts_table(bundle))
-    console.print(f"[green]bundle written:[/] {bundle.path}  (inspect it with: cvdeploy inspect {bundle.path})")
+    console.print(
+        f"[green]bundle written:[/] {bundle.path}  (inspect it with: cvdeploy inspect {bundle.path})"
+    )

@@ -26,7 +26,16 @@ def artifacts_table(bundle: object) -> Table:
 
     assert isinstance(bundle, Bundle)
     t = Table(title=f"artifacts of {bundle.name}", title_justify="left")
-    for col in ("artifact", "runtime", "precision", "size MB", "max abs diff", "cosine", "agreement", "metrics"):
+    for col in (
+        "artifact",
+        "runtime",
+        "precision",
+        "size MB",
+        "max abs diff",
+        "cosine",
+        "agreement",
+        "metrics",
+    ):
         t.add_column(col, justify="right" if col not in ("artifact", "runtime", "metrics") else "left")
     for art in bundle.manifest.artifacts:
         size = sum((bundle.path / f).stat().st_size for f in art.sha256 if (bundle.path / f).is_file()) / 1e6
@@ -83,7 +92,11 @@ def inspect(
         f"{o.format}: conf {o.conf}, iou {o.iou}, max_det {o.max_det}, {'agnostic' if o.agnostic_nms else 'per-class'} NMS",
     )
     src = m.provenance.source
-    head.add_row("source", f"{src.kind}: {src.file or src.factory or '–'}" + (f" (sha256 {src.sha256[:12]}…)" if src.sha256 else ""))
+    head.add_row(
+        "source",
+        f"{src.kind}: {src.file or src.factory or '–'}"
+        + (f" (sha256 {src.sha256[:12]}…)" if src.sha256 else ""),
+    )
     envf = m.provenance.environment
     libs = envf.get("libraries", {})
     cpu = envf.get("cpu", {})

@@ -25,10 +25,14 @@ HELP = """Run images or folders of images through a bundle and show what it find
 def predict(
     bundle: str = typer.Argument(..., help="Bundle folder or zoo:n / zoo:s."),
     sources: list[Path] = typer.Argument(..., help="Image files and/or folders (searched recursively)."),
-    artifact: str = typer.Option(None, "--artifact", "-a", help="Artifact to run (default: the bundle's default)."),
+    artifact: str = typer.Option(
+        None, "--artifact", "-a", help="Artifact to run (default: the bundle's default)."
+    ),
     save: Path = typer.Option(None, "--save", help="Folder to write annotated images into."),
     as_json: bool = typer.Option(False, "--json", help="Print results as one JSON document on stdout."),
-    conf: float = typer.Option(None, "--conf", min=0.0, max=1.0, help="Confidence threshold (default: contract)."),
+    conf: float = typer.Option(
+        None, "--conf", min=0.0, max=1.0, help="Confidence threshold (default: contract)."
+    ),
     iou: float = typer.Option(None, "--iou", min=0.0, max=1.0, help="NMS IoU threshold (default: contract)."),
     batch: int = typer.Option(1, "--batch", min=1, help="Images per runtime call."),
     threads: int = typer.Option(None, "--threads", min=1, help="Intra-op threads for the runtime."),
@@ -70,13 +74,17 @@ def predict(
                 counts: dict[str, int] = {}
                 for i in range(len(res)):
                     counts[res.name(i)] = counts.get(res.name(i), 0) + 1
-                found = ", ".join(f"{n} {k}" for k, n in sorted(counts.items(), key=lambda kv: -kv[1])) or "nothing"
+                found = (
+                    ", ".join(f"{n} {k}" for k, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+                    or "nothing"
+                )
             elif isinstance(res, Classification):
                 doc["classification"] = res.to_list()
                 found = ", ".join(f"{d['class_name']} {d['confidence']:.2f}" for d in res.to_list()[:3])
             else:
-                doc["outputs"] = [{"name": d["name"], "shape": d["shape"]} for d in res.to_list()]
-                found = "; ".join(f"{d['name']} {d['shape']}" for d in doc["outputs"])  # type: ignore[union-attr]
+                outputs = [{"name": d["name"], "shape": d["shape"]} for d in res.to_list()]
+                doc["outputs"] = outputs
+                found = "; ".join(f"{d['name']} {d['shape']}" for d in outputs)
             docs.append(doc)
             if save:
                 target = save / (f.stem + ".jpg")
@@ -99,4 +107,6 @@ def predict(
 def _no_images(sources: list[Path]) -> int:
     from cvdeploy.cli.common import fail
 
-    raise fail(f"no images found in {', '.join(str(s) for s in sources)} (looked for .jpg .png .bmp .webp .tif)")
+    raise fail(
+        f"no images found in {', '.join(str(s) for s in sources)} (looked for .jpg .png .bmp .webp .tif)"
+    )

@@ -58,7 +58,9 @@ class OnnxRuntime(Runtime):
             requested = list(opts.providers)
         else:
             if opts.device not in _DEVICE_PROVIDERS:
-                raise ConfigError(f"unknown device {opts.device!r}: use one of {', '.join(_DEVICE_PROVIDERS)}")
+                raise ConfigError(
+                    f"unknown device {opts.device!r}: use one of {', '.join(_DEVICE_PROVIDERS)}"
+                )
             requested = _DEVICE_PROVIDERS[opts.device]
         available = ort.get_available_providers()
         providers = [p for p in requested if p in available]
@@ -80,10 +82,12 @@ class OnnxRuntime(Runtime):
         self.requested_providers = requested
         self.fell_back = bool(missing) and self.session.get_providers()[0] == "CPUExecutionProvider"
         self._inputs = [
-            TensorInfo(i.name, _shape(i.shape), _ORT_TYPES.get(i.type, i.type)) for i in self.session.get_inputs()
+            TensorInfo(i.name, _shape(i.shape), _ORT_TYPES.get(i.type, i.type))
+            for i in self.session.get_inputs()
         ]
         self._outputs = [
-            TensorInfo(o.name, _shape(o.shape), _ORT_TYPES.get(o.type, o.type)) for o in self.session.get_outputs()
+            TensorInfo(o.name, _shape(o.shape), _ORT_TYPES.get(o.type, o.type))
+            for o in self.session.get_outputs()
         ]
         self._output_names = [o.name for o in self._outputs]
 

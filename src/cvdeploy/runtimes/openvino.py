@@ -32,7 +32,9 @@ class OpenVinoRuntime(Runtime):
         ov = require("openvino", "the OpenVINO runtime")
         opts = self.options
         self.core = ov.Core()
-        device = {"cpu": "CPU", "gpu": "GPU", "cuda": "GPU", "auto": "AUTO"}.get(opts.device, opts.device.upper())
+        device = {"cpu": "CPU", "gpu": "GPU", "cuda": "GPU", "auto": "AUTO"}.get(
+            opts.device, opts.device.upper()
+        )
         config: dict[str, Any] = {"PERFORMANCE_HINT": opts.extra.get("hint", "LATENCY")}
         if opts.threads:
             config["INFERENCE_NUM_THREADS"] = int(opts.threads)
@@ -46,7 +48,9 @@ class OpenVinoRuntime(Runtime):
         self.device = device
         self._request = self.compiled.create_infer_request()
         self._inputs = [
-            TensorInfo(p.get_any_name(), _ov_shape(p.get_partial_shape()), p.get_element_type().to_dtype().name)
+            TensorInfo(
+                p.get_any_name(), _ov_shape(p.get_partial_shape()), p.get_element_type().to_dtype().name
+            )
             for p in self.compiled.inputs
         ]
         self._outputs = [

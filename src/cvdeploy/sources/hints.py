@@ -75,7 +75,9 @@ def read_contract_file(path: Path) -> ContractHints:
         raise ConfigError(f"{path}: expected a mapping with task/classes/input/output")
     unknown = set(data) - {"task", "classes", "names", "input", "output"}
     if unknown:
-        raise ConfigError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}; allowed: task, classes, input, output")
+        raise ConfigError(
+            f"{path}: unknown key(s) {', '.join(sorted(unknown))}; allowed: task, classes, input, output"
+        )
     inp, out = data.get("input") or {}, data.get("output") or {}
     for section, model, values in (("input", InputSpec, inp), ("output", OutputSpec, out)):
         if not isinstance(values, dict):
@@ -90,7 +92,9 @@ def read_contract_file(path: Path) -> ContractHints:
     hints = ContractHints(input=dict(inp), output=dict(out))
     names = data.get("classes", data.get("names"))
     if names is not None:
-        hints.classes = [str(names[k]) for k in sorted(names)] if isinstance(names, dict) else [str(n) for n in names]
+        hints.classes = (
+            [str(names[k]) for k in sorted(names)] if isinstance(names, dict) else [str(n) for n in names]
+        )
     if "task" in data:
         hints.task = str(data["task"])
     if "format" in out:

@@ -74,9 +74,7 @@ def graph_io(model: Any) -> tuple[list[tuple[str, list[int | str]]], list[tuple[
     return ins, outs
 
 
-def recognise_output(
-    out_dims: list[list[int | str]], num_classes: int | None
-) -> tuple[str, int | None, str]:
+def recognise_output(out_dims: list[list[int | str]], num_classes: int | None) -> tuple[str, int | None, str]:
     """Guess the output format from output shapes. Returns (format, num_classes, reason)."""
     if len(out_dims) != 1:
         return "raw", None, f"the model has {len(out_dims)} outputs (YOLO detectors have one)"
@@ -84,17 +82,21 @@ def recognise_output(
     if len(d) == 2 and isinstance(d[1], int):
         return "classify", d[1], f"output (batch, {d[1]}) looks like class scores"
     if len(d) == 3:
-        a, b = d[1], d[2]
-        ia, ib = isinstance(a, int), isinstance(b, int)
+        a = d[1] if isinstance(d[1], int) else None
+        b = d[2] if isinstance(d[2], int) else None
         if num_classes is not None:
-            if ia and a == 4 + num_classes:
+            if a == 4 + num_classes:
                 return "yolov8", num_classes, f"output (batch, 4+{num_classes}, N)"
-            if ib and b == 5 + num_classes:
+            if b == 5 + num_classes:
                 return "yolov5", num_classes, f"output (batch, N, 5+{num_classes})"
-        if ia and (not ib or a < b) and a >= 5:
+        if a is not None and (b is None or a < b) and a >= 5:
             return "yolov8", a - 4, f"output (batch, {a}, {b}) read as yolov8 (4 box + {a - 4} class rows)"
-        if ib and (not ia or b < a) and b >= 6:
-            return "yolov5", b - 5, f"output (batch, {a}, {b}) read as yolov5 (4 box + objectness + {b - 5} classes)"
+        if b is not None and (a is None or b < a) and b >= 6:
+            return (
+                "yolov5",
+                b - 5,
+                f"output (batch, {a}, {b}) read as yolov5 (4 box + objectness + {b - 5} classes)",
+            )
     return "raw", None, f"output shape {d} is not a layout cvdeploy can decode"
 
 
@@ -124,7 +126,7 @@ def contract_from_onnx(model: Any, hints: ContractHints) -> tuple[Contract, list
         if not dynamic_shape and (h, w) != (hdim, wdim):
             raise ConfigError(f"--imgsz {h}x{w} does not match the model's fixed input {hdim}x{wdim}")
     elif not dynamic_shape:
-        h, w = int(hdim), int(wdim)  # type: ignore[arg-type]
+        h, w = int(hdim), int(wdim)
     elif meta and meta.get("imgsz"):
         sz = meta["imgsz"]
         h, w = (sz, sz) if isinstance(sz, int) else (int(sz[0]), int(sz[1]))
@@ -145,7 +147,9 @@ def contract_from_onnx(model: Any, hints: ContractHints) -> tuple[Contract, list
         utask = meta.get("task")
         if task is None and utask in ("detect", "classify"):
             task = str(utask)
-        notes.append(f"Ultralytics metadata found: task={utask}, {len(classes or [])} classes, stride={stride}")
+        notes.append(
+            f"Ultralytics metadata found: task={utask}, {len(classes or [])} classes, stride={stride}"
+        )
     fmt = hints.format
     nc = len(classes) if classes else None
     if fmt is None:
@@ -175,7 +179,9 @@ def contract_from_onnx(model: Any, hints: ContractHints) -> tuple[Contract, list
     out: dict[str, Any] = {"format": fmt}
     out.update(hints.output)
     try:
-        contract = Contract(task=task, classes=classes or [], input=InputSpec(**inp), output=OutputSpec(**out))
+        contract = Contract(
+            task=task, classes=classes or [], input=InputSpec(**inp), output=OutputSpec(**out)
+        )
     except Exception as exc:
         raise ConfigError(f"invalid contract: {exc}") from None
     return contract, notes
@@ -187,4 +193,6 @@ def _raw_contract(ins: list[tuple[str, list[int | str]]], hints: ContractHints) 
     if hints.imgsz:
         inp["height"], inp["width"] = hints.imgsz
     inp.update(hints.input)
-    return Contract(task="raw", classes=hints.classes or [], input=InputSpec(**inp), output=OutputSpec(format="raw"))
+    return Contract(
+        task="raw", classes=hints.classes or [], input=InputSpec(**inp), output=OutputSpec(format="raw")
+    )

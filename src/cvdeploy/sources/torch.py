@@ -66,7 +66,7 @@ class FirstOutput:
     def wrap(model: Any) -> Any:
         torch = require("torch")
 
-        class _First(torch.nn.Module):
+        class _First(torch.nn.Module):  # type: ignore[name-defined]
             def __init__(self, inner: Any) -> None:
                 super().__init__()
                 self.inner = inner

@@ -50,7 +50,9 @@ def load_checkpoint(path: str | Path) -> UltralyticsModel:
     try:
         yolo = YOLO(p)
     except Exception as exc:
-        raise ModelError(f"{p}: not a loadable Ultralytics checkpoint ({type(exc).__name__}: {exc})") from None
+        raise ModelError(
+            f"{p}: not a loadable Ultralytics checkpoint ({type(exc).__name__}: {exc})"
+        ) from None
     return from_yolo(yolo)
 
 
