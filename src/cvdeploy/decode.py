@@ -82,7 +82,12 @@ class Decoder:
         results: list[Result] = []
         for i, geom in enumerate(geometries):
             xyxy, score, cls = decode_yolo(pred[i], self.spec, fmt)
-            results.append(Detections(geom.to_original(xyxy), score, cls, self.contract.classes))
+            boxes = geom.to_original(xyxy)
+            # boxes lying wholly in the letterbox padding clip to nothing: not detections
+            visible = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+            if not visible.all():
+                boxes, score, cls = boxes[visible], score[visible], cls[visible]
+            results.append(Detections(boxes, score, cls, self.contract.classes))
         return results
 
     def _classify(self, logits: np.ndarray) -> Classification:

@@ -52,13 +52,13 @@ class Pipeline:
         """
         b = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
         art = b.artifact(artifact)
-        contract = b.contract
+        # a private copy: callers may tune thresholds without touching the bundle's manifest
+        contract = b.contract.model_copy(deep=True)
         if imgsz is not None and tuple(imgsz) != (contract.input.height, contract.input.width):
             h, w = imgsz
             stride = contract.input.stride
             if h % stride or w % stride:
                 raise ConfigError(f"image size {h}x{w} must be a multiple of the model stride {stride}")
-            contract = contract.model_copy(deep=True)
             contract.input.height, contract.input.width = int(h), int(w)
         runtime = load_runtime(art.runtime, b.file(art), options)
         pipe = cls(contract, runtime, art)
