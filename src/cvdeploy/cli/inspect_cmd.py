@@ -43,7 +43,7 @@ def artifacts_table(bundle: object) -> Table:
         metrics = ", ".join(
             f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
             for k, v in art.metrics.items()
-            if not isinstance(v, dict | list)
+            if isinstance(v, int | float) and not isinstance(v, bool) and k != "images"
         )
         default = " (default)" if art.name == bundle.manifest.default_artifact else ""
         t.add_row(
