@@ -36,8 +36,14 @@ class DemoSummary:
         self.rows.append((what, str(value)))
 
 
-def run_demo(out_dir: str | Path = "demo-output", images: int = 40, bundle: str = "zoo:n",
-             say: Say = print, bench: bool = True, serve: bool = True) -> DemoSummary:
+def run_demo(
+    out_dir: str | Path = "demo-output",
+    images: int = 40,
+    bundle: str = "zoo:n",
+    say: Say = print,
+    bench: bool = True,
+    serve: bool = True,
+) -> DemoSummary:
     """Run every step; returns the summary. Nothing is downloaded; everything lands in ``out_dir``."""
     from cvdeploy.draw import annotate
     from cvdeploy.evaluate.validate import validate
@@ -57,8 +63,12 @@ def run_demo(out_dir: str | Path = "demo-output", images: int = 40, bundle: str 
     say(f"2/6 exporting {bundle} to ONNX and OpenVINO, each checked for parity against PyTorch")
     source = Bundle.load(bundle)
     target = out / f"{source.name}.cvd"
-    b = export(bundle, target, ExportOptions(formats=("onnx", "openvino"), dynamic_batch=True, overwrite=True,
-                                            name=source.name), step=lambda m: say("    " + m))
+    b = export(
+        bundle,
+        target,
+        ExportOptions(formats=("onnx", "openvino"), dynamic_batch=True, overwrite=True, name=source.name),
+        step=lambda m: say("    " + m),
+    )
     summary.add("bundle", b.path)
     for art in b.manifest.artifacts:
         p = art.parity
@@ -69,7 +79,9 @@ def run_demo(out_dir: str | Path = "demo-output", images: int = 40, bundle: str 
     say("3/6 validating both artifacts on the generated images (COCO mAP)")
     for name in ("onnx-fp32", "openvino-fp32"):
         res = validate(b, str(data_yaml), artifact=name, split="val", progress=False)
-        summary.add(f"mAP50-95 {name}", f"{res['mAP50-95']:.3f} (mAP50 {res['mAP50']:.3f}, {res['images']} images)")
+        summary.add(
+            f"mAP50-95 {name}", f"{res['mAP50-95']:.3f} (mAP50 {res['mAP50']:.3f}, {res['images']} images)"
+        )
 
     say("4/6 predicting on real photographs and generated images")
     pred_dir = out / "predictions"
@@ -122,10 +134,14 @@ def _serve_step(b: Bundle, out: Path, summary: DemoSummary, say: Say) -> None:
     import numpy as np
 
     photo = sample_images(1)[0]
-    ok, jpeg = cv2.imencode(".jpg", photo)
+    _, jpeg = cv2.imencode(".jpg", photo)
     with run_in_background([b.path], host="127.0.0.1", port=0) as server:
-        req = urllib.request.Request(f"{server.url}/v1/models/{b.name}/detect", data=jpeg.tobytes(),
-                                     headers={"Content-Type": "image/jpeg"}, method="POST")
+        req = urllib.request.Request(
+            f"{server.url}/v1/models/{b.name}/detect",
+            data=jpeg.tobytes(),
+            headers={"Content-Type": "image/jpeg"},
+            method="POST",
+        )
         with urllib.request.urlopen(req, timeout=60) as resp:
             body = json.loads(resp.read())
         n = len(body.get("detections", []))
@@ -134,12 +150,28 @@ def _serve_step(b: Bundle, out: Path, summary: DemoSummary, say: Say) -> None:
         from cvdeploy.pipeline import Pipeline
 
         tensor, _ = Pipeline.from_bundle(b).preprocess([photo])
-        header = json.dumps({"inputs": [{"name": b.contract.input.name, "shape": list(tensor.shape),
-                                         "datatype": "FP32", "parameters": {"binary_data_size": tensor.nbytes}}],
-                             "outputs": [{"name": "output0", "parameters": {"binary_data": True}}]}).encode()
-        req = urllib.request.Request(f"{server.url}/v2/models/{b.name}/infer", data=header + tensor.tobytes(),
-                                     headers={"Content-Type": "application/octet-stream",
-                                              "Inference-Header-Content-Length": str(len(header))}, method="POST")
+        header = json.dumps(
+            {
+                "inputs": [
+                    {
+                        "name": b.contract.input.name,
+                        "shape": list(tensor.shape),
+                        "datatype": "FP32",
+                        "parameters": {"binary_data_size": tensor.nbytes},
+                    }
+                ],
+                "outputs": [{"name": "output0", "parameters": {"binary_data": True}}],
+            }
+        ).encode()
+        req = urllib.request.Request(
+            f"{server.url}/v2/models/{b.name}/infer",
+            data=header + tensor.tobytes(),
+            headers={
+                "Content-Type": "application/octet-stream",
+                "Inference-Header-Content-Length": str(len(header)),
+            },
+            method="POST",
+        )
         with urllib.request.urlopen(req, timeout=60) as resp:
             hlen = int(resp.headers.get("Inference-Header-Content-Length", "0"))
             raw = resp.read()

@@ -11,7 +11,9 @@ from cvdeploy.cli.common import console, handle_errors
 
 @handle_errors
 def demo(
-    output: Path = typer.Option(Path("demo-output"), "--output", "-o", help="Folder for everything the demo writes."),
+    output: Path = typer.Option(
+        Path("demo-output"), "--output", "-o", help="Folder for everything the demo writes."
+    ),
     images: int = typer.Option(40, "--images", min=10, help="Generated labelled images (10 % become val)."),
     bundle: str = typer.Option("zoo:n", "--bundle", help="Bundle to demonstrate (needs a PyTorch source)."),
     bench: bool = typer.Option(True, "--bench/--no-bench", help="Include the benchmark step."),
@@ -25,8 +27,14 @@ def demo(
 
     from cvdeploy.demo import run_demo
 
-    summary = run_demo(output, images=images, bundle=bundle, say=lambda m: console.print(m, highlight=False),
-                       bench=bench, serve=serve)
+    summary = run_demo(
+        output,
+        images=images,
+        bundle=bundle,
+        say=lambda m: console.print(m, highlight=False),
+        bench=bench,
+        serve=serve,
+    )
     table = Table(title=f"cvdeploy demo — done in {summary.seconds:.0f} s", title_justify="left")
     table.add_column("what", style="bold")
     table.add_column("result")

@@ -12,6 +12,10 @@ from __future__ import annotations
 
 import math
 
+from cvdeploy._deps import require
+
+require("torch", "the zoo models and their training")  # one-line install hint instead of an ImportError
+
 import torch
 import torch.nn.functional as F
 from torch import nn

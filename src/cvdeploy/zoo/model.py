@@ -13,13 +13,17 @@ traces with dynamic batch, height and width (any H, W divisible by 32). In train
 returns the raw per-level head outputs that :mod:`cvdeploy.zoo.loss` consumes.
 
 Two sizes come from one definition by width/depth multipliers: :func:`build_n` (1.40 M parameters)
-and :func:`build_s` (4.62 M parameters).
+and :func:`build_s` (3.91 M parameters).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+
+from cvdeploy._deps import require
+
+require("torch", "the zoo models and their training")  # one-line install hint instead of an ImportError
 
 import torch
 from torch import nn

@@ -36,8 +36,13 @@ RECORD_SEED = 5151
 RECORD_IMAGES = 100
 
 
-def package(size: str, weights: str | Path, out: str | Path | None = None, train_log: str | Path | None = None,
-            record: bool = True) -> Bundle:
+def package(
+    size: str,
+    weights: str | Path,
+    out: str | Path | None = None,
+    train_log: str | Path | None = None,
+    record: bool = True,
+) -> Bundle:
     """Build the bundle for one zoo size from a trained state dict; returns the loaded bundle."""
     import torch
 
@@ -48,9 +53,15 @@ def package(size: str, weights: str | Path, out: str | Path | None = None, train
     state = torch.load(str(weights), map_location="cpu", weights_only=True)
     target = Path(out) if out else ZOO_DIR / f"{size}.cvd"
     opts = ExportOptions(formats=("onnx",), dynamic_batch=True, overwrite=True, name=f"zoo-{size}")
-    bundle = export_torch(module, target, zoo_contract(),
-                          Source(kind="torch", factory=f"python:cvdeploy.zoo.model:build_{size}"), opts, state,
-                          step=print)
+    bundle = export_torch(
+        module,
+        target,
+        zoo_contract(),
+        Source(kind="torch", factory=f"python:cvdeploy.zoo.model:build_{size}"),
+        opts,
+        state,
+        step=print,
+    )
     if train_log and Path(train_log).is_file():
         log: dict[str, Any] = json.loads(Path(train_log).read_text())
         shutil.copyfile(train_log, bundle.path / "source" / "train_log.json")
@@ -72,7 +83,9 @@ def record_dataset(root: str | Path) -> Path:
     """(Re)generate the recording split under ``root``; returns its data.yaml."""
     from cvdeploy.zoo.dataset import generate_dataset
 
-    return generate_dataset(root, images=RECORD_IMAGES, seed=RECORD_SEED, splits=(0.0, 1.0, 0.0), progress=False)
+    return generate_dataset(
+        root, images=RECORD_IMAGES, seed=RECORD_SEED, splits=(0.0, 1.0, 0.0), progress=False
+    )
 
 
 def record_val(bundle: Bundle) -> dict[str, Any]:

@@ -31,6 +31,11 @@ from typing import Any
 
 import cv2
 import numpy as np
+
+from cvdeploy._deps import require
+
+require("torch", "the zoo models and their training")  # one-line install hint instead of an ImportError
+
 import torch
 from torch import nn
 
