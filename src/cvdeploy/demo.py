@@ -109,15 +109,16 @@ def run_demo(
 def _bench_step(b: Bundle, out: Path, summary: DemoSummary, say: Say) -> None:
     say("5/6 benchmarking (warm-up excluded, percentiles, per-stage)")
     try:
-        from cvdeploy.bench.harness import run_bench
+        from cvdeploy.bench import run_bench
         from cvdeploy.reports import write_html
     except ImportError as exc:  # bench is optional in trimmed installs
         say(f"    skipped: {exc}")
         return
-    report = run_bench(b, runs=30, warmup=5, progress=False)
+    report = run_bench(b, runs=30, warmup=5)
     html = write_html(report, out / "bench.html")
-    for row in report.rows():
-        summary.add(f"latency {row['label']}", f"p50 {row['p50_ms']:.1f} ms, p95 {row['p95_ms']:.1f} ms")
+    for r in report.results:
+        lat = r.latency
+        summary.add(f"latency {r.key}", f"p50 {lat.p50_ms:.1f} ms, p95 {lat.p95_ms:.1f} ms, {r.throughput_ips:.1f} img/s")
     summary.add("bench report", html)
 
 
