@@ -75,6 +75,7 @@ class TrainConfig:
     threads: int = 1
     seed: int = 0
     channels_last: bool = True
+    init_weights: str = ""  # a state dict to start from (e.g. continuing an interrupted run)
 
 
 def prepare_data(root: str | Path, train_images: int, val_images: int, test_images: int) -> dict[str, Path]:
@@ -246,6 +247,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     data = prepare_data(cfg.data_root, cfg.train_images, cfg.val_images, cfg.test_images)
 
     model = build_model(cfg.size, len(CLASS_NAMES))
+    if cfg.init_weights:
+        model.load_state_dict(torch.load(cfg.init_weights, map_location="cpu", weights_only=True))
     n_params = count_parameters(model)
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = model.to(memory_format=fmt).train()
@@ -384,6 +387,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--val-images", type=int, default=defaults.val_images)
     ap.add_argument("--test-images", type=int, default=defaults.test_images)
     ap.add_argument("--seed", type=int, default=defaults.seed)
+    ap.add_argument("--init-weights", default="", help="state dict to start from (continue a run)")
     ap.add_argument("--no-channels-last", dest="channels_last", action="store_false")
     ap.add_argument("--prepare-only", action="store_true", help="only generate the datasets, then exit")
     args = ap.parse_args(argv)
