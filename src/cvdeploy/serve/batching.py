@@ -1,0 +1,381 @@
+"""Dynamic batching: concurrent requests of the same shape coalesced into one runtime call.
+
+Per model version, one :class:`DynamicBatcher` owns a bounded queue and ``instances`` runners
+(one runtime session each), every runner driven by its own worker thread so the event loop never
+blocks on inference::
+
+    request ─ infer() ─▶ bounded queue ─▶ collect (same shape, ≤ max_batch_size rows, waiting
+                            │ full → 503      ≤ max_queue_delay once an instance is free)
+                            ▼                      ▼
+                     timeout / client gone   free instance ─ worker thread ─ runtime.run(batch)
+                     → dropped, never run                         ▼
+                                                     outputs split back per request
+
+A batch waits for more requests only while traffic is concurrent (recent batches held several
+requests, or others are already queued): a lone client then pays no queue delay at all.
+Inputs are ``{name: (rows, ...)}``; outputs of a batchable model must have the batch as their
+first dimension so they can be split back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from cvdeploy.serve.errors import NotReady, Overloaded, Timeout
+from cvdeploy.serve.logs import run_with_context
+from cvdeploy.serve.metrics import ServeMetrics
+
+log = logging.getLogger("cvdeploy.serve.batching")
+
+Feeds = dict[str, np.ndarray]
+Runner = Callable[
+    [Sequence[Feeds]], list[np.ndarray]
+]  # several requests' feeds → outputs of their concatenation
+
+
+class BatcherClosed(Exception):
+    """The batcher is stopping (its version is being unloaded); the caller may retry another version."""
+
+
+class ClientGone(Exception):
+    """The client disconnected before its result was ready; the work was dropped."""
+
+
+@dataclass
+class BatchResult:
+    """One request's share of a batch: outputs ``(rows, ...)`` each, and where its time went."""
+
+    outputs: list[np.ndarray]
+    queue_s: float
+    inference_s: float
+    batch_rows: int
+
+
+@dataclass
+class BatcherStats:
+    """Counters since start; ``batch_rows`` maps rows per runtime call to how often it happened."""
+
+    requests: int = 0
+    batches: int = 0
+    rows: int = 0
+    dropped: int = 0
+    timed_out: int = 0
+    rejected: int = 0
+    inference_s: float = 0.0
+    batch_rows: collections.Counter[int] = field(default_factory=collections.Counter)
+    requests_per_batch: collections.Counter[int] = field(default_factory=collections.Counter)
+
+    @property
+    def max_batch_rows(self) -> int:
+        return max(self.batch_rows, default=0)
+
+
+@dataclass(eq=False)
+class _Item:
+    feeds: Feeds
+    rows: int
+    key: tuple[Any, ...]
+    future: asyncio.Future[BatchResult]
+    enqueued: float
+    deadline: float
+
+
+class DynamicBatcher:
+    """Queues requests for one model version and runs them in batches on its instances."""
+
+    def __init__(
+        self,
+        name: str,
+        runners: Sequence[Runner],
+        *,
+        max_batch_size: int = 8,
+        max_queue_delay_s: float = 0.002,
+        queue_size: int = 64,
+        timeout_s: float = 30.0,
+        batchable: bool = True,
+        metrics: ServeMetrics | None = None,
+    ) -> None:
+        if not runners:
+            raise ValueError("a batcher needs at least one runner")
+        self.name = name
+        self.runners = list(runners)
+        self.max_batch_size = max(1, int(max_batch_size))
+        self.batching = batchable and self.max_batch_size > 1
+        self.batchable = batchable
+        self.max_delay = max(0.0, float(max_queue_delay_s))
+        self.queue_size = int(queue_size)
+        self.timeout_s = float(timeout_s)
+        self.metrics = metrics
+        self.stats = BatcherStats()
+        self._pending: collections.deque[_Item] = collections.deque()
+        self._executor: ThreadPoolExecutor | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._free: asyncio.Queue[int] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._running: set[asyncio.Task[None]] = set()
+        self._closing = False
+        self._multi = 0.0  # moving share of recent batches that held more than one request
+
+    # ---- life cycle ------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Start the collecting loop on the running event loop."""
+        if self._task is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._free = asyncio.Queue()
+        for i in range(len(self.runners)):
+            self._free.put_nowait(i)
+        self._executor = ThreadPoolExecutor(
+            max_workers=len(self.runners), thread_name_prefix=f"infer-{self.name}"
+        )
+        self._task = self._loop.create_task(self._collect_loop(), name=f"batcher-{self.name}")
+
+    @property
+    def started(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    @property
+    def depth(self) -> int:
+        return len(self._pending)
+
+    async def stop(self, drain: bool = True) -> None:
+        """Stop taking requests; with ``drain`` finish what is queued, else fail it as not ready."""
+        self._closing = True
+        if self._task is None:
+            return
+        if not drain:
+            while self._pending:
+                it = self._pending.popleft()
+                if not it.future.done():
+                    it.future.set_exception(NotReady(f"model {self.name} was unloaded"))
+        assert self._wake is not None
+        self._wake.set()
+        await self._task
+        if self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
+
+    # ---- the request side ------------------------------------------------------------------
+    async def infer(
+        self, feeds: Feeds, timeout_s: float | None = None, gone: asyncio.Future[Any] | None = None
+    ) -> BatchResult:
+        """Queue one request and wait for its outputs.
+
+        Raises ``Overloaded`` (queue full), ``Timeout``, :class:`ClientGone` when ``gone`` completes
+        first (the request is dropped if it has not started), or :class:`BatcherClosed`.
+        """
+        item = self.submit(feeds, timeout_s)
+        wait_for: set[asyncio.Future[Any]] = {item.future}
+        if gone is not None:
+            wait_for.add(gone)
+        remaining = item.deadline - time.perf_counter()
+        done, _ = await asyncio.wait(
+            wait_for, timeout=max(0.0, remaining), return_when=asyncio.FIRST_COMPLETED
+        )
+        if item.future in done:
+            return item.future.result()
+        item.future.cancel()  # a queued item is skipped; a running one has its result discarded
+        if gone is not None and gone in done:
+            self.stats.dropped += 1
+            self._count_drop("client_gone")
+            raise ClientGone("client disconnected")
+        self.stats.timed_out += 1
+        self._count_drop("timeout")
+        raise Timeout(
+            f"model {self.name}: no result within {item.deadline - item.enqueued:.3g} s; try again later"
+        )
+
+    def submit(self, feeds: Feeds, timeout_s: float | None = None) -> _Item:
+        """Queue a request without waiting; its ``future`` resolves to a :class:`BatchResult`."""
+        if self._closing:
+            raise BatcherClosed(self.name)
+        if self._task is None or self._loop is None or self._wake is None:
+            raise NotReady(f"model {self.name} is not started")
+        live = len(self._pending)
+        if live >= self.queue_size:
+            self._purge()
+            live = len(self._pending)
+        if live >= self.queue_size:
+            self.stats.rejected += 1
+            self._count_drop("queue_full")
+            raise Overloaded(
+                f"model {self.name} is busy: {live} requests queued (queue_size {self.queue_size})"
+            )
+        first = next(iter(feeds.values()))
+        rows = int(first.shape[0]) if self.batchable and first.ndim else 1
+        key = tuple(
+            (k, v.shape[1:] if self.batchable else v.shape, v.dtype.str) for k, v in sorted(feeds.items())
+        )
+        now = time.perf_counter()
+        item = _Item(feeds, rows, key, self._loop.create_future(), now, now + (timeout_s or self.timeout_s))
+        self._pending.append(item)
+        self.stats.requests += 1
+        self._gauge()
+        self._wake.set()
+        return item
+
+    # ---- the batching side -----------------------------------------------------------------
+    async def _collect_loop(self) -> None:
+        assert self._free is not None and self._loop is not None
+        while True:
+            idx = await self._free.get()
+            batch = await self._collect()
+            if batch is None:
+                self._free.put_nowait(idx)
+                return
+            task = self._loop.create_task(self._execute(idx, batch))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _collect(self) -> list[_Item] | None:
+        """The next batch: the oldest live request plus same-shaped ones, waiting while worthwhile."""
+        assert self._wake is not None
+        while True:
+            first = self._pop_live()
+            if first is not None:
+                break
+            if self._closing:
+                return None
+            self._wake.clear()
+            await self._wake.wait()
+        batch, rows = [first], first.rows
+        if not self.batching or rows >= self.max_batch_size:
+            return batch
+        worth_waiting = self.max_delay > 0 and (self._multi > 0.1 or bool(self._pending))
+        # the delay counts from now, when an instance is free: a request that already waited for a
+        # busy instance may still gather the requests that were answered meanwhile and come back
+        deadline = time.perf_counter() + self.max_delay
+        while True:
+            rows = self._take_matching(batch, rows)
+            remaining = deadline - time.perf_counter()
+            if rows >= self.max_batch_size or not worth_waiting or self._closing or remaining <= 0:
+                break
+            self._wake.clear()
+            with contextlib.suppress(asyncio.TimeoutError):  # not the builtin one before 3.11
+                await asyncio.wait_for(self._wake.wait(), remaining)
+        self._gauge()
+        return batch
+
+    def _pop_live(self) -> _Item | None:
+        now = time.perf_counter()
+        while self._pending:
+            it = self._pending.popleft()
+            if self._alive(it, now):
+                return it
+        return None
+
+    def _alive(self, it: _Item, now: float) -> bool:
+        if it.future.done():
+            return False
+        if now > it.deadline:
+            it.future.set_exception(Timeout(f"model {self.name}: timed out in the queue; try again later"))
+            self.stats.timed_out += 1
+            self._count_drop("timeout")
+            return False
+        return True
+
+    def _take_matching(self, batch: list[_Item], rows: int) -> int:
+        if not self._pending:
+            return rows
+        key, now = batch[0].key, time.perf_counter()
+        keep: collections.deque[_Item] = collections.deque()
+        for it in self._pending:
+            if not self._alive(it, now):
+                continue
+            if it.key == key and rows + it.rows <= self.max_batch_size:
+                batch.append(it)
+                rows += it.rows
+            else:
+                keep.append(it)
+        self._pending = keep
+        return rows
+
+    def _purge(self) -> None:
+        now = time.perf_counter()
+        self._pending = collections.deque(it for it in self._pending if self._alive(it, now))
+
+    async def _execute(self, idx: int, batch: list[_Item]) -> None:
+        assert self._loop is not None and self._free is not None
+        try:
+            live = [it for it in batch if not it.future.done()]
+            if not live:
+                return
+            rows = sum(it.rows for it in live)
+            start = time.perf_counter()
+            st = self.stats
+            st.batches += 1
+            st.rows += rows
+            st.batch_rows[rows] += 1
+            st.requests_per_batch[len(live)] += 1
+            self._multi = 0.8 * self._multi + 0.2 * (len(live) > 1)
+            if self.metrics is not None:
+                self.metrics.batch_size.labels(self.name).observe(rows)
+                for it in live:
+                    self.metrics.observe_stage(self.name, "queue", start - it.enqueued)
+            run = run_with_context(self.runners[idx], [it.feeds for it in live])
+            try:
+                outputs = await self._loop.run_in_executor(self._executor, run)
+            except Exception as exc:
+                # each request's handler logs the traceback with its request id
+                log.warning("model %s: a batch of %d rows failed: %s", self.name, rows, type(exc).__name__)
+                for it in live:
+                    if not it.future.done():
+                        it.future.set_exception(exc)
+                return
+            took = time.perf_counter() - start
+            st.inference_s += took
+            if self.metrics is not None:
+                self.metrics.observe_stage(self.name, "inference", took)
+            self._deliver(live, outputs, rows, start, took)
+        finally:
+            self._free.put_nowait(idx)
+
+    def _deliver(
+        self, live: list[_Item], outputs: list[np.ndarray], rows: int, start: float, took: float
+    ) -> None:
+        if len(live) == 1:
+            it = live[0]
+            if not it.future.done():
+                it.future.set_result(BatchResult(outputs, start - it.enqueued, took, rows))
+            return
+        bad = [o.shape for o in outputs if o.ndim == 0 or o.shape[0] != rows]
+        offset = 0
+        for it in live:
+            if it.future.done():
+                offset += it.rows
+                continue
+            if bad:
+                it.future.set_exception(
+                    RuntimeError(
+                        f"model {self.name}: outputs {bad} have no batch dimension of {rows} to split"
+                    )
+                )
+                continue
+            share = [o[offset : offset + it.rows] for o in outputs]
+            it.future.set_result(BatchResult(share, start - it.enqueued, took, rows))
+            offset += it.rows
+
+    def _gauge(self) -> None:
+        if self.metrics is not None:
+            self.metrics.queue_depth.labels(self.name).set(len(self._pending))
+
+    def _count_drop(self, reason: str) -> None:
+        if self.metrics is not None:
+            self.metrics.dropped.labels(self.name, reason).inc()

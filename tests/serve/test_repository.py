@@ -1,0 +1,205 @@
+"""The model repository over HTTP: load, unload, rollback, failed loads and hot swaps under load."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cvdeploy.serve.security import RecordingEventSink, Security
+
+from .conftest import config, run, serving
+
+NAME = "tiny"
+REPO = f"/v2/repository/models/{NAME}"
+
+
+def tamper(bundle: Path) -> None:
+    """Flip one byte in the middle of the ONNX file, as an attacker or a bad disk would."""
+    onnx = bundle / "onnx-fp32.onnx"
+    data = bytearray(onnx.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    onnx.write_bytes(bytes(data))
+
+
+async def detect(c: Any, photo: bytes) -> Any:
+    return await c.post(f"/v1/models/{NAME}/detect", files={"image": ("p.jpg", photo, "image/jpeg")})
+
+
+def test_hot_swap_rollback_and_unload_under_a_stream_of_requests(
+    make_app: Callable[..., Any], tiny_bundle_copy: Path, photo_bytes: list[bytes]
+) -> None:
+    sink = RecordingEventSink()
+    app = make_app(
+        config(defaults={"max_batch_size": 4, "max_queue_delay_ms": 1}), security=Security(events=sink)
+    )
+
+    async def body() -> list[tuple[int, str]]:
+        results: list[tuple[int, str]] = []
+        async with serving(app) as c:
+            stop = asyncio.Event()
+
+            async def client(i: int) -> None:
+                while not stop.is_set():
+                    r = await detect(c, photo_bytes[i % len(photo_bytes)])
+                    results.append((r.status_code, r.json().get("version", r.text)))
+
+            async def until(pred: Callable[[], bool]) -> None:
+                for _ in range(4000):
+                    if pred():
+                        return
+                    await asyncio.sleep(0.005)
+                raise AssertionError("stream made no progress")
+
+            def seen(v: str, after: int = 0) -> Callable[[], bool]:
+                return lambda: any(ver == v for _, ver in results[after:])
+
+            workers = [asyncio.create_task(client(i)) for i in range(4)]
+            await until(lambda: len(results) >= 4)
+            r = await c.post(
+                f"{REPO}/load", json={"parameters": {"path": str(tiny_bundle_copy), "version": 2}}
+            )
+            assert r.status_code == 200, r.text
+            await until(seen("2", len(results)))
+            r = await c.post(f"{REPO}/rollback")
+            assert r.status_code == 200 and r.json()["serving"] == "1"
+            await until(seen("1", len(results)))
+            r = await c.post(f"{REPO}/load", json={"path": str(tiny_bundle_copy), "version": 3})
+            assert r.status_code == 200, r.text
+            await until(seen("3", len(results)))
+            index = (await c.post("/v2/repository/index")).json()
+            assert {(x["version"], x["state"]) for x in index} == {
+                ("1", "READY"),
+                ("2", "UNAVAILABLE"),
+                ("3", "READY"),
+            }
+            r = await c.post(f"{REPO}/unload", json={"parameters": {"version": 1}})
+            assert r.status_code == 200 and r.json() == {"name": NAME, "unloaded": ["1"], "serving": "3"}
+            mark = len(results)
+            await until(lambda: len(results) >= mark + 4)
+            stop.set()
+            await asyncio.gather(*workers)
+        return results
+
+    results = run(body())
+    assert [r for r in results if r[0] != 200] == []  # not one request failed
+    assert {v for _, v in results} == {"1", "2", "3"}
+    changes = [(e.action, e.resource, e.outcome) for e in sink.events]
+    assert changes == [
+        ("load", "model:tiny:1", "success"),  # start-up
+        ("load", "model:tiny:2", "success"),
+        ("rollback", "model:tiny:1", "success"),
+        ("load", "model:tiny:3", "success"),
+        ("unload", "model:tiny:1", "success"),
+    ]
+    assert {e.principal for e in sink.events[1:]} == {"anonymous"}
+    assert all(e.request_id for e in sink.events[1:])
+
+
+def test_failed_load_of_a_tampered_bundle_keeps_the_serving_version(
+    make_app: Callable[..., Any], tiny_bundle_copy: Path, photo_bytes: list[bytes]
+) -> None:
+    tamper(tiny_bundle_copy)
+    sink = RecordingEventSink()
+    app = make_app(security=Security(events=sink))
+
+    async def body() -> None:
+        async with serving(app) as c:
+            r = await c.post(
+                f"{REPO}/load", json={"parameters": {"path": str(tiny_bundle_copy), "version": 2}}
+            )
+            assert r.status_code == 400
+            assert "does not match its recorded sha256" in r.json()["error"]
+            ok = await detect(c, photo_bytes[0])
+            assert ok.status_code == 200 and ok.json()["version"] == "1"
+            index = {x["version"]: x for x in (await c.post("/v2/repository/index")).json()}
+            assert index["1"]["state"] == "READY" and index["1"]["reason"] == "serving"
+            assert index["2"]["state"] == "UNAVAILABLE" and "sha256" in index["2"]["reason"]
+            meta = (await c.get(f"/v2/models/{NAME}")).json()
+            assert meta["versions"] == ["1"]
+
+    run(body())
+    assert [(e.action, e.outcome) for e in sink.events] == [("load", "success"), ("load", "failure")]
+    assert "sha256" in sink.events[1].details["error"]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "match"),
+    [
+        ({"path": "/no/such/bundle.cvd"}, 400, "bundle not found"),
+        ({"parameters": {"path": "{photo_dir}"}}, 400, "not a cvdeploy bundle"),
+        ({"path": "{bundle}", "colour": "red"}, 400, "unknown parameter 'colour'"),
+        ({"path": "{bundle}", "version": "two"}, 400, "whole number"),
+        ({"path": "{bundle}", "artifact": "onnx-int8"}, 400, "has no artifact 'onnx-int8'"),
+    ],
+)
+def test_bad_load_requests_change_nothing(make_app: Callable[..., Any], tiny_bundle_path: Path, photo_dir: Path,
+                                          body: dict[str, Any], status: int, match: str) -> None:  # fmt: skip
+    def fill(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: fill(x) for k, x in v.items()}
+        return v.format(photo_dir=photo_dir, bundle=tiny_bundle_path) if isinstance(v, str) else v
+
+    app = make_app()
+
+    async def run_it() -> None:
+        async with serving(app) as c:
+            r = await c.post(f"{REPO}/load", json=fill(body))
+            assert r.status_code == status and match in r.json()["error"]
+            assert [x["state"] for x in (await c.post("/v2/repository/index")).json()] == ["READY"]
+
+    run(run_it())
+
+
+def test_bundle_of_another_name_and_unknown_model(
+    make_app: Callable[..., Any], tiny_bundle_path: Path
+) -> None:
+    app = make_app()
+
+    async def body() -> None:
+        async with serving(app) as c:
+            r = await c.post("/v2/repository/models/other/load", json={"path": str(tiny_bundle_path)})
+            assert r.status_code == 400 and "holds model 'tiny', not 'other'" in r.json()["error"]
+            r = await c.post("/v2/repository/models/other/load")
+            assert r.status_code == 404
+            r = await c.post("/v2/repository/models/other/unload")
+            assert r.status_code == 404
+
+    run(body())
+
+
+def test_unload_all_then_reload_and_rollback_limits(make_app: Callable[..., Any]) -> None:
+    app = make_app()
+
+    async def body() -> None:
+        async with serving(app) as c:
+            r = await c.post(f"{REPO}/rollback")
+            assert r.status_code == 409 and "no earlier version" in r.json()["error"]
+            assert (await c.post(f"{REPO}/unload")).status_code == 200
+            assert (await c.get("/v2/health/ready")).status_code == 503
+            assert (await c.get(f"/v2/models/{NAME}/ready")).status_code == 503
+            r = await c.post(
+                f"/v1/models/{NAME}/detect", content=b"x", headers={"content-type": "image/jpeg"}
+            )
+            assert r.status_code == 503 and "no version loaded" in r.json()["error"]
+            r = await c.post(f"{REPO}/load")  # no body: reload the known bundle
+            assert r.status_code == 200 and r.json()["version"] == "1"
+            assert (await c.get("/v2/health/ready")).status_code == 200
+
+    run(body())
+
+
+def test_load_roots_confine_run_time_loads(make_app: Callable[..., Any], tiny_bundle_copy: Path,
+                                           tmp_path_factory: pytest.TempPathFactory) -> None:  # fmt: skip
+    elsewhere = tmp_path_factory.mktemp("allowed")
+    app = make_app(config(repository={"load_roots": [str(elsewhere)]}))
+
+    async def body() -> None:
+        async with serving(app) as c:
+            r = await c.post(f"{REPO}/load", json={"path": str(tiny_bundle_copy), "version": 2})
+            assert r.status_code == 403 and "outside the allowed load roots" in r.json()["error"]
+
+    run(body())
