@@ -132,8 +132,6 @@ def _serve_step(b: Bundle, out: Path, summary: DemoSummary, say: Say) -> None:
     import json
     import urllib.request
 
-    import numpy as np
-
     photo = sample_images(1)[0]
     _, jpeg = cv2.imencode(".jpg", photo)
     with run_in_background([b.path], host="127.0.0.1", port=0) as server:
@@ -147,7 +145,6 @@ def _serve_step(b: Bundle, out: Path, summary: DemoSummary, say: Say) -> None:
             body = json.loads(resp.read())
         n = len(body.get("detections", []))
         summary.add("serve image API", f"POST /v1/models/{b.name}/detect → {n} detections")
-        tensor = np.zeros((1, 3, b.contract.input.height, b.contract.input.width), np.float32)
         from cvdeploy.pipeline import Pipeline
 
         tensor, _ = Pipeline.from_bundle(b).preprocess([photo])
