@@ -17,7 +17,8 @@ from typing import Any
 import cv2
 
 from cvdeploy.bundle import Bundle
-from cvdeploy.images import sample_images
+from cvdeploy.images import read_image, sample_images
+from cvdeploy.results import Detections
 
 Say = Callable[[str], None]
 
@@ -90,12 +91,12 @@ def run_demo(
     photos = sample_images(3)
     generated = sorted((out / "shapes" / "images" / "val").glob("*.jpg"))[:3]
     inputs = [(f"photo{i}", img) for i, img in enumerate(photos)]
-    inputs += [(p.stem, cv2.imread(str(p))) for p in generated]
+    inputs += [(p.stem, read_image(p)) for p in generated]
     found = 0
     for name, img in inputs:
-        (res,) = pipe.predict([img])
-        found += len(res)  # type: ignore[arg-type]
-        cv2.imwrite(str(pred_dir / f"{name}.jpg"), annotate(img, res))
+        (prediction,) = pipe.predict([img])
+        found += len(prediction) if isinstance(prediction, Detections) else 0
+        cv2.imwrite(str(pred_dir / f"{name}.jpg"), annotate(img, prediction))
     summary.add("predictions", f"{pred_dir} ({len(inputs)} images, {found} detections)")
 
     if bench:
