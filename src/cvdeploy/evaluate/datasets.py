@@ -137,7 +137,9 @@ def image_size(path: str | Path) -> tuple[int, int]:
     try:
         with Image.open(p) as im:
             return int(im.width), int(im.height)
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, ValueError, ImportError) as exc:
+        # ImportError: a Pillow plugin registered by another package (e.g. a HEIF opener) may be
+        # half-installed; the file is still not readable as an image
         raise ImageError(
             f"{p}: cannot read as an image ({exc.__class__.__name__}); fix or remove the file"
         ) from None
