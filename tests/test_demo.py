@@ -1,0 +1,26 @@
+"""The demo's steps run end to end on the tiny bundle (the real ``make demo`` uses zoo:n)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def test_demo_runs_every_step(tiny_bundle_path: Path, tmp_path: Path) -> None:
+    pytest.importorskip("fastapi")
+    from cvdeploy.demo import run_demo
+
+    lines: list[str] = []
+    summary = run_demo(tmp_path / "demo", images=10, bundle=str(tiny_bundle_path), say=lines.append, bench=False)
+    rows = dict(summary.rows)
+    assert Path(rows["dataset"]).is_file()
+    assert (Path(rows["bundle"]) / "openvino-fp32" / "model.xml").is_file()
+    assert "max abs diff" in rows["parity openvino-fp32"]
+    assert "mAP50-95 onnx-fp32" in rows and "mAP50-95 openvino-fp32" in rows
+    assert len(list((tmp_path / "demo" / "predictions").glob("*.jpg"))) >= 4
+    assert "detections" in rows["serve image API"]
+    assert "output0 [1, 10, 2100]" in rows["serve v2 binary infer"]
+    assert any(line.startswith("6/6") for line in lines)
