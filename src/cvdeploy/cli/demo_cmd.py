@@ -14,7 +14,7 @@ def demo(
     output: Path = typer.Option(
         Path("demo-output"), "--output", "-o", help="Folder for everything the demo writes."
     ),
-    images: int = typer.Option(40, "--images", min=10, help="Generated labelled images (10 % become val)."),
+    images: int = typer.Option(40, "--images", min=10, help="Generated labelled images to validate on."),
     bundle: str = typer.Option("zoo:n", "--bundle", help="Bundle to demonstrate (needs a PyTorch source)."),
     bench: bool = typer.Option(True, "--bench/--no-bench", help="Include the benchmark step."),
     serve: bool = typer.Option(True, "--serve/--no-serve", help="Include the serving step."),
