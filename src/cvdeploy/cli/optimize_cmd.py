@@ -1,0 +1,242 @@
+"""``cvdeploy optimize``: quantize, convert, prune or distill a bundle's model, then show what it cost."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from cvdeploy.cli.common import console, err_console, handle_errors, parse_list
+
+HELP = """Make a bundle's model faster or smaller and show exactly what it cost.
+
+Each run adds artifacts to the bundle, then measures every artifact (bench
+harness latency, accuracy from the evaluator) and prints the variants table:
+artifact, runtime, precision, size, p50 latency and speedup vs FP32,
+mAP50-95 and its drop (with --val labels) or fidelity vs FP32 (without),
+parity. The table is also written into the manifest and to
+BUNDLE/reports/optimize.html + .json.
+
+Examples:
+
+  cvdeploy optimize model.cvd --int8 --calib images/ --val data.yaml --max-drop 1.0
+
+  cvdeploy optimize model.cvd --int8 --runtime openvino --calib images/
+
+  cvdeploy optimize model.cvd --fp16
+
+  cvdeploy optimize zoo:n -o n.cvd --prune 0.3 --data images/ --epochs 5
+
+  cvdeploy optimize zoo:n -o n.cvd --distill-from zoo:s --data images/ --epochs 10
+
+  cvdeploy optimize model.cvd --auto --budget-ms 40 --max-drop 1.0 --calib images/ --val data.yaml
+
+INT8 for ONNX Runtime is static QDQ with per-channel weights; the integer
+types follow the CPU (U8S8 on x86, S8S8 on Arm with dot-product), the YOLO
+box-decode head stays in float, and with an accuracy check (--val labels, or
+fidelity on the calibration images) the most sensitive layers go back to
+float until the drop is within --max-drop (labels) / --min-fidelity.
+
+zoo:n / zoo:s live inside the package: give -o OUT.cvd for a copy to
+optimize (without -o the copy goes to ./<name>.cvd).
+"""
+
+
+def _target(bundle: str, output: Path | None) -> Path:
+    """The bundle to write into: a copy when -o is given or when the source is a zoo bundle."""
+    import shutil
+
+    from cvdeploy.bundle import Bundle
+    from cvdeploy.errors import InputError
+
+    src = Bundle.load(bundle)
+    if output is None and not bundle.startswith("zoo:"):
+        return src.path
+    dst = output or Path.cwd() / f"{src.name}.cvd"
+    if dst.exists():
+        raise InputError(f"{dst} already exists; choose another -o or remove it")
+    shutil.copytree(src.path, dst)
+    if output is None:
+        err_console.print(
+            f"[cyan]note:[/] {bundle} is part of the cvdeploy package; optimizing a copy at {dst}"
+        )
+    return dst
+
+
+def _check(
+    b: Any,
+    int8: bool,
+    fp16: bool,
+    auto: bool,
+    prune: float | None,
+    distill_from: str | None,
+    qat: bool,
+    calib: list[str],
+    val: Path | None,
+    data: list[str],
+    sparsity: float | None = None,
+) -> None:
+    """Every user mistake is found here, before any work, so a refused run changes nothing."""
+    from cvdeploy.errors import ConfigError, ModelError
+
+    if not (int8 or fp16 or auto or prune is not None or distill_from or qat or sparsity is not None):
+        raise ConfigError(
+            "nothing to do: give --int8, --fp16, --prune, --sparsity, --distill-from, --qat or --auto"
+        )
+    if sparsity is not None and not 0.0 < sparsity < 1.0:
+        raise ConfigError(f"--sparsity {sparsity}: give the share of weights to zero, between 0 and 1")
+    if (int8 or auto) and not calib:
+        raise ConfigError("--int8/--auto need calibration images: pass --calib FOLDER (a few hundred images)")
+    task = b.contract.task
+    if task != "detect":
+        detector_only = [flag for flag, on in (("--val", val is not None), ("--prune", prune is not None),
+                         ("--distill-from", bool(distill_from)), ("--qat", qat)) if on]  # fmt: skip
+        if detector_only:
+            raise ConfigError(
+                f"{', '.join(detector_only)} work on detectors (YOLO output layout); bundle {b.name!r} is a "
+                f"{task!r} model — use --int8/--fp16 without them"
+            )
+    if prune is not None or distill_from or qat or sparsity is not None:
+        src = b.manifest.provenance.source
+        if not (src.factory and src.weights):
+            raise ModelError(
+                f"bundle {b.name!r} has no PyTorch source (it was made from {src.kind}); pruning, distillation "
+                "and QAT retrain the PyTorch model — export the bundle from PyTorch weights first"
+            )
+        if not data and (prune is not None or distill_from or qat):
+            raise ConfigError("--prune/--distill-from/--qat need training images: pass --data FOLDER")
+        if prune is not None and not 0.0 < prune < 0.9:
+            raise ConfigError(f"--prune {prune}: give the share of channels to remove, between 0 and 0.9")
+
+
+@handle_errors
+def optimize(
+    bundle: str = typer.Argument(..., help="Bundle folder or zoo:n / zoo:s."),
+    output: Path = typer.Option(None, "--output", "-o", help="Write into a copy at OUT.cvd."),
+    int8: bool = typer.Option(False, "--int8", help="Add a static INT8 artifact."),
+    runtime: str = typer.Option("onnxruntime", "--runtime", help="INT8 runtime: onnxruntime or openvino."),
+    calib: str = typer.Option(None, "--calib", help="Calibration images: folders/files, comma-separated."),
+    val: Path = typer.Option(None, "--val", help="Labelled data.yaml / COCO json for mAP (val split)."),
+    max_drop: float = typer.Option(1.0, "--max-drop", min=0.0, help="Allowed mAP50-95 drop in points."),
+    min_fidelity: float = typer.Option(
+        95.0, "--min-fidelity", min=0.0, max=100.0, help="Without labels: fidelity mAP50 vs FP32 to keep."
+    ),
+    method: str = typer.Option(
+        "minmax", "--calib-method", help="minmax, entropy or percentile (ONNX Runtime)."
+    ),
+    types: str = typer.Option(
+        "auto", "--int8-types", help="auto (from the CPU), u8s8 or s8s8 (ONNX Runtime)."
+    ),
+    per_tensor: bool = typer.Option(False, "--per-tensor", help="Per-tensor instead of per-channel weights."),
+    quantize_head: bool = typer.Option(
+        False, "--quantize-head", help="Quantize the box-decode head too (breaks YOLO class scores)."
+    ),
+    no_search: bool = typer.Option(False, "--no-search", help="No accuracy-aware search (measure only)."),
+    max_images: int = typer.Option(300, "--max-images", min=1, help="Calibration images to use at most."),
+    preset: str = typer.Option("mixed", "--preset", help="NNCF preset: mixed or performance."),
+    full_bias: bool = typer.Option(False, "--full-bias-correction", help="NNCF full (slow) bias correction."),
+    eval_limit: int = typer.Option(None, "--eval-limit", min=1, help="Images scored per INT8 candidate."),
+    fp16: bool = typer.Option(False, "--fp16", help="Add an FP16 ONNX artifact (float32 I/O)."),
+    prune: float = typer.Option(None, "--prune", help="Structured pruning: share of channels to remove."),
+    sparsity: float = typer.Option(
+        None, "--sparsity", help="Unstructured magnitude pruning: share of weights to zero (no CPU speedup)."
+    ),
+    distill_from: str = typer.Option(None, "--distill-from", help="Teacher bundle for distillation."),
+    qat: bool = typer.Option(False, "--qat", help="Quantization-aware training."),
+    data: str = typer.Option(None, "--data", help="Training images for --prune/--distill-from/--qat."),
+    epochs: int = typer.Option(5, "--epochs", min=1, help="Training epochs (recovery, distillation, QAT)."),
+    auto: bool = typer.Option(False, "--auto", help="Try every applicable method; recommend one."),
+    budget_ms: float = typer.Option(None, "--budget-ms", min=0.0, help="--auto: latency budget (p50 ms)."),
+    no_bench: bool = typer.Option(False, "--no-bench", help="Skip latency measurement of the variants."),
+    runs: int = typer.Option(30, "--runs", min=5, help="Measured passes per artifact for the table."),
+    report: Path = typer.Option(
+        None, "--report", help="Folder for optimize.html/.json (default: BUNDLE/reports)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the variants table as JSON on stdout."),
+) -> None:
+    from cvdeploy.bundle import Bundle
+    from cvdeploy.errors import ConfigError
+
+    if runtime not in ("onnxruntime", "openvino", "ort", "ov"):
+        raise ConfigError(f"--runtime {runtime!r}: use onnxruntime or openvino")
+    runtime = {"ort": "onnxruntime", "ov": "openvino"}.get(runtime, runtime)
+    calib_list, data_list = parse_list(calib), parse_list(data)
+    # validate against the source first: a refused run must not even create the copy
+    _check(
+        Bundle.load(bundle), int8, fp16, auto, prune, distill_from, qat, calib_list, val, data_list, sparsity
+    )
+    if int8 or auto:
+        from cvdeploy.optimize.int8 import Int8Options
+
+        Int8Options(runtime=runtime, method=method, types=types, preset=preset, max_images=max_images).check()
+    path = _target(bundle, output)
+    copied = path.resolve() != Bundle.load(bundle).path.resolve()
+    o = dict(locals())
+    try:
+        _work(o, path)
+    except BaseException:
+        if copied:  # a copy made for this run is not left half-done
+            import shutil
+
+            shutil.rmtree(path, ignore_errors=True)
+        raise
+
+
+def _work(o: dict[str, Any], path: Path) -> None:
+    """Run the requested methods on the bundle at ``path``; ``o`` holds the command's options."""
+    from cvdeploy.bundle import Bundle
+
+    b = Bundle.load(path)
+    as_json, report, runs, val = o["as_json"], o["report"], o["runs"], o["val"]
+    say = (lambda msg: None) if as_json else (lambda msg: err_console.print(f"[dim]· {msg}[/]"))
+    extra: dict[str, Any] = {}
+    if o["auto"]:
+        from cvdeploy.optimize.auto import auto_optimize
+
+        res = auto_optimize(b, o["calib_list"], val=val, budget_ms=o["budget_ms"], max_drop=o["max_drop"],
+                            min_fidelity=o["min_fidelity"], runs=runs, report_dir=report, step=say)  # fmt: skip
+        extra = {"recommended": res.recommended, "why": res.why, "pareto": res.pareto, "skipped": res.skipped}
+        _show(Bundle.load(path), res.rows, extra, as_json, report)
+        return
+    if o["int8"]:
+        from cvdeploy.optimize.int8 import Int8Options, quantize_int8
+
+        opts = Int8Options(method=o["method"], per_channel=not o["per_tensor"], types=o["types"],
+                           float_head=not o["quantize_head"], max_images=o["max_images"], val=val,
+                           max_drop=o["max_drop"], min_fidelity=o["min_fidelity"], search=not o["no_search"],
+                           eval_limit=o["eval_limit"], preset=o["preset"],
+                           fast_bias_correction=not o["full_bias"])  # fmt: skip
+        quantize_int8(b, o["calib_list"], o["runtime"], opts, say)
+    if o["fp16"]:
+        from cvdeploy.optimize.fp16 import to_fp16
+
+        to_fp16(b, say)
+    if o["prune"] is not None or o["distill_from"] or o["qat"] or o["sparsity"] is not None:
+        from cvdeploy.optimize import retrain
+
+        retrain.run(
+            b, o["prune"], o["distill_from"], o["qat"], o["data_list"], o["epochs"], val, say, o["sparsity"]
+        )
+    from cvdeploy.optimize.variants import variants_table
+
+    rows, _ = variants_table(b, measure=not o["no_bench"], val=val, runs=runs, report_dir=report, step=say)
+    _show(b, rows, extra, as_json, report)
+
+
+def _show(b: Any, rows: list[Any], extra: dict[str, Any], as_json: bool, report: Path | None) -> None:
+    from cvdeploy.optimize.variants import document
+    from cvdeploy.reports.terminal import print_document
+
+    if as_json:
+        typer.echo(json.dumps({"bundle": str(b.path), "variants": [r.to_dict() for r in rows], **extra}))
+        return
+    print_document(document(b, rows, extra), console, sections=["Variants"])
+    where = report or b.path / "reports"
+    console.print(f"report: {where / 'optimize.html'}  ·  recorded in {b.path / 'cvdeploy.yaml'}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``cvdeploy optimize`` to the CLI."""
+    app.command("optimize", help=HELP)(optimize)

@@ -1,0 +1,175 @@
+"""Optimizations that retrain the bundle's PyTorch model: pruning + recovery, and distillation.
+
+Both rebuild the model from the bundle's source (``provenance.source.factory`` + ``weights``),
+train it with the one trainer (:mod:`cvdeploy.optimize.distill`), export it to ONNX with a parity
+check against the trained PyTorch model, and add it as a new artifact (``onnx-fp32-pruned30``,
+``onnx-fp32-distilled``) with its weights kept in the bundle.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from cvdeploy._deps import require
+from cvdeploy.bundle import Artifact, Bundle, artifact_name
+from cvdeploy.errors import ConfigError, ModelError, ParityError
+from cvdeploy.export import batches, torch_to_onnx
+from cvdeploy.images import sample_images
+from cvdeploy.optimize.artifacts import add_files, optimized_parity
+from cvdeploy.optimize.distill import TrainConfig, train_student
+from cvdeploy.parity import Tolerance, check_parity
+
+log = logging.getLogger("cvdeploy")
+Step = Callable[[str], None]
+
+EXPORT_TOLERANCE = Tolerance(atol=1e-3, rtol=1e-4, min_cosine=0.9999, min_agreement=0.98)
+RETRAINED_TOLERANCE = Tolerance(atol=float("inf"), rtol=0.0, min_cosine=0.0, min_agreement=0.0)
+
+
+def load_source_model(bundle: Bundle) -> Any:
+    """The bundle's PyTorch model with its kept weights (eval mode)."""
+    from cvdeploy.sources.torch import load_factory, load_state_dict
+
+    src = bundle.manifest.provenance.source
+    if not (src.factory and src.weights):
+        raise ModelError(
+            f"bundle {bundle.name!r} has no PyTorch source (it was made from {src.kind}); pruning, distillation "
+            "and QAT retrain the PyTorch model — export the bundle from PyTorch weights first"
+        )
+    return load_state_dict(load_factory(src.factory), bundle.path / src.weights)
+
+
+def _example(bundle: Bundle) -> Any:
+    torch = require("torch")
+    return torch.zeros(1, 3, bundle.contract.input.height, bundle.contract.input.width)
+
+
+def _add_trained(
+    bundle: Bundle, model: Any, tag: str, state: dict[str, Any], details: dict[str, Any], say: Step
+) -> Artifact:
+    """Export ``model`` to ONNX, check it against the model itself, record it with ``state`` as weights."""
+    torch = require("torch")
+    from cvdeploy.runtimes import load_runtime
+    from cvdeploy.runtimes.torch import TorchRuntime
+
+    name = artifact_name("onnxruntime", "fp32", tag)
+    fp32 = bundle.artifact("onnx-fp32")
+    with tempfile.TemporaryDirectory(prefix="cvdeploy-retrain-") as tmp:
+        onnx_path, weights = Path(tmp) / "model.onnx", Path(tmp) / "weights.pt"
+        say(f"exporting {name}")
+        torch_to_onnx(model.eval(), onnx_path, bundle.contract, dynamic_batch=fp32.dynamic_batch)
+        ref, cand = TorchRuntime(model), load_runtime("onnxruntime", onnx_path)
+        images = sample_images(4)
+        tensors, geoms = batches(bundle.contract, images, cand.inputs[0].static_batch)
+        parity, problem = check_parity(
+            lambda t: ref.run({"images": t}), lambda t: cand.run({cand.inputs[0].name: t}), bundle.contract,
+            tensors, geoms, "source", EXPORT_TOLERANCE,
+        )  # fmt: skip
+        if problem:
+            raise ParityError(f"{name} disagrees with the trained PyTorch model: {problem}")
+        vs_fp32 = optimized_parity(bundle, onnx_path, "onnxruntime", images, tolerance=RETRAINED_TOLERANCE)
+        details["parity_vs_fp32"] = vs_fp32.model_dump()
+        torch.save(state, str(weights))
+        art = Artifact(name=name, file=f"{name}.onnx", runtime="onnxruntime", precision="fp32",
+                       made_by="optimize", dynamic_batch=fp32.dynamic_batch, parity=parity,
+                       details={**details, "weights": f"source/{name}.pt"})  # fmt: skip
+        return add_files(bundle, art, {art.file: onnx_path, f"source/{name}.pt": weights})
+
+
+def prune_bundle(
+    bundle: Bundle, ratio: float, images: str | Path | Sequence[str | Path], config: TrainConfig,
+    step: Step | None = None,
+) -> Artifact:  # fmt: skip
+    """Remove ``ratio`` of the channels, recover by distillation from the unpruned model, add the artifact."""
+    tp = require("torch_pruning", "structured pruning")
+    from cvdeploy.optimize.prune import prune_channels
+
+    say = step or (lambda msg: log.info(msg))
+    if bundle.contract.task != "detect":
+        raise ConfigError(f"pruning keeps the YOLO output layout; bundle {bundle.name!r} is not a detector")
+    teacher = load_source_model(bundle)
+    student = copy.deepcopy(teacher)
+    report = prune_channels(student, _example(bundle), ratio=ratio)
+    say(
+        f"pruned {ratio:.0%} of the channels: {report.macs_after / 1e9:.2f} of {report.macs_before / 1e9:.2f} GMACs left"
+    )
+    tlog = train_student(student, teacher, images, config,
+                         on_epoch=lambda e, v: say(f"recovery epoch {e + 1}/{config.epochs}: loss {v:.4f}"))  # fmt: skip
+    tag = f"pruned{round(ratio * 100)}"
+    details = {"pruning": report.to_dict(), "recovery": {"method": "distillation from the unpruned model",
+               **tlog.to_dict(), "epochs": config.epochs, "crop": config.crop}}  # fmt: skip
+    return _add_trained(bundle, student, tag, tp.state_dict(student), details, say)
+
+
+def sparsify_bundle(bundle: Bundle, amount: float, step: Step | None = None) -> Artifact:
+    """Unstructured magnitude pruning: zero the smallest ``amount`` of each layer's weights; add the artifact.
+
+    Dense CPU kernels still multiply the zeros: the artifact's details (and the variants table's
+    measured speedup) say plainly that this gives no speedup.
+    """
+    from cvdeploy.optimize.prune import magnitude_sparsity
+
+    say = step or (lambda msg: log.info(msg))
+    model = load_source_model(bundle)
+    report = magnitude_sparsity(model, amount)
+    say(f"{report['sparsity']:.0%} of the conv/linear weights are zero — {report['note']}")
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return _add_trained(bundle, model, f"sparse{round(amount * 100)}", state, {"sparsity": report}, say)
+
+
+def distill_bundle(
+    bundle: Bundle, teacher_spec: str | Path | None, images: str | Path | Sequence[str | Path], config: TrainConfig,
+    step: Step | None = None, tag: str | None = None,
+) -> Artifact:  # fmt: skip
+    """Fine-tune the bundle's model to match a teacher bundle's model; add ``onnx-fp32-distilled``.
+
+    Label-free on ``images`` unless ``config.labels`` is set. ``teacher_spec=None`` with labels is
+    plain supervised fine-tuning (``onnx-fp32-finetuned``), the no-teacher baseline.
+    """
+    say = step or (lambda msg: log.info(msg))
+    teacher = teacher_name = None
+    if teacher_spec is not None:
+        teacher_bundle = Bundle.load(teacher_spec)
+        if teacher_bundle.contract.classes != bundle.contract.classes:
+            raise ConfigError(
+                f"teacher {teacher_bundle.name!r} predicts other classes than {bundle.name!r}; distillation needs "
+                "the same classes in the same order"
+            )
+        teacher, teacher_name = load_source_model(teacher_bundle), teacher_bundle.name
+    student = load_source_model(bundle)
+    what = "distillation" if teacher is not None else "fine-tuning"
+    tlog = train_student(student, teacher, images, config,
+                         on_epoch=lambda e, v: say(f"{what} epoch {e + 1}/{config.epochs}: loss {v:.4f}"))  # fmt: skip
+    details = {what: {"teacher": teacher_name, "labels": str(config.labels) if config.labels else None,
+               **tlog.to_dict(), "epochs": config.epochs, "crop": config.crop}}  # fmt: skip
+    state = {k: v.detach().clone() for k, v in student.state_dict().items()}
+    return _add_trained(bundle, student, tag or ("distilled" if teacher is not None else "finetuned"), state,
+                        details, say)  # fmt: skip
+
+
+def run(
+    bundle: Bundle, prune: float | None, teacher: str | None, qat: bool, data: list[str], epochs: int,
+    val: Any, step: Step, sparsity: float | None = None,
+) -> list[Artifact]:  # fmt: skip
+    """What ``cvdeploy optimize --prune/--distill-from/--qat`` does (``data``: the training images)."""
+    config = TrainConfig(epochs=epochs)
+    out = []
+    if sparsity is not None:
+        out.append(sparsify_bundle(bundle, sparsity, step))
+    if qat:
+        from cvdeploy.optimize.int8 import Int8Options
+        from cvdeploy.optimize.qat import qat_bundle
+
+        out.append(
+            qat_bundle(bundle, data, data, TrainConfig(epochs=epochs, lr=1e-4), Int8Options(val=val), step)
+        )
+    if prune is not None:
+        out.append(prune_bundle(bundle, prune, data, config, step))
+    if teacher:
+        out.append(distill_bundle(bundle, teacher, data, config, step))
+    return out

@@ -1,0 +1,109 @@
+"""Scoring candidate models during optimization: mAP on labels, or fidelity against FP32 without.
+
+Candidates are not in the bundle yet, so they are scored through a detached copy of the bundle
+(manifest in memory only) with the candidate added as a temporary artifact: the very pipeline
+and evaluator that score real artifacts, and nothing written to the bundle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cvdeploy.bundle import Artifact, Bundle
+from cvdeploy.errors import ConfigError
+
+CANDIDATE = "onnx-int8-candidate"
+
+
+def detached_with(bundle: Bundle, path: Path, runtime: str = "onnxruntime", name: str = CANDIDATE) -> Bundle:
+    """A copy of ``bundle`` in memory with the model at ``path`` added as artifact ``name``."""
+    manifest = bundle.manifest.model_copy(deep=True)
+    manifest.artifacts = [a for a in manifest.artifacts if a.name != name]
+    manifest.artifacts.append(Artifact(name=name, file=str(path.resolve()), runtime=runtime))
+    return Bundle(bundle.path, manifest)
+
+
+@dataclass
+class Scorer:
+    """Scores a model file in points (0–100): mAP50-95 with labels, fidelity mAP50 vs FP32 without.
+
+    ``labels``: a ``data.yaml`` / COCO dataset (its ``split`` is used). ``images``: unlabelled images
+    for fidelity. ``limit`` caps the images scored per candidate.
+    """
+
+    bundle: Bundle
+    labels: str | Path | None = None
+    images: str | Path | None = None
+    split: str = "val"
+    limit: int | None = None
+    reference: str = "onnx-fp32"
+    threads: int | None = None
+    dataset: str = ""  # the evaluator's name for the data last scored
+    reference_result: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.labels is None and self.images is None:
+            raise ConfigError("scoring needs a labelled dataset (--val) or images for fidelity")
+
+    @property
+    def mode(self) -> str:
+        return "mAP50-95" if self.labels is not None else "fidelity mAP50"
+
+    def result(self, path: Path, runtime: str = "onnxruntime") -> dict[str, Any]:
+        """The evaluator's full result for the model at ``path``."""
+        b = detached_with(self.bundle, path, runtime)
+        if self.labels is not None:
+            from cvdeploy.evaluate.validate import validate
+
+            return validate(
+                b, self.labels, artifact=CANDIDATE, split=self.split, limit=self.limit, progress=False,
+                threads=self.threads,
+            )  # fmt: skip
+        from cvdeploy.evaluate.fidelity import fidelity
+
+        assert self.images is not None
+        return fidelity(
+            b, self.images, CANDIDATE, self.reference, split=self.split, limit=self.limit, progress=False,
+            threads=self.threads,
+        )  # fmt: skip
+
+    def points(self, result: dict[str, Any]) -> float:
+        self.dataset = str(result.get("dataset", self.labels or self.images))
+        key = "mAP50-95" if self.labels is not None else "mAP50"
+        value = result.get(key)
+        return 0.0 if value is None else 100.0 * float(value)
+
+    def __call__(self, path: Path, runtime: str = "onnxruntime") -> float:
+        return self.points(self.result(path, runtime))
+
+    def unusable(self) -> str | None:
+        """Why scoring cannot work here (the FP32 model finds nothing on the fidelity images), or None."""
+        if self.labels is not None:
+            return None
+        from cvdeploy.evaluate.fidelity import fidelity
+
+        assert self.images is not None
+        probe = fidelity(
+            self.bundle, self.images, self.reference, self.reference, split=self.split,
+            limit=min(self.limit or 8, 8), progress=False, threads=self.threads,
+        )  # fmt: skip
+        if not probe.get("reference_detections"):
+            return f"{self.reference} finds no objects in {self.images}, so fidelity cannot be measured"
+        return None
+
+    def baseline(self) -> float:
+        """The reference artifact's own score: its mAP, or 100 for fidelity (it agrees with itself).
+
+        With labels the reference's result is kept in ``reference_result`` (to record in the bundle).
+        """
+        if self.labels is None:
+            return 100.0
+        from cvdeploy.evaluate.validate import validate
+
+        self.reference_result = validate(
+            self.bundle, self.labels, artifact=self.reference, split=self.split, limit=self.limit,
+            progress=False, threads=self.threads,
+        )  # fmt: skip
+        return self.points(self.reference_result)
