@@ -23,4 +23,4 @@ def test_demo_runs_every_step(tiny_bundle_path: Path, tmp_path: Path) -> None:
     assert len(list((tmp_path / "demo" / "predictions").glob("*.jpg"))) >= 4
     assert "detections" in rows["serve image API"]
     assert "output0 [1, 10, 2100]" in rows["serve v2 binary infer"]
-    assert any(line.startswith("6/6") for line in lines)
+    assert any(line.startswith("7/7") for line in lines)

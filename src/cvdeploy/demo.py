@@ -57,14 +57,14 @@ def run_demo(
     out.mkdir(parents=True, exist_ok=True)
     summary = DemoSummary(out)
 
-    say(f"1/6 generating {images} labelled images (seed {DEMO_SEED}, never seen in training)")
+    say(f"1/7 generating {images} labelled images (seed {DEMO_SEED}, never seen in training)")
     # every generated image goes to the val split: the demo evaluates, it does not train
     data_yaml = generate_dataset(
         out / "shapes", images=images, seed=DEMO_SEED, splits=(0.0, 1.0, 0.0), progress=False
     )
     summary.add("dataset", data_yaml)
 
-    say(f"2/6 exporting {bundle} to ONNX and OpenVINO, each checked for parity against PyTorch")
+    say(f"2/7 exporting {bundle} to ONNX and OpenVINO, each checked for parity against PyTorch")
     source = Bundle.load(bundle)
     target = out / f"{source.name}.cvd"
     b = export(
@@ -80,14 +80,16 @@ def run_demo(
             agree = "n/a" if p.box_agreement is None else f"{p.box_agreement:.3f}"
             summary.add(f"parity {art.name}", f"max abs diff {p.max_abs_diff:.2e}, box agreement {agree}")
 
-    say("3/6 validating both artifacts on the generated images (COCO mAP)")
+    say("3/7 validating both artifacts on the generated images (COCO mAP)")
     for name in ("onnx-fp32", "openvino-fp32"):
         res = validate(b, str(data_yaml), artifact=name, split="val", progress=False)
         summary.add(
             f"mAP50-95 {name}", f"{res['mAP50-95']:.3f} (mAP50 {res['mAP50']:.3f}, {res['images']} images)"
         )
 
-    say("4/6 predicting on real photographs and generated images")
+    _int8_step(b, out, data_yaml, summary, say)
+
+    say("5/7 predicting on real photographs and generated images")
     pred_dir = out / "predictions"
     pred_dir.mkdir(exist_ok=True)
     pipe = Pipeline.from_bundle(b)
@@ -110,8 +112,26 @@ def run_demo(
     return summary
 
 
+def _int8_step(b: Bundle, out: Path, data_yaml: Path, summary: DemoSummary, say: Say) -> None:
+    say("4/7 quantizing to INT8 (ONNX Runtime, float box head, accuracy-aware within 1 mAP point)")
+    from cvdeploy.optimize import Int8Options, quantize_int8
+
+    art = quantize_int8(
+        b,
+        data_yaml.parent / "images" / "val",
+        options=Int8Options(val=data_yaml),
+        step=lambda m: say("    " + m),
+    )
+    opt = art.metrics.get("optimize", {})
+    summary.add(
+        f"mAP50-95 {art.name}",
+        f"{art.metrics.get('mAP50-95', float('nan')):.3f} "
+        f"(drop {opt.get('drop_points', float('nan')):+.2f} points vs onnx-fp32)",
+    )
+
+
 def _bench_step(b: Bundle, out: Path, summary: DemoSummary, say: Say) -> None:
-    say("5/6 benchmarking (warm-up excluded, percentiles, per-stage)")
+    say("6/7 benchmarking (warm-up excluded, percentiles, per-stage)")
     try:
         from cvdeploy.bench import run_bench
         from cvdeploy.reports import write_html
@@ -122,12 +142,15 @@ def _bench_step(b: Bundle, out: Path, summary: DemoSummary, say: Say) -> None:
     html = write_html(report, out / "bench.html")
     for r in report.results:
         lat = r.latency
-        summary.add(f"latency {r.key}", f"p50 {lat.p50_ms:.1f} ms, p95 {lat.p95_ms:.1f} ms, {r.throughput_ips:.1f} img/s")
+        summary.add(
+            f"latency {r.key}",
+            f"p50 {lat.p50_ms:.1f} ms, p95 {lat.p95_ms:.1f} ms, {r.throughput_ips:.1f} img/s",
+        )
     summary.add("bench report", html)
 
 
 def _serve_step(b: Bundle, out: Path, summary: DemoSummary, say: Say) -> None:
-    say("6/6 serving the bundle on 127.0.0.1 and sending real requests")
+    say("7/7 serving the bundle on 127.0.0.1 and sending real requests")
     try:
         from cvdeploy.serve import run_in_background
     except ImportError as exc:
