@@ -191,23 +191,8 @@ def _ort(
             )  # fmt: skip
     else:
         quantize_qdq(pre, out, config, reader)
-    parity = optimized_parity(b, out, "onnxruntime", _parity_images(calib, opts))
     name = artifact_name("onnxruntime", "int8", opts.tag)
-    art = Artifact(
-        name=name,
-        file=f"{name}.onnx",
-        runtime="onnxruntime",
-        precision="int8",
-        made_by="optimize",
-        dynamic_batch=b.artifact("onnx-fp32").dynamic_batch,
-        parity=parity,
-        metrics=metrics,
-        details=details,
-        notes=list(calib.warnings),
-    )
-    say(f"adding {name} (cosine {parity.cosine:.4f} vs onnx-fp32)")
-    _record_reference(b, scorer)
-    return add_files(b, art, {art.file: out})
+    return _add_int8(b, "onnxruntime", out, {f"{name}.onnx": out}, calib, opts, metrics, details, scorer, say)
 
 
 def _openvino(
@@ -260,12 +245,33 @@ def _openvino(
         _record_accuracy(
             metrics, scorer, baseline, score, baseline - score, baseline - score <= budget, budget
         )
-    parity = optimized_parity(b, out_dir / "model.xml", "openvino", _parity_images(calib, opts))
     name = artifact_name("openvino", "int8", opts.tag)
+    files = {f"{name}/model.xml": out_dir / "model.xml", f"{name}/model.bin": out_dir / "model.bin"}
+    return _add_int8(b, "openvino", out_dir / "model.xml", files, calib, opts, metrics, details, scorer, say)
+
+
+def _add_int8(
+    b: Bundle,
+    runtime: str,
+    model: Path,
+    files: dict[str, Path],
+    calib: CalibrationSet,
+    opts: Int8Options,
+    metrics: dict[str, Any],
+    details: dict[str, Any],
+    scorer: Scorer | None,
+    say: Step,
+) -> Artifact:
+    """Measure parity of a finished INT8 model against onnx-fp32 and record it as an artifact.
+
+    ``files`` maps bundle-relative names to the temporary files; the first one is the model file.
+    """
+    parity = optimized_parity(b, model, runtime, _parity_images(calib, opts))
+    name = artifact_name(runtime, "int8", opts.tag)
     art = Artifact(
         name=name,
-        file=f"{name}/model.xml",
-        runtime="openvino",
+        file=next(iter(files)),
+        runtime=runtime,
         precision="int8",
         made_by="optimize",
         dynamic_batch=b.artifact("onnx-fp32").dynamic_batch,
@@ -276,7 +282,6 @@ def _openvino(
     )
     say(f"adding {name} (cosine {parity.cosine:.4f} vs onnx-fp32)")
     _record_reference(b, scorer)
-    files = {f"{name}/model.xml": out_dir / "model.xml", f"{name}/model.bin": out_dir / "model.bin"}
     return add_files(b, art, files)
 
 
