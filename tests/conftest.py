@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -65,3 +66,18 @@ def tiny_bundle_copy(tiny_bundle_path: Path, tmp_path: Path) -> Path:
     dst = tmp_path / "tiny.cvd"
     shutil.copytree(tiny_bundle_path, dst)
     return dst
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """Run torch single-threaded for one test: on a busy 2-core machine OpenMP oversubscription slows
+    the tiny models of the tests by up to 50x. Zoo and optimize tests use it automatically."""
+    try:
+        import torch
+    except ImportError:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -42,15 +41,6 @@ def calib_dir(tmp_path: Path, photos: list[np.ndarray]) -> Path:
     return d
 
 
-@pytest.fixture(autouse=True, scope="package")
-def _one_torch_thread() -> Iterator[None]:
-    """Tiny models train fastest on one thread, and a busy machine does not oversubscribe its cores."""
-    try:
-        import torch
-    except ImportError:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+@pytest.fixture(autouse=True)
+def _one_torch_thread(one_torch_thread: None) -> None:
+    """Every test here runs torch single-threaded (fixture in tests/conftest.py)."""
