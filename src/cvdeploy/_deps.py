@@ -14,6 +14,7 @@ _EXTRAS = {
     "onnxslim": "torch",
     "openvino": "openvino",
     "nncf": "openvino",
+    "torch_pruning": "optimize",
     "ultralytics": "ultralytics",
     "faster_coco_eval": "eval",
     "skimage": "zoo",
