@@ -14,7 +14,9 @@ def test_demo_runs_every_step(tiny_bundle_path: Path, tmp_path: Path) -> None:
     from cvdeploy.demo import run_demo
 
     lines: list[str] = []
-    summary = run_demo(tmp_path / "demo", images=10, bundle=str(tiny_bundle_path), say=lines.append, bench=False)
+    summary = run_demo(
+        tmp_path / "demo", images=10, bundle=str(tiny_bundle_path), say=lines.append, bench=False
+    )
     rows = dict(summary.rows)
     assert Path(rows["dataset"]).is_file()
     assert (Path(rows["bundle"]) / "openvino-fp32" / "model.xml").is_file()

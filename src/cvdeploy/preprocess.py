@@ -52,7 +52,13 @@ class Preprocessor:
             h, w = resized[0].shape[:2]
             return np.ascontiguousarray(
                 cv2.dnn.blobFromImages(
-                    list(resized), factor, (w, h), mean, swapRB=s.color == "RGB", crop=False, ddepth=cv2.CV_32F
+                    list(resized),
+                    factor,
+                    (w, h),
+                    mean,
+                    swapRB=s.color == "RGB",
+                    crop=False,
+                    ddepth=cv2.CV_32F,
                 )
             )
         batch = np.stack(resized)  # (b, h, w, 3) BGR uint8

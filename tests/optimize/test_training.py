@@ -55,6 +55,17 @@ def test_pruning_keeps_the_output_layout(model, ratio: float | None, target: flo
     assert report.kept_layers == 6
 
 
+def test_rounded_pruning_leaves_narrow_layers_whole(model) -> None:
+    narrow = {n: m.out_channels for n, m in model.named_modules()
+              if isinstance(m, torch.nn.Conv2d) and m.out_channels <= 16}  # fmt: skip
+    prune_channels(model, X[:1], ratio=0.3, round_to=8)
+    convs = dict(model.named_modules())
+    assert narrow and all(convs[n].out_channels == c for n, c in narrow.items())
+    heads = {id(h.box[-1]) for h in model.heads} | {id(h.cls[-1]) for h in model.heads}
+    pruned = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and id(m) not in heads]
+    assert all(m.out_channels % 8 == 0 for m in pruned)
+
+
 @pytest.mark.parametrize(
     ("kw", "words"),
     [({}, "either"), ({"ratio": 0.95}, "between"), ({"ratio": 0.3, "target_macs": 0.5}, "either")],
@@ -84,6 +95,15 @@ def test_distillation_loss_decreases(model, photo_dir: Path) -> None:
     log = train_student(model, teacher, photo_dir, TrainConfig(epochs=6, crop=64, batch=4, lr=2e-3))
     assert log.steps == 6 and len(log.losses) == 6
     assert log.losses[-1] < log.losses[0]
+
+
+def test_time_budget_runs_the_whole_schedule(model, photo_dir: Path) -> None:
+    teacher = build_model("n").eval()
+    cfg = TrainConfig(epochs=10_000, crop=64, batch=4, lr=1e-3, time_budget_s=0.5)
+    log = train_student(model, teacher, photo_dir, cfg)
+    # stopped by the clock long before the step count, yet the learning rate reached its floor
+    assert log.stopped_early and log.steps < 10_000
+    assert log.lr_end < 0.1 * cfg.lr
 
 
 def test_trainer_needs_a_teacher_or_labels(model, photo_dir: Path) -> None:
@@ -125,3 +145,20 @@ def test_qat_wraps_convs_and_strips_back(model) -> None:
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
     with torch.no_grad():
         assert torch.allclose(model(X), ref, atol=1e-3 * float(ref.abs().max()))
+
+
+@pytest.mark.slow
+def test_fresh_student_distilled_from_a_teacher(tiny_bundle_copy: Path, photo_dir: Path) -> None:
+    from cvdeploy.bundle import Bundle
+    from cvdeploy.optimize.retrain import distill_bundle, load_source_model
+
+    b = Bundle.load(tiny_bundle_copy)
+    trained = load_source_model(b).state_dict()
+    fresh = load_source_model(b, fresh=True, seed=1).state_dict()
+    assert any(not torch.equal(trained[k], fresh[k]) for k in trained if trained[k].is_floating_point())
+    with pytest.raises(ConfigError, match="needs labels"):
+        distill_bundle(b, None, photo_dir, TrainConfig(epochs=1, crop=64, batch=4), fresh=True)
+    art = distill_bundle(b, tiny_bundle_copy, photo_dir, TrainConfig(epochs=1, crop=64, batch=4), fresh=True)
+    assert art.name == "onnx-fp32-distilled"
+    assert art.details["distillation"]["start"] == "fresh initialisation"
+    assert art.parity is not None and art.parity.passed

@@ -129,10 +129,12 @@ class TrainLog:
     seconds: float = 0.0
     losses: list[float] = field(default_factory=list)  # mean loss per epoch
     stopped_early: bool = False
+    lr_end: float = 0.0  # learning rate at the last step (the schedule's floor when it ran to the end)
 
     def to_dict(self) -> dict[str, Any]:
         return {"steps": self.steps, "seconds": round(self.seconds, 1),
-                "losses": [round(v, 5) for v in self.losses], "stopped_early": self.stopped_early}  # fmt: skip
+                "losses": [round(v, 5) for v in self.losses], "stopped_early": self.stopped_early,
+                "lr_end": self.lr_end}  # fmt: skip
 
 
 def train_student(
@@ -163,8 +165,17 @@ def train_student(
     params = [p for p in student.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     total = max(1, config.epochs * len(source))
+    t0 = time.perf_counter()
+
+    def progress(step: int) -> float:
+        # the cosine runs over the steps, or over the time budget when that ends training first
+        done = step / total
+        if config.time_budget_s:
+            done = max(done, (time.perf_counter() - t0) / config.time_budget_s)
+        return min(done, 1.0)
+
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * s / total))
+        opt, lambda s: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress(s)))
     )
     if teacher is not None:
         teacher.eval()
@@ -172,7 +183,7 @@ def train_student(
             p.requires_grad_(False)
     student.train()
     tlog = TrainLog()
-    t0 = time.perf_counter()
+    t0 = time.perf_counter()  # the schedule's clock starts with the first step
     for epoch in range(config.epochs):
         running: list[float] = []
         for x, targets in source.epoch():
@@ -201,6 +212,7 @@ def train_student(
         if tlog.stopped_early:
             break
     tlog.seconds = time.perf_counter() - t0
+    tlog.lr_end = float(opt.param_groups[0]["lr"])
     student.eval()
     return tlog
 

@@ -155,12 +155,16 @@ def prune_channels(
     keep = output_convs(model, example)
     if not keep:
         raise ModelError("cannot find the output convolutions of this model; it cannot be pruned safely")
+    # rounding to a multiple of ``round_to`` would take half or all of a narrow layer (16 -> 8):
+    # such layers, at the highest resolutions in YOLO-style models, are left whole
+    narrow = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and round_to
+              and m.out_channels <= 2 * round_to and not any(m is k for k in keep)]  # fmt: skip
     macs0, params0 = tp.utils.count_ops_and_params(model, example)
     imp = tp.importance.GroupMagnitudeImportance(p=2)
     iterative = steps if target_macs is not None else 1
     pruner = tp.pruner.MetaPruner(
         model, example, importance=imp, pruning_ratio=ratio if ratio is not None else 0.8,
-        iterative_steps=iterative, ignored_layers=keep, round_to=round_to,
+        iterative_steps=iterative, ignored_layers=keep + narrow, round_to=round_to,
     )  # fmt: skip
     with torch.no_grad():
         for _ in range(iterative):

@@ -31,8 +31,8 @@ EXPORT_TOLERANCE = Tolerance(atol=1e-3, rtol=1e-4, min_cosine=0.9999, min_agreem
 RETRAINED_TOLERANCE = Tolerance(atol=float("inf"), rtol=0.0, min_cosine=0.0, min_agreement=0.0)
 
 
-def load_source_model(bundle: Bundle) -> Any:
-    """The bundle's PyTorch model with its kept weights (eval mode)."""
+def load_source_model(bundle: Bundle, fresh: bool = False, seed: int = 0) -> Any:
+    """The bundle's PyTorch model with its kept weights (eval mode); ``fresh``: newly initialised instead."""
     from cvdeploy.sources.torch import load_factory, load_state_dict
 
     src = bundle.manifest.provenance.source
@@ -41,6 +41,9 @@ def load_source_model(bundle: Bundle) -> Any:
             f"bundle {bundle.name!r} has no PyTorch source (it was made from {src.kind}); pruning, distillation "
             "and QAT retrain the PyTorch model — export the bundle from PyTorch weights first"
         )
+    if fresh:
+        require("torch").manual_seed(seed)
+        return load_factory(src.factory)
     return load_state_dict(load_factory(src.factory), bundle.path / src.weights)
 
 
@@ -124,12 +127,13 @@ def sparsify_bundle(bundle: Bundle, amount: float, step: Step | None = None) -> 
 
 def distill_bundle(
     bundle: Bundle, teacher_spec: str | Path | None, images: str | Path | Sequence[str | Path], config: TrainConfig,
-    step: Step | None = None, tag: str | None = None,
+    step: Step | None = None, tag: str | None = None, fresh: bool = False,
 ) -> Artifact:  # fmt: skip
     """Fine-tune the bundle's model to match a teacher bundle's model; add ``onnx-fp32-distilled``.
 
     Label-free on ``images`` unless ``config.labels`` is set. ``teacher_spec=None`` with labels is
-    plain supervised fine-tuning (``onnx-fp32-finetuned``), the no-teacher baseline.
+    plain supervised fine-tuning (``onnx-fp32-finetuned``), the no-teacher baseline. ``fresh``
+    trains a newly initialised student (seeded by ``config.seed``) instead of the bundle's weights.
     """
     say = step or (lambda msg: log.info(msg))
     teacher = teacher_name = None
@@ -141,11 +145,14 @@ def distill_bundle(
                 "the same classes in the same order"
             )
         teacher, teacher_name = load_source_model(teacher_bundle), teacher_bundle.name
-    student = load_source_model(bundle)
-    what = "distillation" if teacher is not None else "fine-tuning"
+    student = load_source_model(bundle, fresh=fresh, seed=config.seed)
+    if fresh and teacher is None and not (config.labels and config.label_gain > 0):
+        raise ConfigError("training a fresh student without a teacher needs labels")
+    what = "distillation" if teacher is not None else ("training" if fresh else "fine-tuning")
     tlog = train_student(student, teacher, images, config,
                          on_epoch=lambda e, v: say(f"{what} epoch {e + 1}/{config.epochs}: loss {v:.4f}"))  # fmt: skip
     details = {what: {"teacher": teacher_name, "labels": str(config.labels) if config.labels else None,
+               "start": "fresh initialisation" if fresh else "the bundle's weights",
                **tlog.to_dict(), "epochs": config.epochs, "crop": config.crop}}  # fmt: skip
     state = {k: v.detach().clone() for k, v in student.state_dict().items()}
     return _add_trained(bundle, student, tag or ("distilled" if teacher is not None else "finetuned"), state,
