@@ -46,7 +46,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=60, help="measured passes per variant")
     ap.add_argument("--max-drop", type=float, default=1.0)
     ap.add_argument("--skip", default="", help="comma list of: ort,openvino,fp16,prune")
-    ap.add_argument("--prune-epochs", type=int, default=5)
+    ap.add_argument("--prune-epochs", type=int, default=500, help="recovery epochs (the time budget ends it first)")
     ap.add_argument("--qat-budget-s", type=float, default=150.0, help="QAT training seconds (0: skip)")
     ap.add_argument("--teacher", default="zoo:s", help="teacher bundle for the distillation comparison")
     ap.add_argument(
@@ -58,6 +58,9 @@ def main() -> None:
     ap.add_argument("--distill-data", default=None, help="labelled data.yaml for the distillation runs "
                     "(default: the fresh dataset)")  # fmt: skip
     ap.add_argument("--prune-budget-s", type=float, default=420.0, help="recovery training time budget")
+    ap.add_argument("--prune-ratio", type=float, default=0.3, help="share of channels to remove")
+    ap.add_argument("--prune-labels", action="store_true",
+                    help="recover with the train split's labels as well as by distillation")  # fmt: skip
     ap.add_argument("--keep", default=None, help="keep the optimized bundle at this path")
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -85,6 +88,7 @@ def main() -> None:
         calib = root / "data" / "images" / "train"
         say(f"dataset {data} ({time.perf_counter() - t0:.0f} s); calibration from {calib}")
         timings: dict[str, float] = {}
+        prune_name = "onnx-fp32-pruned"
         if "ort" not in skip:
             t = time.perf_counter()
             art = quantize_int8(b, calib, "onnxruntime", Int8Options(val=data, max_drop=args.max_drop), say)
@@ -114,8 +118,10 @@ def main() -> None:
             from cvdeploy.optimize.retrain import prune_bundle
 
             t = time.perf_counter()
-            cfg = TrainConfig(epochs=args.prune_epochs, crop=320, batch=8, time_budget_s=args.prune_budget_s)
-            art = prune_bundle(b, 0.3, calib, cfg, say)
+            cfg = TrainConfig(epochs=args.prune_epochs, crop=320, batch=8, lr=1e-3, time_budget_s=args.prune_budget_s,
+                              labels=data if args.prune_labels else None, label_gain=1.0 if args.prune_labels else 0.0)  # fmt: skip
+            art = prune_bundle(b, args.prune_ratio, calib, cfg, say)
+            prune_name = art.name
             timings["prune_s"] = time.perf_counter() - t
             result["prune_gmacs"] = (
                 f"{art.details['pruning']['gmacs_after']:.2f}/{art.details['pruning']['gmacs_before']:.2f}"
@@ -150,7 +156,7 @@ def main() -> None:
         print_document(doc, Console(width=160), sections=["Variants"])
         by = {r.artifact: r for r in rows}
         for key, name in (("ort_int8", "onnx-int8"), ("ov_int8", "openvino-int8"), ("fp16", "onnx-fp16"),
-                          ("ov_fp32", "openvino-fp32"), ("prune", "onnx-fp32-pruned30"),
+                          ("ov_fp32", "openvino-fp32"), ("prune", prune_name),
                           ("nokd", "onnx-fp32-nokd"), ("distilled", "onnx-fp32-distilled"),
                           ("ptq", "onnx-int8-ptq"), ("qat", "onnx-int8-qat")):  # fmt: skip
             r = by.get(name)

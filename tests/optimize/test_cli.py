@@ -61,6 +61,11 @@ def _one_line_error(capsys: pytest.CaptureFixture[str], *words: str) -> None:
         (["--int8", "--calib", "{bad_calib}"], ("broken.jpg", "cannot be read")),
         (["--prune", "0.3"], ("--data",)),
         (["--prune", "1.5", "--data", "{calib}"], ("--prune",)),
+        (["--fp16", "--labels", "{calib}/data.yaml"], ("--labels", "--prune")),
+        (["--prune", "0.3", "--data", "{calib}", "--labels", "{calib}/missing.yaml"], ("missing.yaml", "no such")),
+        (["--prune", "0.3", "--data", "{calib}", "--labels", "{bad_yaml}"], ("--labels", "train")),
+        (["--fp16", "--fresh"], ("--fresh", "--distill-from")),
+        (["--prune", "0.3", "--data", "{calib}", "--labels", "{other_yaml}"], ("classes", "dog")),
     ],
 )
 def test_errors_leave_the_bundle_unchanged(
@@ -70,7 +75,13 @@ def test_errors_leave_the_bundle_unchanged(
     bad = tmp_path / "bad"
     shutil.copytree(calib_dir, bad)
     (bad / "broken.jpg").write_bytes(b"garbage")
-    argv = [a.format(calib=calib_dir, bad_calib=bad) for a in args]
+    bad_yaml = tmp_path / "data.yaml"
+    bad_yaml.write_text("names: [a]\nval: images\n")  # no train split
+    other_yaml = tmp_path / "other.yaml"
+    (tmp_path / "imgs").mkdir()
+    shutil.copy(next(calib_dir.glob("*.jpg")), tmp_path / "imgs")
+    other_yaml.write_text("names: [cat, dog]\ntrain: imgs\nval: imgs\n")
+    argv = [a.format(calib=calib_dir, bad_calib=bad, bad_yaml=bad_yaml, other_yaml=other_yaml) for a in args]
     before = manifest_bytes(tiny_bundle_copy)
     files = sorted(p.name for p in tiny_bundle_copy.iterdir())
     assert run(["optimize", str(tiny_bundle_copy), *argv]) == 2
@@ -140,6 +151,21 @@ def test_prune_adds_an_artifact_with_the_same_outputs(
     full, pruned = load_runtime("onnxruntime", b.file("onnx-fp32")), load_runtime("onnxruntime", b.file(art))
     x = np.zeros((1, 3, 320, 320), np.float32)
     assert full.run({"images": x})[0].shape == pruned.run({"images": x})[0].shape
+
+
+@pytest.mark.slow
+def test_prune_recovery_with_labels(
+    tiny_bundle_copy: Path, photo_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cvdeploy.zoo.dataset import generate_dataset
+
+    data = generate_dataset(tmp_path / "shapes", images=10, seed=3, imgsz=128, progress=False, workers=1)
+    code = run(["optimize", str(tiny_bundle_copy), "--prune", "0.2", "--data", str(photo_dir), "--labels",
+                str(data), "--epochs", "1", "--no-bench", "--json"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    capsys.readouterr()
+    art = Bundle.load(tiny_bundle_copy).artifact("onnx-fp32-pruned20")
+    assert "detection loss" in art.details["recovery"]["method"] and art.details["recovery"]["steps"] >= 1
 
 
 @pytest.mark.slow

@@ -104,8 +104,11 @@ def prune_bundle(
     tlog = train_student(student, teacher, images, config,
                          on_epoch=lambda e, v: say(f"recovery epoch {e + 1}/{config.epochs}: loss {v:.4f}"))  # fmt: skip
     tag = f"pruned{round(ratio * 100)}"
-    details = {"pruning": report.to_dict(), "recovery": {"method": "distillation from the unpruned model",
-               **tlog.to_dict(), "epochs": config.epochs, "crop": config.crop}}  # fmt: skip
+    method = "distillation from the unpruned model"
+    if config.labels is not None and config.label_gain > 0:
+        method += f" + detection loss on the train split of {config.labels}"
+    details = {"pruning": report.to_dict(), "recovery": {"method": method, **tlog.to_dict(),
+               "epochs": config.epochs, "crop": config.crop}}  # fmt: skip
     return _add_trained(bundle, student, tag, tp.state_dict(student), details, say)
 
 
@@ -161,10 +164,14 @@ def distill_bundle(
 
 def run(
     bundle: Bundle, prune: float | None, teacher: str | None, qat: bool, data: list[str], epochs: int,
-    val: Any, step: Step, sparsity: float | None = None,
+    val: Any, step: Step, sparsity: float | None = None, labels: str | Path | None = None, fresh: bool = False,
 ) -> list[Artifact]:  # fmt: skip
-    """What ``cvdeploy optimize --prune/--distill-from/--qat`` does (``data``: the training images)."""
-    config = TrainConfig(epochs=epochs)
+    """What ``cvdeploy optimize --prune/--distill-from/--qat`` does (``data``: the training images).
+
+    ``labels``: a YOLO data.yaml whose train split adds the detection loss to every training run.
+    """
+    gain = 1.0 if labels is not None else 0.0
+    config = TrainConfig(epochs=epochs, labels=labels, label_gain=gain)
     out = []
     if sparsity is not None:
         out.append(sparsify_bundle(bundle, sparsity, step))
@@ -172,11 +179,10 @@ def run(
         from cvdeploy.optimize.int8 import Int8Options
         from cvdeploy.optimize.qat import qat_bundle
 
-        out.append(
-            qat_bundle(bundle, data, data, TrainConfig(epochs=epochs, lr=1e-4), Int8Options(val=val), step)
-        )
+        qat_config = TrainConfig(epochs=epochs, lr=1e-4, labels=labels, label_gain=gain)
+        out.append(qat_bundle(bundle, data, data, qat_config, Int8Options(val=val), step))
     if prune is not None:
         out.append(prune_bundle(bundle, prune, data, config, step))
     if teacher:
-        out.append(distill_bundle(bundle, teacher, data, config, step))
+        out.append(distill_bundle(bundle, teacher, data, config, step, fresh=fresh))
     return out
