@@ -46,7 +46,9 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=60, help="measured passes per variant")
     ap.add_argument("--max-drop", type=float, default=1.0)
     ap.add_argument("--skip", default="", help="comma list of: ort,openvino,fp16,prune")
-    ap.add_argument("--prune-epochs", type=int, default=500, help="recovery epochs (the time budget ends it first)")
+    ap.add_argument(
+        "--prune-epochs", type=int, default=500, help="recovery epochs (the time budget ends it first)"
+    )
     ap.add_argument("--qat-budget-s", type=float, default=150.0, help="QAT training seconds (0: skip)")
     ap.add_argument("--teacher", default="zoo:s", help="teacher bundle for the distillation comparison")
     ap.add_argument(
@@ -58,10 +60,14 @@ def main() -> None:
     ap.add_argument("--distill-data", default=None, help="labelled data.yaml for the distillation runs "
                     "(default: the fresh dataset)")  # fmt: skip
     ap.add_argument("--prune-budget-s", type=float, default=420.0, help="recovery training time budget")
+    ap.add_argument("--qat-labels", action="store_true", help="QAT with the train split's labels as well")
     ap.add_argument("--prune-ratio", type=float, default=0.3, help="share of channels to remove")
     ap.add_argument("--prune-labels", action="store_true",
                     help="recover with the train split's labels as well as by distillation")  # fmt: skip
     ap.add_argument("--keep", default=None, help="keep the optimized bundle at this path")
+    ap.add_argument("--train-threads", type=int, default=1,
+                    help="torch threads for the training parts (1: on a shared 2-core machine more threads "
+                    "oversubscribe the cores and training slows down by an order of magnitude)")  # fmt: skip
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
 
@@ -118,8 +124,9 @@ def main() -> None:
             from cvdeploy.optimize.retrain import prune_bundle
 
             t = time.perf_counter()
-            cfg = TrainConfig(epochs=args.prune_epochs, crop=320, batch=8, lr=1e-3, time_budget_s=args.prune_budget_s,
-                              labels=data if args.prune_labels else None, label_gain=1.0 if args.prune_labels else 0.0)  # fmt: skip
+            cfg = TrainConfig(epochs=args.prune_epochs, crop=320, batch=8, lr=1e-3, threads=args.train_threads,
+                              time_budget_s=args.prune_budget_s, labels=data if args.prune_labels else None,
+                              label_gain=1.0 if args.prune_labels else 0.0)  # fmt: skip
             art = prune_bundle(b, args.prune_ratio, calib, cfg, say)
             prune_name = art.name
             timings["prune_s"] = time.perf_counter() - t
@@ -131,7 +138,9 @@ def main() -> None:
             from cvdeploy.optimize.qat import qat_bundle
 
             t = time.perf_counter()
-            cfg = TrainConfig(epochs=20, crop=320, batch=8, lr=1e-4, time_budget_s=args.qat_budget_s)
+            cfg = TrainConfig(epochs=500, crop=320, batch=8, lr=1e-4, time_budget_s=args.qat_budget_s,
+                              threads=args.train_threads, labels=data if args.qat_labels else None,
+                              label_gain=1.0 if args.qat_labels else 0.0)  # fmt: skip
             qat_bundle(b, calib, calib, cfg, Int8Options(val=data), say)
             timings["qat_s"] = time.perf_counter() - t
         if args.distill_epochs > 0:
@@ -143,7 +152,7 @@ def main() -> None:
             for spec, tag in ((None, "nokd"), (args.teacher, "distilled")):
                 t = time.perf_counter()
                 cfg = TrainConfig(epochs=args.distill_epochs, crop=320, batch=8, lr=2e-3, labels=labels,
-                                  label_gain=1.0, max_images=None)  # fmt: skip
+                                  label_gain=1.0, threads=args.train_threads)  # fmt: skip
                 art = distill_bundle(b, spec, calib, cfg, say, tag=tag, fresh=True)
                 key = "training" if spec is None else "distillation"
                 result[f"{tag}_steps"] = art.details[key]["steps"]
