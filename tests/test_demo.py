@@ -14,9 +14,11 @@ def test_demo_runs_every_step(tiny_bundle_path: Path, tmp_path: Path) -> None:
     from cvdeploy.demo import run_demo
 
     lines: list[str] = []
+    shown: list[object] = []
     summary = run_demo(
-        tmp_path / "demo", images=10, bundle=str(tiny_bundle_path), say=lines.append, bench=False
-    )
+        tmp_path / "demo", images=10, bundle=str(tiny_bundle_path), say=lines.append, bench=False,
+        show=shown.append,
+    )  # fmt: skip
     rows = dict(summary.rows)
     assert Path(rows["dataset"]).is_file()
     assert (Path(rows["bundle"]) / "openvino-fp32" / "model.xml").is_file()
@@ -26,3 +28,9 @@ def test_demo_runs_every_step(tiny_bundle_path: Path, tmp_path: Path) -> None:
     assert "detections" in rows["serve image API"]
     assert "output0 [1, 10, 2100]" in rows["serve v2 binary infer"]
     assert any(line.startswith("7/7") for line in lines)
+    # the INT8 step shows the variants table: every artifact measured, the report written
+    (doc,) = shown
+    assert "Variants" in [section.title for section in doc.sections]  # type: ignore[attr-defined]
+    assert {"speedup onnx-int8", "speedup openvino-fp32"} <= set(rows)
+    assert Path(rows["variants report"]).is_file()
+    assert "onnx-int8" in Path(rows["variants report"]).read_text()

@@ -44,8 +44,12 @@ def run_demo(
     say: Say = print,
     bench: bool = True,
     serve: bool = True,
+    show: Callable[[Any], None] | None = None,
 ) -> DemoSummary:
-    """Run every step; returns the summary. Nothing is downloaded; everything lands in ``out_dir``."""
+    """Run every step; returns the summary. Nothing is downloaded; everything lands in ``out_dir``.
+
+    ``show`` receives the optimize variants table (a report document) to print it.
+    """
     from cvdeploy.draw import annotate
     from cvdeploy.evaluate.validate import validate
     from cvdeploy.export import ExportOptions, export
@@ -87,7 +91,7 @@ def run_demo(
             f"mAP50-95 {name}", f"{res['mAP50-95']:.3f} (mAP50 {res['mAP50']:.3f}, {res['images']} images)"
         )
 
-    _int8_step(b, out, data_yaml, summary, say)
+    _int8_step(b, out, data_yaml, summary, say, show)
 
     say("5/7 predicting on real photographs and generated images")
     pred_dir = out / "predictions"
@@ -112,9 +116,12 @@ def run_demo(
     return summary
 
 
-def _int8_step(b: Bundle, out: Path, data_yaml: Path, summary: DemoSummary, say: Say) -> None:
+def _int8_step(
+    b: Bundle, out: Path, data_yaml: Path, summary: DemoSummary, say: Say, show: Callable[[Any], None] | None
+) -> None:
     say("4/7 quantizing to INT8 (ONNX Runtime, float box head, accuracy-aware within 1 mAP point)")
     from cvdeploy.optimize import Int8Options, quantize_int8
+    from cvdeploy.optimize.variants import variants_table
 
     art = quantize_int8(
         b,
@@ -128,6 +135,15 @@ def _int8_step(b: Bundle, out: Path, data_yaml: Path, summary: DemoSummary, say:
         f"{art.metrics.get('mAP50-95', float('nan')):.3f} "
         f"(drop {opt.get('drop_points', float('nan')):+.2f} points vs onnx-fp32)",
     )
+    say("    measuring every artifact for the variants table (size, latency, mAP, parity)")
+    rows, doc = variants_table(b, measure=True, val=data_yaml, runs=15, report_dir=out / "reports")
+    if show is not None:
+        show(doc)
+    fp32 = next((r for r in rows if r.artifact == "onnx-fp32"), None)
+    for r in rows:
+        if r.artifact != "onnx-fp32" and r.speedup is not None and fp32 is not None:
+            summary.add(f"speedup {r.artifact}", f"{r.speedup:.2f}x vs onnx-fp32 (model alone, batch 1)")
+    summary.add("variants report", out / "reports" / "optimize.html")
 
 
 def _bench_step(b: Bundle, out: Path, summary: DemoSummary, say: Say) -> None:

@@ -26,6 +26,7 @@ def demo(
     from rich.table import Table
 
     from cvdeploy.demo import run_demo
+    from cvdeploy.reports.terminal import print_document
 
     summary = run_demo(
         output,
@@ -34,6 +35,7 @@ def demo(
         say=lambda m: console.print(m, highlight=False),
         bench=bench,
         serve=serve,
+        show=lambda doc: print_document(doc, console, sections=["Variants"]),
     )
     table = Table(title=f"cvdeploy demo — done in {summary.seconds:.0f} s", title_justify="left")
     table.add_column("what", style="bold")
