@@ -65,11 +65,16 @@ def package(
     if train_log and Path(train_log).is_file():
         log: dict[str, Any] = json.loads(Path(train_log).read_text())
         shutil.copyfile(train_log, bundle.path / "source" / "train_log.json")
+        # a run continued from earlier weights carries the earlier run's log as "continued_from"
+        chain = [log]
+        while isinstance(chain[-1].get("continued_from"), dict):
+            chain.append(chain[-1]["continued_from"])
         bundle.manifest.artifacts[0].details["training"] = {
-            "wall_time_s": log.get("total_wall_s"),
+            "wall_time_s": round(sum(r.get("total_wall_s") or 0.0 for r in chain), 1),
+            "runs": len(chain),
             "seed": log.get("config", {}).get("seed"),
             "params": log.get("model", {}).get("params"),
-            "images_seen": log.get("train", {}).get("images_seen"),
+            "images_seen": sum((r.get("train") or {}).get("images_seen") or 0 for r in chain),
             "best_val_mAP50-95": log.get("best_val_mAP50-95"),
             "test_mAP50-95": (log.get("test") or {}).get("mAP50-95"),
         }

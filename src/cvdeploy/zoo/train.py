@@ -270,6 +270,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                         "machine": platform.machine(), "threads": cfg.threads},
         "evals": [],
     }  # fmt: skip
+    earlier = Path(cfg.init_weights).with_name("train_log.json") if cfg.init_weights else None
+    if earlier is not None and earlier.is_file():  # continuing a run: keep its history
+        log["continued_from"] = json.loads(earlier.read_text())
     best = -1.0
 
     def evaluate(step: int, epoch: int) -> float:
