@@ -62,7 +62,10 @@ def _one_line_error(capsys: pytest.CaptureFixture[str], *words: str) -> None:
         (["--prune", "0.3"], ("--data",)),
         (["--prune", "1.5", "--data", "{calib}"], ("--prune",)),
         (["--fp16", "--labels", "{calib}/data.yaml"], ("--labels", "--prune")),
-        (["--prune", "0.3", "--data", "{calib}", "--labels", "{calib}/missing.yaml"], ("missing.yaml", "no such")),
+        (
+            ["--prune", "0.3", "--data", "{calib}", "--labels", "{calib}/missing.yaml"],
+            ("missing.yaml", "no such"),
+        ),
         (["--prune", "0.3", "--data", "{calib}", "--labels", "{bad_yaml}"], ("--labels", "train")),
         (["--fp16", "--fresh"], ("--fresh", "--distill-from")),
         (["--prune", "0.3", "--data", "{calib}", "--labels", "{other_yaml}"], ("classes", "dog")),
