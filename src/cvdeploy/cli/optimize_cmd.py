@@ -128,7 +128,7 @@ def _check(
         try:
             names, _ = yolo_split_images(labels, "train")
         except CvdeployError as exc:
-            raise ConfigError(f"--labels {labels}: {exc}") from None
+            raise ConfigError(f"--labels: {exc}") from None  # the message already names the file
         if list(names) != list(b.contract.classes):
             raise ConfigError(
                 f"--labels {labels} names the classes {', '.join(names)}; the model predicts "

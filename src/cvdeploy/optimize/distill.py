@@ -165,7 +165,7 @@ def train_student(
     params = [p for p in student.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     total = max(1, config.epochs * len(source))
-    t0 = time.perf_counter()
+    t0 = time.perf_counter()  # the clock of the time budget and of the schedule
 
     def progress(step: int) -> float:
         # the cosine runs over the steps, or over the time budget when that ends training first
@@ -183,7 +183,6 @@ def train_student(
             p.requires_grad_(False)
     student.train()
     tlog = TrainLog()
-    t0 = time.perf_counter()  # the schedule's clock starts with the first step
     for epoch in range(config.epochs):
         running: list[float] = []
         for x, targets in source.epoch():

@@ -139,6 +139,10 @@ def distill_bundle(
     trains a newly initialised student (seeded by ``config.seed``) instead of the bundle's weights.
     """
     say = step or (lambda msg: log.info(msg))
+    if fresh and teacher_spec is None and not (config.labels and config.label_gain > 0):
+        raise ConfigError(
+            "training a fresh student without a teacher needs labels"
+        )  # before loading anything
     teacher = teacher_name = None
     if teacher_spec is not None:
         teacher_bundle = Bundle.load(teacher_spec)
@@ -149,8 +153,6 @@ def distill_bundle(
             )
         teacher, teacher_name = load_source_model(teacher_bundle), teacher_bundle.name
     student = load_source_model(bundle, fresh=fresh, seed=config.seed)
-    if fresh and teacher is None and not (config.labels and config.label_gain > 0):
-        raise ConfigError("training a fresh student without a teacher needs labels")
     what = "distillation" if teacher is not None else ("training" if fresh else "fine-tuning")
     tlog = train_student(student, teacher, images, config,
                          on_epoch=lambda e, v: say(f"{what} epoch {e + 1}/{config.epochs}: loss {v:.4f}"))  # fmt: skip
