@@ -11,21 +11,25 @@ import hashlib
 import re
 import shutil
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cvdeploy import __version__
 from cvdeploy.contract import Contract
 from cvdeploy.errors import BundleError, ConfigError
+from cvdeploy.runtimes import registry
+from cvdeploy.runtimes.base import PRECISIONS
+
+if TYPE_CHECKING:
+    from cvdeploy.runtimes import Runtime, RuntimeOptions
 
 SCHEMA = "cvdeploy/1"
 MANIFEST = "cvdeploy.yaml"
 ARTIFACT_NAME = re.compile(
-    r"^(onnxruntime|onnx|openvino|torch|tflite|tensorrt)-(fp32|fp16|int8|bf16|mixed)(-[a-z0-9]+)*$"
+    rf"^({'|'.join(registry.artifact_prefixes())})-({'|'.join(PRECISIONS)})(-[a-z0-9]+)*$"
 )
-RUNTIME_PREFIX = {"onnxruntime": "onnx", "openvino": "openvino", "torch": "torch"}
 ZOO_DIR = Path(__file__).parent / "zoo" / "bundles"
 
 
@@ -50,7 +54,7 @@ class Artifact(_Model):
 
     name: str
     file: str  # path relative to the bundle; for OpenVINO the .xml
-    runtime: Literal["onnxruntime", "openvino", "torch"]
+    runtime: str  # an engine of cvdeploy.runtimes.registry
     precision: str = "fp32"
     sha256: dict[str, str] = Field(default_factory=dict)  # every file of the artifact → hash
     made_by: str = "export"
@@ -60,6 +64,22 @@ class Artifact(_Model):
     metrics: dict[str, Any] = Field(default_factory=dict)
     notes: list[str] = Field(default_factory=list)
     details: dict[str, Any] = Field(default_factory=dict)
+    # what the runtime really executed when parity was measured (precision read back, threads, CPU)
+    execution: dict[str, Any] | None = None
+
+    @field_validator("runtime")
+    @classmethod
+    def _known_runtime(cls, v: str) -> str:
+        if v not in registry.ENGINES:
+            raise ValueError(f"unknown runtime {v!r} (known: {', '.join(registry.RUNTIMES)})")
+        return v
+
+    @field_validator("precision")
+    @classmethod
+    def _known_precision(cls, v: str) -> str:
+        if v not in PRECISIONS:
+            raise ValueError(f"unknown precision {v!r} (known: {', '.join(PRECISIONS)})")
+        return v
 
 
 class Source(_Model):
@@ -106,7 +126,7 @@ def now_iso() -> str:
 
 def artifact_name(runtime: str, precision: str, tag: str | None = None) -> str:
     """``<runtime>-<precision>[-<tag>]``, e.g. ``onnx-fp32``, ``openvino-int8``, ``onnx-fp32-pruned30``."""
-    base = f"{RUNTIME_PREFIX.get(runtime, runtime)}-{precision}"
+    base = f"{registry.engine(runtime).prefix}-{precision}"
     return f"{base}-{tag}" if tag else base
 
 
@@ -194,6 +214,16 @@ class Bundle:
         a = self.artifact(art) if isinstance(art, str) else art
         return self.path / a.file
 
+    def load_runtime(
+        self, art: Artifact | str | None = None, options: RuntimeOptions | None = None
+    ) -> Runtime:
+        """Load an artifact with its stated precision pinned and read back (see ``cvdeploy.runtimes``)."""
+        from cvdeploy.runtimes import RuntimeOptions as _Options
+
+        a = art if isinstance(art, Artifact) else self.artifact(art)
+        opts = (options or _Options()).replace(precision=a.precision)
+        return registry.engine(a.runtime).load(self.file(a), opts)
+
     def verify(self, name: str) -> None:
         """Check every file of an artifact against its recorded sha256."""
         art = self.artifact(name)
@@ -227,7 +257,7 @@ class Bundle:
 
     def add_artifact(self, art: Artifact, files: list[str] | None = None) -> Artifact:
         """Record an artifact whose files already lie in the bundle; hashes them and saves."""
-        rels = files or [art.file]
+        rels = files or registry.engine(art.runtime).files(art.file)
         art.sha256 = {rel: sha256_file(self.path / rel) for rel in rels}
         art.created = art.created or now_iso()
         self.manifest.artifacts = [a for a in self.manifest.artifacts if a.name != art.name] + [art]

@@ -25,13 +25,18 @@ IMPORTANT_CPU_FLAGS = (
     "avx512bw",
     "avx512_vnni",
     "avx512_bf16",
+    "avx512_fp16",
     "avx_vnni",
     "amx_tile",
     "amx_int8",
     "amx_bf16",
+    "amx_fp16",
     "neon",
     "asimd",
     "asimddp",
+    "asimdhp",
+    "bf16",
+    "fphp",
 )
 
 LIBRARIES = (
@@ -110,9 +115,93 @@ def fingerprint() -> dict[str, Any]:
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "libraries": libs,
-        "cpu": cpu_info(),
+        "cpu": {**cpu_info(), "capabilities": cpu_capabilities(), "available_cpus": available_cpus()},
         "gpu": gpu_info(),
     }
+
+
+#: What each capability means for inference, in the order reports show them.
+CAPABILITIES = {
+    "avx2": "256-bit vectors (every fast FP32 kernel)",
+    "avx512": "512-bit vectors",
+    "vnni": "INT8 dot products (VNNI / Arm dot-product)",
+    "bf16": "native bfloat16 arithmetic",
+    "amx": "AMX matrix tiles",
+    "fp16": "native FP16 arithmetic",
+}
+
+
+def cpu_capabilities(flags: list[str] | None = None) -> dict[str, bool]:
+    """The CPU capabilities that decide which precision runs fast (and what OpenVINO picks by default).
+
+    ``flags``: CPU flags to judge (default: this machine's). BF16 counts only where the hardware does it
+    natively (AVX512-BF16, AMX-BF16, Armv8.6 BF16): elsewhere engines emulate it or refuse it.
+    """
+    f = set(cpu_info()["flags"] if flags is None else flags)
+    return {
+        "avx2": "avx2" in f,
+        "avx512": "avx512f" in f,
+        "vnni": bool(f & {"avx512_vnni", "avx_vnni", "amx_int8", "asimddp"}),
+        "bf16": bool(f & {"avx512_bf16", "amx_bf16", "bf16"}),
+        "amx": bool(f & {"amx_tile", "amx_int8", "amx_bf16"}),
+        "fp16": bool(f & {"avx512_fp16", "amx_fp16", "asimdhp", "fphp"}),
+    }
+
+
+def capabilities_line(caps: dict[str, bool] | None = None) -> str:
+    """``AVX2 yes, AVX-512 yes, VNNI yes, BF16 yes, AMX no, FP16 no`` for reports and ``inspect``."""
+    c = cpu_capabilities() if caps is None else caps
+    label = {
+        "avx2": "AVX2",
+        "avx512": "AVX-512",
+        "vnni": "VNNI",
+        "bf16": "BF16",
+        "amx": "AMX",
+        "fp16": "FP16",
+    }
+    return ", ".join(f"{label[k]} {'yes' if c.get(k) else 'no'}" for k in CAPABILITIES)
+
+
+@functools.lru_cache(maxsize=1)
+def available_cpus() -> int:
+    """CPUs this process may really use: its affinity mask, capped by a cgroup CPU quota.
+
+    ``os.cpu_count()`` is the host's count; in a container or under ``taskset`` it oversubscribes.
+    """
+    import math
+    import os
+
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    quota = _cgroup_quota()
+    if quota is not None:
+        n = min(n, max(1, math.floor(quota)))
+    return max(1, n)
+
+
+def _cgroup_quota() -> float | None:
+    """CPUs granted by the cgroup (v2 ``cpu.max`` or v1 ``cfs_quota_us``), or None when unlimited."""
+    candidates = (
+        ("/sys/fs/cgroup/cpu.max", None),
+        ("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "/sys/fs/cgroup/cpu/cpu.cfs_period_us"),
+    )
+    for first, second in candidates:
+        try:
+            with open(first, encoding="utf-8") as fh:
+                text = fh.read().split()
+            if second is None:
+                if text and text[0] != "max":
+                    return int(text[0]) / int(text[1])
+                return None
+            quota = int(text[0])
+            with open(second, encoding="utf-8") as fh:
+                period = int(fh.read().strip())
+            return quota / period if quota > 0 and period > 0 else None
+        except (OSError, ValueError, IndexError):
+            continue
+    return None
 
 
 def has_fast_int8_s8s8() -> bool:

@@ -6,6 +6,7 @@
     │   └── ConfigError            a flag, YAML contract or configuration value is invalid
     ├── BundleError                a bundle directory or manifest is missing, malformed or tampered with
     ├── ModelError                 a model file cannot be loaded, recognised or converted
+    │   └── PrecisionError         a runtime would execute another precision than the artifact states
     ├── MissingDependency          an optional extra is not installed (message names the pip command)
     └── ParityError                an exported artifact disagrees with its source beyond tolerance
 
@@ -23,6 +24,7 @@ __all__ = [
     "MissingDependency",
     "ModelError",
     "ParityError",
+    "PrecisionError",
 ]
 
 
@@ -48,6 +50,10 @@ class BundleError(CvdeployError):
 
 class ModelError(CvdeployError):
     """A model file that cannot be loaded, recognised or converted."""
+
+
+class PrecisionError(ModelError):
+    """The engine would run an artifact at another precision than its name states (or cannot run it)."""
 
 
 class MissingDependency(CvdeployError):

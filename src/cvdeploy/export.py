@@ -32,9 +32,9 @@ from cvdeploy.contract import Contract, InputSpec, OutputSpec
 from cvdeploy.errors import ConfigError, InputError, ModelError, ParityError
 from cvdeploy.images import find_images, read_image, sample_images
 from cvdeploy.ops.letterbox import Geometry
-from cvdeploy.parity import Tolerance, check_parity
+from cvdeploy.parity import Tolerance, check_parity, tolerance_for
 from cvdeploy.preprocess import Preprocessor
-from cvdeploy.runtimes import RuntimeOptions, load_runtime
+from cvdeploy.runtimes import RuntimeOptions, execution_record, load_runtime
 from cvdeploy.sources import detect_kind
 from cvdeploy.sources.onnx import ContractHints, contract_from_onnx, load_onnx, recognise_output
 
@@ -57,7 +57,7 @@ class ExportOptions:
     hints: ContractHints = field(default_factory=ContractHints)
     parity_images: Sequence[str | Path] | None = None  # files or folders; None = bundled sample photos
     parity_count: int = 8
-    tolerance: Tolerance = field(default_factory=Tolerance)
+    tolerance: Tolerance = field(default_factory=lambda: tolerance_for("fp32"))
 
 
 @dataclass
@@ -386,10 +386,22 @@ def _export_onnx_source(
     for n in notes:
         say(n)
     src = Source(kind="onnx", file=source, sha256=sha256_file(source))
-    bundle = Bundle.create(root, _manifest(root, opts, contract, src))
-    name = artifact_name("onnxruntime", "fp32")
+    from cvdeploy.runtimes.onnxruntime import graph_precision
+
+    precision, evidence = graph_precision(Path(source))
+    if precision != "fp32":
+        say(f"{Path(source).name} computes in {precision} ({evidence}): the artifact is named for it")
+        if "openvino" in opts.formats and precision != "int8":
+            raise ConfigError(
+                f"{source} is an {precision} model: OpenVINO conversion starts from FP32 or INT8 ONNX; "
+                "export the FP32 model instead and add reduced precisions with 'cvdeploy optimize'"
+            )
+    manifest = _manifest(root, opts, contract, src)
+    name = artifact_name("onnxruntime", precision)
+    manifest.default_artifact = name
+    bundle = Bundle.create(root, manifest)
     shutil.copyfile(source, root / f"{name}.onnx")
-    reference = load_runtime("onnxruntime", source)
+    reference = load_runtime("onnxruntime", source, RuntimeOptions(precision=precision))
     ref_run = lambda t: reference.run({reference.inputs[0].name: t})  # noqa: E731
     _add_checked(
         bundle,
@@ -397,7 +409,7 @@ def _export_onnx_source(
             name=name,
             file=f"{name}.onnx",
             runtime="onnxruntime",
-            precision="fp32",
+            precision=precision,
             made_by="import",
             dynamic_batch=contract.input.dynamic_batch,
             notes=notes,
@@ -409,7 +421,7 @@ def _export_onnx_source(
         say,
     )
     if "openvino" in opts.formats:
-        _add_openvino(bundle, ref_run, "source", images, opts, say)
+        _add_openvino(bundle, ref_run, "source", images, opts, say, precision)
     return bundle
 
 
@@ -430,23 +442,22 @@ def _add_openvino(
     images: list[np.ndarray],
     opts: ExportOptions,
     say: Step,
+    precision: str = "fp32",
 ) -> None:
-    name = artifact_name("openvino", "fp32")
+    name = artifact_name("openvino", precision)
     say(f"converting to {name}")
-    onnx_art = bundle.artifact("onnx-fp32")
+    onnx_art = bundle.artifact(artifact_name("onnxruntime", precision))
     xml = bundle.path / name / "model.xml"
     onnx_to_openvino(bundle.file(onnx_art), xml)
     art = Artifact(
         name=name,
         file=f"{name}/model.xml",
         runtime="openvino",
-        precision="fp32",
+        precision=precision,
         dynamic_batch=onnx_art.dynamic_batch,
         made_by="export",
     )
-    _add_checked(
-        bundle, art, ref_run, ref_name, images, opts, say, files=[f"{name}/model.xml", f"{name}/model.bin"]
-    )
+    _add_checked(bundle, art, ref_run, ref_name, images, opts, say)
 
 
 def _add_checked(
@@ -459,8 +470,14 @@ def _add_checked(
     say: Step,
     files: list[str] | None = None,
 ) -> None:
-    """Measure parity of a freshly written artifact, refuse it past tolerance, else record it."""
-    runtime = load_runtime(art.runtime, bundle.path / art.file, RuntimeOptions())
+    """Measure parity of a freshly written artifact, refuse it past tolerance, else record it.
+
+    The artifact is loaded at the precision its name states (pinned, then read back: a mismatch is a
+    :class:`~cvdeploy.errors.PrecisionError`); what it executed is recorded with its parity. An FP32
+    artifact is held to ``opts.tolerance``; any other to its precision's tolerance.
+    """
+    runtime = load_runtime(art.runtime, bundle.path / art.file, RuntimeOptions(precision=art.precision))
+    tolerance = opts.tolerance if art.precision == "fp32" else tolerance_for(art.precision)
     in_name = runtime.inputs[0].name
     tensors, geoms = batches(bundle.contract, images, runtime.inputs[0].static_batch)
     say(f"checking parity of {art.name} against the {ref_name} on {len(images)} images")
@@ -471,14 +488,17 @@ def _add_checked(
         tensors,
         geoms,
         ref_name,
-        opts.tolerance,
+        tolerance,
     )
+    ex = runtime.execution()
     if problem:
-        raise ParityError(f"{art.name} disagrees with its {ref_name}: {problem}")
+        raise ParityError(f"{art.name} (executing {ex.precision}) disagrees with its {ref_name}: {problem}")
     art.parity = parity
+    art.execution = execution_record(runtime)
     bundle.add_artifact(art, files)
     agree = "n/a" if parity.box_agreement is None else f"{parity.box_agreement:.3f}"
-    say(f"{art.name}: max abs diff {parity.max_abs_diff:.2e}, cosine {parity.cosine:.6f}, agreement {agree}")
+    say(f"{art.name}: executes {ex.precision}; max abs diff {parity.max_abs_diff:.2e}, cosine {parity.cosine:.6f}, "
+        f"agreement {agree}")  # fmt: skip
 
 
 def batches(

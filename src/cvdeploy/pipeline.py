@@ -21,7 +21,7 @@ from cvdeploy.images import read_image
 from cvdeploy.ops.letterbox import Geometry
 from cvdeploy.preprocess import Preprocessor
 from cvdeploy.results import Result
-from cvdeploy.runtimes import Runtime, RuntimeOptions, load_runtime
+from cvdeploy.runtimes import Runtime, RuntimeOptions
 
 STAGES = ("read", "preprocess", "inference", "decode")
 
@@ -60,7 +60,7 @@ class Pipeline:
             if h % stride or w % stride:
                 raise ConfigError(f"image size {h}x{w} must be a multiple of the model stride {stride}")
             contract.input.height, contract.input.width = int(h), int(w)
-        runtime = load_runtime(art.runtime, b.file(art), options)
+        runtime = b.load_runtime(art, options)
         pipe = cls(contract, runtime, art)
         pipe._check_input_size()
         return pipe

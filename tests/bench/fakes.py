@@ -9,7 +9,7 @@ import numpy as np
 
 from cvdeploy.contract import Contract, InputSpec, OutputSpec
 from cvdeploy.pipeline import Pipeline
-from cvdeploy.runtimes.base import Runtime, RuntimeOptions, TensorInfo
+from cvdeploy.runtimes.base import Execution, Runtime, RuntimeOptions, TensorInfo
 
 SIZE = 64
 ANCHORS = (SIZE // 8) ** 2 + (SIZE // 16) ** 2 + (SIZE // 32) ** 2
@@ -72,6 +72,9 @@ class FakeRuntime(Runtime):
             self.clock.advance(int(self.durations_ms[k] * 1e6))
         batch = next(iter(feeds.values())).shape[0]
         return [np.zeros((batch, 6, ANCHORS), np.float32)]
+
+    def execution(self) -> Execution:
+        return Execution("fp32", "a fake runtime computes nothing", threads=1, spinning=False)
 
 
 def fake_contract() -> Contract:

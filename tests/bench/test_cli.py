@@ -60,7 +60,8 @@ def test_bench_writes_json_markdown_and_html(tiny_bundle_path: Path, tmp_path: P
     for key in ("p50_ms", "mean_ms", "p90_ms", "p95_ms", "p99_ms", "min_ms", "max_ms", "std_ms", "cv"):
         assert key in data["results"][0]["latency"]
     text = md.read_text()
-    assert "| configuration | device | p50 ms |" in text
+    assert "| configuration | device | executes | p50 ms |" in text
+    assert "fp32 · " in text  # the read-back precision and threads of each configuration
     assert "| onnx-fp32 320x320 b2 tauto c1 |" in text
     page = html.read_text()
     assert page.count("data:image/png;base64,") == 3  # distribution, stages, heat-map
@@ -89,7 +90,9 @@ def test_bench_json_on_stdout_with_concurrency(tiny_bundle_path: Path) -> None:
     (r,) = data["results"]
     assert r["key"] == "openvino-fp32 320x320 b1 tauto c2"
     assert r["throughput_ips"] > 0
-    assert any("THROUGHPUT" in n for n in r["notes"])
+    # two requests in flight: OpenVINO compiled for throughput, and that is what the report records
+    assert r["execution"]["settings"]["PERFORMANCE_HINT"] == "THROUGHPUT"
+    assert r["execution"]["precision"] == "fp32"
 
 
 def test_profile_on_the_command_line(tiny_bundle_path: Path) -> None:

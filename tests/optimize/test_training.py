@@ -150,7 +150,8 @@ def test_qat_wraps_convs_and_strips_back(model) -> None:
 @pytest.mark.slow
 def test_fresh_student_distilled_from_a_teacher(tiny_bundle_copy: Path, photo_dir: Path) -> None:
     from cvdeploy.bundle import Bundle
-    from cvdeploy.optimize.retrain import distill_bundle, load_source_model
+    from cvdeploy.optimize.retrain import distill_bundle
+    from cvdeploy.optimize.source import load_source_model
 
     b = Bundle.load(tiny_bundle_copy)
     trained = load_source_model(b).state_dict()

@@ -12,8 +12,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -25,55 +23,23 @@ from cvdeploy.bench.harness import (
     Measurement,
     MemoryProbe,
     PipelineLoader,
+    execution_of,
     fallback_of,
     time_pass,
 )
 from cvdeploy.pipeline import Pipeline
-from cvdeploy.runtimes.base import Runtime, RuntimeOptions, TensorInfo
-
-
-class _InferRequestRuntime(Runtime):
-    """One OpenVINO infer request of a shared compiled model, so each worker thread has its own."""
-
-    name = "openvino"
-
-    def __init__(self, base: Any) -> None:
-        super().__init__(Path(base.path), base.options)
-        self._base = base
-        self._request = base.new_request()
-
-    @property
-    def inputs(self) -> list[TensorInfo]:
-        return list(self._base.inputs)
-
-    @property
-    def outputs(self) -> list[TensorInfo]:
-        return list(self._base.outputs)
-
-    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        result = self._request.infer(feeds)
-        return [np.asarray(result[out]) for out in self._base.compiled.outputs]
-
-    @property
-    def device_used(self) -> str:
-        return str(self._base.device_used)
+from cvdeploy.runtimes.base import RuntimeOptions
 
 
 def worker_pipeline(pipe: Pipeline) -> Pipeline:
     """A pipeline for one worker thread over the same loaded model (no second copy of the weights)."""
-    runtime: Runtime = pipe.runtime
-    if hasattr(runtime, "new_request") and hasattr(runtime, "compiled"):
-        runtime = _InferRequestRuntime(runtime)
-    return Pipeline(pipe.contract, runtime, pipe.artifact)
+    return Pipeline(pipe.contract, pipe.runtime.thread_copy(), pipe.artifact)
 
 
 def throughput_options(options: RuntimeOptions, runtime: str, concurrency: int) -> RuntimeOptions:
-    """Runtime settings for serving many requests at once: OpenVINO's THROUGHPUT hint (several streams)."""
-    if runtime == "openvino" and concurrency > 1 and "hint" not in options.extra:
-        return RuntimeOptions(
-            options.threads, options.device, options.providers, {**options.extra, "hint": "THROUGHPUT"}
-        )
-    return options
+    """Runtime settings for ``concurrency`` requests at once: each engine reads ``concurrency`` itself
+    (OpenVINO's THROUGHPUT hint, ONNX Runtime's spinning off)."""
+    return options.replace(concurrency=max(1, int(concurrency)))
 
 
 def measure_concurrent(
@@ -119,6 +85,7 @@ def measure_concurrent(
         images_per_pass=batch,
         device_used=pipes[0].runtime.device_used,
         fell_back=fallback_of(pipes[0], device),
+        execution=execution_of(pipes[0]),
         peak_rss_mb=memory.peak_mb(),
         rss_mb=memory.rss_mb(),
     )

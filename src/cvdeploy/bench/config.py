@@ -9,15 +9,6 @@ from typing import Any
 
 from cvdeploy.errors import ConfigError
 
-RUNTIME_ALIASES = {
-    "onnxruntime": "onnxruntime",
-    "onnx": "onnxruntime",
-    "ort": "onnxruntime",
-    "openvino": "openvino",
-    "ov": "openvino",
-    "torch": "torch",
-    "pytorch": "torch",
-}
 BUDGET_STATS = ("p50", "p90", "p95", "p99", "mean", "max")
 DEFAULT_RUNS = 100
 DEFAULT_WARMUP = 10
@@ -139,10 +130,9 @@ class BenchSettings:
 
 def normalize_runtime(name: str) -> str:
     """``onnx``/``ort`` → ``onnxruntime``, ``ov`` → ``openvino``; unknown names are a ConfigError."""
-    key = name.strip().lower()
-    if key not in RUNTIME_ALIASES:
-        raise ConfigError(f"unknown runtime {name!r}: use onnxruntime, openvino or torch")
-    return RUNTIME_ALIASES[key]
+    from cvdeploy.runtimes.registry import normalize
+
+    return normalize(name)
 
 
 def parse_sizes(value: str | None) -> list[tuple[int, int]]:

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -172,6 +173,9 @@ class Measurement:
     images_per_pass: int
     device_used: str = "cpu"
     fell_back: bool = False
+    execution: dict[str, Any] = field(
+        default_factory=dict
+    )  # what the engine really ran: precision, threads, …
     peak_rss_mb: float | None = None
     rss_mb: float | None = None
     notes: list[str] = field(default_factory=list)
@@ -184,6 +188,11 @@ class Measurement:
     def throughput(self) -> float:
         """Images per second over the measured phase (wall clock)."""
         return self.runs * self.images_per_pass / (self.wall_ns / 1e9) if self.wall_ns > 0 else 0.0
+
+
+def execution_of(pipe: Pipeline) -> dict[str, Any]:
+    """The engine's read-back of what it executes (precision, threads, spinning, pinned settings)."""
+    return pipe.runtime.execution().to_dict()
 
 
 def fallback_of(pipe: Pipeline, requested_device: str) -> bool:
@@ -250,6 +259,7 @@ def measure(
         images_per_pass=batch,
         device_used=pipe.runtime.device_used,
         fell_back=fallback_of(pipe, device),
+        execution=execution_of(pipe),
         peak_rss_mb=memory.peak_mb(),
         rss_mb=memory.rss_mb(),
     )

@@ -1,20 +1,15 @@
 """Per-operator hot spots: where inside the model the time goes.
 
-ONNX Runtime writes a JSON trace (Chrome trace format) when profiling is enabled: every executed
-node is an event of category ``Node`` named ``<node>_kernel_time`` with ``args.op_name`` and its
-duration ``dur`` in microseconds; every inference is a ``Session`` event ``model_run``. OpenVINO
-keeps performance counters per layer of the last inference (``OpenVinoRuntime.profile()``).
-Both are averaged over the measured runs (warm-up runs excluded) and ranked by time.
+Each engine's profiler is behind ``Runtime.profile_runs()`` (per-operator timings, one list per
+inference: ONNX Runtime's trace, OpenVINO's performance counters); here they are averaged over
+the measured runs (warm-up runs excluded) and ranked by time.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,6 +21,7 @@ from cvdeploy.errors import ModelError
 from cvdeploy.images import decode_image
 from cvdeploy.pipeline import Pipeline
 from cvdeploy.runtimes import RuntimeOptions
+from cvdeploy.runtimes.registry import ENGINES
 
 log = logging.getLogger("cvdeploy")
 
@@ -132,68 +128,34 @@ def parse_ort_trace(
 
     Returns (number of inferences kept, ``[(node, op type, µs, provider)]``).
     """
-    if not isinstance(events, list):
-        raise ModelError("not an ONNX Runtime profile trace (expected a JSON list of events)")
-    runs = sorted(
-        (e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"),
-        key=lambda e: e.get("ts", 0),
-    )
-    kept = runs[skip_runs:]
-    start = kept[0]["ts"] if kept else 0
-    out = []
-    for e in events:
-        name = str(e.get("name", ""))
-        if e.get("cat") != "Node" or not name.endswith(KERNEL_SUFFIX) or e.get("ts", 0) < start:
-            continue
-        args = e.get("args") or {}
-        node = name[: -len(KERNEL_SUFFIX)].rstrip("_") or name
-        out.append(
-            (node, str(args.get("op_name", "?")), float(e.get("dur", 0.0)), str(args.get("provider", "")))
-        )
-    return len(kept), out
+    from cvdeploy.runtimes.onnxruntime import trace_runs
+
+    runs = trace_runs(events)[skip_runs:]
+    return len(runs), [row for run in runs for row in run]
 
 
 def profile_config(
     bundle: Bundle, config: BenchConfig, feed: ImageFeed, runs: int = 20, warmup: int = 3, top: int = 15
 ) -> OperatorProfile:
     """Run ``warmup + runs`` inferences of one configuration with the runtime's profiler on."""
-    tensor = _tensor(bundle, config, feed)
-    if config.runtime == "onnxruntime":
-        with tempfile.TemporaryDirectory(prefix="cvdeploy-profile-") as tmp:
-            options = RuntimeOptions(
-                config.threads,
-                config.device,
-                extra={"profile": True, "profile_prefix": str(Path(tmp) / "ort")},
-            )
-            pipe = _load(bundle, config, options)
-            for _ in range(warmup + runs):
-                pipe.infer(tensor)
-            trace = Path(pipe.runtime.end_profiling())  # type: ignore[attr-defined]
-            events = json.loads(trace.read_text(encoding="utf-8"))
-        kept, nodes = parse_ort_trace(events, skip_runs=warmup)
-        total, by_type, by_node = rank(nodes, kept, top)
-        source = "ONNX Runtime profiler"
-    elif config.runtime == "openvino":
-        options = RuntimeOptions(config.threads, config.device, extra={"profile": True})
-        pipe = _load(bundle, config, options)
-        for _ in range(warmup):
-            pipe.infer(tensor)
-        rows: list[tuple[str, str, float, str]] = []
-        for _ in range(runs):
-            pipe.infer(tensor)
-            rows.extend(
-                (r["name"], r["type"], float(r["time_us"]), r["exec_type"])
-                for r in pipe.runtime.profile()  # type: ignore[attr-defined]
-                if r["time_us"] > 0
-            )
-        kept = runs
-        total, by_type, by_node = rank(rows, kept, top)
-        source = "OpenVINO performance counters"
-    else:
+    from cvdeploy.runtimes.registry import engine
+
+    eng = engine(config.runtime)
+    if eng.profiler is None:
         raise ModelError(
-            f"no operator profiler for runtime {config.runtime!r} (profile onnxruntime or openvino)"
+            f"no operator profiler for runtime {config.runtime!r} "
+            f"(profile one of {', '.join(e.name for e in ENGINES.values() if e.profiler)})"
         )
-    return OperatorProfile(config.key, config.artifact, config.runtime, source, kept, total, by_type, by_node)
+    tensor = _tensor(bundle, config, feed)
+    pipe = _load(bundle, config, RuntimeOptions(config.threads, config.device, profile=True))
+    for _ in range(warmup + runs):
+        pipe.infer(tensor)
+    measured = [[r for r in run if r[2] > 0] for run in pipe.runtime.profile_runs()[warmup:]]
+    kept = len(measured)
+    total, by_type, by_node = rank([r for run in measured for r in run], kept, top)
+    return OperatorProfile(
+        config.key, config.artifact, config.runtime, eng.profiler, kept, total, by_type, by_node
+    )
 
 
 def _load(bundle: Bundle, config: BenchConfig, options: RuntimeOptions) -> Pipeline:

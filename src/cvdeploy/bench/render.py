@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cvdeploy.bench.harness import STAGE_LABELS, STAGES
 from cvdeploy.errors import MissingDependency
@@ -30,6 +30,22 @@ def mb(v: float | None) -> str:
     return "–" if v is None else f"{v:.1f}"
 
 
+def executes(execution: dict[str, Any]) -> str:
+    """``fp32 · 2 threads · no spin``: the precision and thread settings the engine read back."""
+    if not execution:
+        return "–"
+    parts = [str(execution.get("precision", "?"))]
+    if execution.get("threads"):
+        parts.append(f"{execution['threads']} threads")
+    spin = execution.get("spinning")
+    if spin is not None:
+        parts.append("spin" if spin else "no spin")
+    hint = (execution.get("settings") or {}).get("PERFORMANCE_HINT")
+    if hint:
+        parts.append(str(hint).lower())
+    return " · ".join(parts)
+
+
 def latency_table(report: BenchReport) -> Table:
     """The headline: end-to-end latency per request, throughput, cold start, memory and size."""
     metric = report.settings.get("metric", "mAP50-95")
@@ -37,6 +53,7 @@ def latency_table(report: BenchReport) -> Table:
     cols = [
         "configuration",
         "device",
+        "executes",
         "p50 ms",
         "p90 ms",
         "p95 ms",
@@ -57,6 +74,7 @@ def latency_table(report: BenchReport) -> Table:
         row = [
             r.key,
             r.device_used + (" (fell back!)" if r.fell_back else ""),
+            executes(r.execution),
             ms(s.p50_ms),
             ms(s.p90_ms),
             ms(s.p95_ms),
@@ -74,7 +92,7 @@ def latency_table(report: BenchReport) -> Table:
         rows.append(row)
         if r.key == chosen:
             highlight.append(i)
-    align = ["left", "left"] + ["right"] * (len(cols) - 2)
+    align = ["left", "left", "left"] + ["right"] * (len(cols) - 3)
     return Table(
         cols,
         rows,
@@ -172,7 +190,10 @@ def hardware_items(report: BenchReport) -> list[tuple[str, str]]:
     hw = report.hardware
     feats = hw.get("cpu_features", {})
     items = [
-        ("CPU", f"{hw.get('cpu')} ({hw.get('cores')} logical cores)"),
+        (
+            "CPU",
+            f"{hw.get('cpu')} ({hw.get('cores')} logical cores, {hw.get('available_cpus', '?')} usable here)",
+        ),
         ("CPU features", ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in feats.items()) or "unknown"),
         ("GPU", ", ".join(hw.get("gpu") or []) or "none"),
         ("providers used", ", ".join(hw.get("providers_used") or []) or "–"),

@@ -20,14 +20,14 @@ from cvdeploy.bench.results import BenchResult, SkippedConfig
 from cvdeploy.errors import ConfigError
 from cvdeploy.reports.document import Document
 
-# CPU features that decide which kernels are fast, by the name people know them by
+# CPU capabilities that decide which precision is fast, by the name people know them by
 CPU_FEATURES = {
-    "AVX2": ("avx2",),
-    "AVX-512": ("avx512f",),
-    "VNNI": ("avx512_vnni", "avx_vnni"),
-    "AMX": ("amx_tile", "amx_int8", "amx_bf16"),
-    "FMA": ("fma",),
-    "NEON": ("neon", "asimd"),
+    "avx2": "AVX2",
+    "avx512": "AVX-512",
+    "vnni": "VNNI",
+    "bf16": "BF16",
+    "amx": "AMX",
+    "fp16": "FP16",
 }
 
 
@@ -53,13 +53,15 @@ def busy_warning(load: dict[str, list[float]], cores: int | None) -> str | None:
 def hardware_summary(providers_used: list[str] | None = None) -> dict[str, Any]:
     """CPU model and the features that matter, GPUs, and the execution providers available/used."""
     cpu = env.cpu_info()
-    flags = set(cpu.get("flags", []))
-    features = {name: bool(flags & set(keys)) for name, keys in CPU_FEATURES.items()}
-    if cpu.get("machine", "").lower() in ("x86_64", "amd64"):
-        features.pop("NEON", None)
+    caps = env.cpu_capabilities()
+    features = {label: caps[key] for key, label in CPU_FEATURES.items()}
+    if cpu.get("machine", "").lower() not in ("x86_64", "amd64"):
+        features.pop("AVX2", None)
+        features.pop("AVX-512", None)
     out: dict[str, Any] = {
         "cpu": cpu.get("model"),
         "cores": cpu.get("cores"),
+        "available_cpus": env.available_cpus(),
         "cpu_features": features,
         "gpu": env.gpu_info(),
     }

@@ -53,6 +53,7 @@ class BenchResult:
     metrics: dict[str, Any] = field(default_factory=dict)
     source: str = "bundle"  # "bundle", or "re-exported" for a size the bundle's artifact could not take
     notes: list[str] = field(default_factory=list)
+    execution: dict[str, Any] = field(default_factory=dict)  # precision/threads/spinning as read back
 
     @property
     def key(self) -> str:
@@ -97,6 +98,7 @@ class BenchResult:
             metrics=dict(metrics or {}),
             source=source,
             notes=[*(notes or []), *m.notes],
+            execution=dict(m.execution),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -120,6 +122,7 @@ class BenchResult:
             "metrics": self.metrics,
             "source": self.source,
             "notes": self.notes,
+            "execution": self.execution,
             "samples_ms": {s: [round(v, 4) for v in vals] for s, vals in self.samples_ms.items()},
         }
 
@@ -141,6 +144,7 @@ class BenchResult:
             metrics=dict(d.get("metrics") or {}),
             source=str(d.get("source", "bundle")),
             notes=list(d.get("notes") or []),
+            execution=dict(d.get("execution") or {}),
         )
 
     def samples(self, stage: str = "total") -> np.ndarray:

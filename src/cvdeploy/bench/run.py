@@ -115,10 +115,6 @@ def run_bench(
                 bar.note(f"skipped {cfg.key}: {reason}")
                 continue
             notes = list(res.notes)
-            if cfg.runtime == "openvino" and options.extra.get("hint") == "THROUGHPUT":
-                notes.append(
-                    "OpenVINO compiled with the THROUGHPUT hint (several streams) for concurrent requests"
-                )
             results.append(
                 BenchResult.from_measurement(
                     cfg, m, res.size_mb, metrics_for(b, res.artifact, cfg, res.source), res.source, notes
@@ -195,11 +191,12 @@ def _feed(s: BenchSettings) -> tuple[ImageFeed, str]:
 
 
 def _import_runtimes(runtimes: set[str]) -> None:
-    modules = {"onnxruntime": "onnxruntime", "openvino": "openvino", "torch": "torch"}
+    from cvdeploy.runtimes.registry import engine
+
     for rt in runtimes:
         # a missing library is reported, with its install hint, when the artifact is loaded
         with contextlib.suppress(ImportError):
-            importlib.import_module(modules.get(rt, rt))
+            importlib.import_module(engine(rt).module)
 
 
 def _one_line(text: str, limit: int = 400) -> str:

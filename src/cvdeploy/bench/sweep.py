@@ -59,26 +59,9 @@ def input_dims(path: Path, runtime: str) -> Dims | None:
 
     Returns ``None`` when the shape cannot be read cheaply (then loading the model will tell).
     """
-    try:
-        if runtime == "onnxruntime":
-            import onnx
+    from cvdeploy.runtimes.registry import engine
 
-            model = onnx.load(str(path), load_external_data=False)
-            init = {i.name for i in model.graph.initializer}
-            inp = next(i for i in model.graph.input if i.name not in init)
-            dims = inp.type.tensor_type.shape.dim
-            return tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in dims)
-        if runtime == "openvino":
-            from cvdeploy._deps import require
-
-            ov = require("openvino", "the OpenVINO runtime")
-            model = ov.Core().read_model(str(path))
-            return tuple(d.get_length() if d.is_static else None for d in model.inputs[0].get_partial_shape())
-    except CvdeployError:
-        raise
-    except Exception as exc:  # an unreadable file is reported when it is loaded for real
-        log.debug("cannot read the input shape of %s: %s", path, exc)
-    return None
+    return engine(runtime).input_dims(path)
 
 
 def check_batches(bundle: Bundle, arts: list[Artifact], batches: list[int]) -> None:
@@ -144,8 +127,6 @@ class ArtifactResolver:
     Re-exported bundles live in a temporary folder for the duration of the sweep (``close()``).
     """
 
-    REEXPORTABLE = ("onnx-fp32", "openvino-fp32")
-
     def __init__(
         self,
         bundle: Bundle,
@@ -153,7 +134,13 @@ class ArtifactResolver:
         runtimes: tuple[str, ...] = ("onnxruntime",),
     ) -> None:
         self.bundle = bundle
-        self.formats = ("onnx", "openvino") if "openvino" in runtimes else ("onnx",)
+        from cvdeploy.export import FORMATS
+        from cvdeploy.runtimes.registry import engine
+
+        # export formats are named by engine prefix: re-export to every format the swept runtimes read
+        self.formats = tuple(
+            dict.fromkeys(["onnx", *(p for r in runtimes if (p := engine(r).prefix) in FORMATS)])
+        )
         self.say = say or (lambda msg: log.info(msg))
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._exports: dict[tuple[int, int], Bundle] = {}
@@ -222,7 +209,9 @@ class ArtifactResolver:
             return "the bundle has no PyTorch source"
         if src.kind == "ultralytics" and not (src.file and Path(src.file).is_file()):
             return "its Ultralytics checkpoint is not available here"
-        if art.name not in self.REEXPORTABLE or art.made_by not in ("export", "import"):
+        from cvdeploy.bundle import artifact_name
+
+        if art.name != artifact_name(art.runtime, "fp32") or art.made_by not in ("export", "import"):
             return f"it was made by {art.made_by}, not by a plain export"
         return ""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,8 @@ Examples:
 
   cvdeploy optimize model.cvd --fp16
 
+  cvdeploy optimize model.cvd --bf16 --calib images/      # CPUs with native BF16
+
   cvdeploy optimize zoo:n -o n.cvd --prune 0.3 --data images/ --epochs 5
 
   cvdeploy optimize zoo:n -o n.cvd --distill-from zoo:s --data images/ --epochs 10
@@ -41,6 +44,12 @@ box-decode head stays in float, and with an accuracy check (--val labels, or
 fidelity on the calibration images) the most sensitive layers go back to
 float until the drop is within --max-drop (labels) / --min-fidelity.
 
+--bf16 adds openvino-bf16: the FP32 IR compiled with OpenVINO told to run
+BF16, where the CPU has native BF16 (AVX512-BF16, AMX); its parity against
+FP32 and its accuracy (--val labels, or fidelity on --calib images) are
+recorded like INT8's. Every artifact executes the precision its name states:
+it is pinned when compiled and read back (see 'cvdeploy inspect').
+
 Pruning recovery, distillation and QAT train label-free on --data images by
 matching the teacher (the unpruned / FP32 model, or --distill-from); with
 --labels data.yaml the detection loss on its train split is added (zoo
@@ -49,6 +58,49 @@ detectors), which recovers accuracy in fewer steps.
 zoo:n / zoo:s live inside the package: give -o OUT.cvd for a copy to
 optimize (without -o the copy goes to ./<name>.cvd).
 """
+
+
+@dataclass
+class OptimizeRequest:
+    """Everything ``cvdeploy optimize`` was asked to do, typed (built once from the flags)."""
+
+    bundle: str
+    output: Path | None = None
+    int8: bool = False
+    runtime: str = "onnxruntime"
+    calib: list[str] = field(default_factory=list)
+    val: Path | None = None
+    max_drop: float = 1.0
+    min_fidelity: float = 95.0
+    method: str = "minmax"
+    types: str = "auto"
+    per_tensor: bool = False
+    quantize_head: bool = False
+    no_search: bool = False
+    max_images: int = 300
+    preset: str = "mixed"
+    full_bias: bool = False
+    eval_limit: int | None = None
+    fp16: bool = False
+    bf16: bool = False
+    prune: float | None = None
+    sparsity: float | None = None
+    distill_from: str | None = None
+    qat: bool = False
+    data: list[str] = field(default_factory=list)
+    epochs: int = 5
+    labels: Path | None = None
+    fresh: bool = False
+    auto: bool = False
+    budget_ms: float | None = None
+    no_bench: bool = False
+    runs: int = 30
+    report: Path | None = None
+    as_json: bool = False
+
+    @property
+    def trains(self) -> bool:
+        return self.prune is not None or bool(self.distill_from) or self.qat or self.sparsity is not None
 
 
 def _target(bundle: str, output: Path | None) -> Path:
@@ -72,69 +124,61 @@ def _target(bundle: str, output: Path | None) -> Path:
     return dst
 
 
-def _check(
-    b: Any,
-    int8: bool,
-    fp16: bool,
-    auto: bool,
-    prune: float | None,
-    distill_from: str | None,
-    qat: bool,
-    calib: list[str],
-    val: Path | None,
-    data: list[str],
-    sparsity: float | None = None,
-    labels: Path | None = None,
-    fresh: bool = False,
-) -> None:
+def _check(b: Any, r: OptimizeRequest) -> None:
     """Every user mistake is found here, before any work, so a refused run changes nothing."""
     from cvdeploy.errors import ConfigError, CvdeployError, ModelError
 
-    if not (int8 or fp16 or auto or prune is not None or distill_from or qat or sparsity is not None):
+    if not (r.int8 or r.fp16 or r.bf16 or r.auto or r.trains):
         raise ConfigError(
-            "nothing to do: give --int8, --fp16, --prune, --sparsity, --distill-from, --qat or --auto"
+            "nothing to do: give --int8, --fp16, --bf16, --prune, --sparsity, --distill-from, --qat or --auto"
         )
-    if sparsity is not None and not 0.0 < sparsity < 1.0:
-        raise ConfigError(f"--sparsity {sparsity}: give the share of weights to zero, between 0 and 1")
-    if (int8 or auto) and not calib:
+    if r.sparsity is not None and not 0.0 < r.sparsity < 1.0:
+        raise ConfigError(f"--sparsity {r.sparsity}: give the share of weights to zero, between 0 and 1")
+    if (r.int8 or r.auto) and not r.calib:
         raise ConfigError("--int8/--auto need calibration images: pass --calib FOLDER (a few hundred images)")
+    if r.bf16:
+        from cvdeploy.optimize.reduced import reduced_unsupported
+
+        why = reduced_unsupported("bf16")
+        if why:
+            raise ConfigError(f"--bf16: {why}; --int8 is the faster variant on this CPU")
     task = b.contract.task
     if task != "detect":
-        detector_only = [flag for flag, on in (("--val", val is not None), ("--prune", prune is not None),
-                         ("--distill-from", bool(distill_from)), ("--qat", qat)) if on]  # fmt: skip
+        detector_only = [flag for flag, on in (("--val", r.val is not None), ("--prune", r.prune is not None),
+                         ("--distill-from", bool(r.distill_from)), ("--qat", r.qat)) if on]  # fmt: skip
         if detector_only:
             raise ConfigError(
                 f"{', '.join(detector_only)} work on detectors (YOLO output layout); bundle {b.name!r} is a "
-                f"{task!r} model — use --int8/--fp16 without them"
+                f"{task!r} model — use --int8/--fp16/--bf16 without them"
             )
-    if prune is not None or distill_from or qat or sparsity is not None:
+    if r.trains:
         src = b.manifest.provenance.source
         if not (src.factory and src.weights):
             raise ModelError(
                 f"bundle {b.name!r} has no PyTorch source (it was made from {src.kind}); pruning, distillation "
                 "and QAT retrain the PyTorch model — export the bundle from PyTorch weights first"
             )
-        if not data and (prune is not None or distill_from or qat):
+        if not r.data and (r.prune is not None or r.distill_from or r.qat):
             raise ConfigError("--prune/--distill-from/--qat need training images: pass --data FOLDER")
-        if prune is not None and not 0.0 < prune < 0.9:
-            raise ConfigError(f"--prune {prune}: give the share of channels to remove, between 0 and 0.9")
-    if labels is not None:
-        if not (prune is not None or distill_from or qat):
+        if r.prune is not None and not 0.0 < r.prune < 0.9:
+            raise ConfigError(f"--prune {r.prune}: give the share of channels to remove, between 0 and 0.9")
+    if r.labels is not None:
+        if not (r.prune is not None or r.distill_from or r.qat):
             raise ConfigError("--labels is for training: use it with --prune, --distill-from or --qat")
-        if not Path(labels).is_file():
-            raise ConfigError(f"--labels {labels}: no such file; give a YOLO data.yaml with a train split")
+        if not Path(r.labels).is_file():
+            raise ConfigError(f"--labels {r.labels}: no such file; give a YOLO data.yaml with a train split")
         from cvdeploy.evaluate.datasets import yolo_split_images
 
         try:
-            names, _ = yolo_split_images(labels, "train")
+            names, _ = yolo_split_images(r.labels, "train")
         except CvdeployError as exc:
             raise ConfigError(f"--labels: {exc}") from None  # the message already names the file
         if list(names) != list(b.contract.classes):
             raise ConfigError(
-                f"--labels {labels} names the classes {', '.join(names)}; the model predicts "
+                f"--labels {r.labels} names the classes {', '.join(names)}; the model predicts "
                 f"{', '.join(b.contract.classes)} — the labels must use the model's classes in its order"
             )
-    if fresh and not distill_from:
+    if r.fresh and not r.distill_from:
         raise ConfigError("--fresh starts a new student for distillation: use it with --distill-from")
 
 
@@ -166,6 +210,11 @@ def optimize(
     full_bias: bool = typer.Option(False, "--full-bias-correction", help="NNCF full (slow) bias correction."),
     eval_limit: int = typer.Option(None, "--eval-limit", min=1, help="Images scored per INT8 candidate."),
     fp16: bool = typer.Option(False, "--fp16", help="Add an FP16 ONNX artifact (float32 I/O)."),
+    bf16: bool = typer.Option(
+        False,
+        "--bf16",
+        help="Add openvino-bf16 (CPUs with native BF16 only); accuracy from --val or --calib.",
+    ),
     prune: float = typer.Option(None, "--prune", help="Structured pruning: share of channels to remove."),
     sparsity: float = typer.Option(
         None, "--sparsity", help="Unstructured magnitude pruning: share of weights to zero (no CPU speedup)."
@@ -193,25 +242,33 @@ def optimize(
 ) -> None:
     from cvdeploy.bundle import Bundle
     from cvdeploy.errors import ConfigError
+    from cvdeploy.optimize.int8 import RUNTIMES
+    from cvdeploy.runtimes.registry import normalize
 
-    if runtime not in ("onnxruntime", "openvino", "ort", "ov"):
-        raise ConfigError(f"--runtime {runtime!r}: use onnxruntime or openvino")
-    runtime = {"ort": "onnxruntime", "ov": "openvino"}.get(runtime, runtime)
-    calib_list, data_list = parse_list(calib), parse_list(data)
-    # validate against the source first: a refused run must not even create the copy
-    _check(
-        Bundle.load(bundle), int8, fp16, auto, prune, distill_from, qat, calib_list, val, data_list, sparsity,
-        labels, fresh,
+    try:
+        runtime = normalize(runtime)
+    except ConfigError as exc:
+        raise ConfigError(f"--runtime: {exc}") from None
+    if runtime not in RUNTIMES:
+        raise ConfigError(f"--runtime {runtime!r}: INT8 quantization is for {' or '.join(RUNTIMES)}")
+    req = OptimizeRequest(
+        bundle=bundle, output=output, int8=int8, runtime=runtime, calib=parse_list(calib), val=val,
+        max_drop=max_drop, min_fidelity=min_fidelity, method=method, types=types, per_tensor=per_tensor,
+        quantize_head=quantize_head, no_search=no_search, max_images=max_images, preset=preset,
+        full_bias=full_bias, eval_limit=eval_limit, fp16=fp16, bf16=bf16, prune=prune, sparsity=sparsity,
+        distill_from=distill_from, qat=qat, data=parse_list(data), epochs=epochs, labels=labels, fresh=fresh,
+        auto=auto, budget_ms=budget_ms, no_bench=no_bench, runs=runs, report=report, as_json=as_json,
     )  # fmt: skip
+    # validate against the source first: a refused run must not even create the copy
+    _check(Bundle.load(bundle), req)
     if int8 or auto:
         from cvdeploy.optimize.int8 import Int8Options
 
         Int8Options(runtime=runtime, method=method, types=types, preset=preset, max_images=max_images).check()
     path = _target(bundle, output)
     copied = path.resolve() != Bundle.load(bundle).path.resolve()
-    o = dict(locals())
     try:
-        _work(o, path)
+        _work(req, path)
     except BaseException:
         if copied:  # a copy made for this run is not left half-done
             import shutil
@@ -220,46 +277,66 @@ def optimize(
         raise
 
 
-def _work(o: dict[str, Any], path: Path) -> None:
-    """Run the requested methods on the bundle at ``path``; ``o`` holds the command's options."""
+def _work(r: OptimizeRequest, path: Path) -> None:
+    """Run the requested methods on the bundle at ``path``."""
     from cvdeploy.bundle import Bundle
 
     b = Bundle.load(path)
-    as_json, report, runs, val = o["as_json"], o["report"], o["runs"], o["val"]
-    say = (lambda msg: None) if as_json else (lambda msg: err_console.print(f"[dim]· {msg}[/]"))
+    say = (lambda msg: None) if r.as_json else (lambda msg: err_console.print(f"[dim]· {msg}[/]"))
     extra: dict[str, Any] = {}
-    if o["auto"]:
+    if r.auto:
         from cvdeploy.optimize.auto import auto_optimize
 
-        res = auto_optimize(b, o["calib_list"], val=val, budget_ms=o["budget_ms"], max_drop=o["max_drop"],
-                            min_fidelity=o["min_fidelity"], runs=runs, report_dir=report, step=say)  # fmt: skip
+        res = auto_optimize(b, r.calib, val=r.val, budget_ms=r.budget_ms, max_drop=r.max_drop,
+                            min_fidelity=r.min_fidelity, runs=r.runs, report_dir=r.report, step=say)  # fmt: skip
         extra = {"recommended": res.recommended, "why": res.why, "pareto": res.pareto, "skipped": res.skipped}
-        _show(Bundle.load(path), res.rows, extra, as_json, report)
+        _show(Bundle.load(path), res.rows, extra, r.as_json, r.report)
         return
-    if o["int8"]:
+    if r.int8:
         from cvdeploy.optimize.int8 import Int8Options, quantize_int8
 
-        opts = Int8Options(method=o["method"], per_channel=not o["per_tensor"], types=o["types"],
-                           float_head=not o["quantize_head"], max_images=o["max_images"], val=val,
-                           max_drop=o["max_drop"], min_fidelity=o["min_fidelity"], search=not o["no_search"],
-                           eval_limit=o["eval_limit"], preset=o["preset"],
-                           fast_bias_correction=not o["full_bias"])  # fmt: skip
-        quantize_int8(b, o["calib_list"], o["runtime"], opts, say)
-    if o["fp16"]:
+        opts = Int8Options(method=r.method, per_channel=not r.per_tensor, types=r.types,
+                           float_head=not r.quantize_head, max_images=r.max_images, val=r.val,
+                           max_drop=r.max_drop, min_fidelity=r.min_fidelity, search=not r.no_search,
+                           eval_limit=r.eval_limit, preset=r.preset,
+                           fast_bias_correction=not r.full_bias)  # fmt: skip
+        quantize_int8(b, r.calib, r.runtime, opts, say)
+    if r.fp16:
         from cvdeploy.optimize.fp16 import to_fp16
 
         to_fp16(b, say)
-    if o["prune"] is not None or o["distill_from"] or o["qat"] or o["sparsity"] is not None:
-        from cvdeploy.optimize import retrain
+    if r.bf16:
+        from cvdeploy.optimize.reduced import to_openvino_precision
 
-        retrain.run(
-            b, o["prune"], o["distill_from"], o["qat"], o["data_list"], o["epochs"], val, say, o["sparsity"],
-            labels=o["labels"], fresh=o["fresh"],
-        )  # fmt: skip
+        to_openvino_precision(b, "bf16", say, val=r.val, images=r.calib or None, max_drop=r.max_drop,
+                              min_fidelity=r.min_fidelity, eval_limit=r.eval_limit)  # fmt: skip
+    if r.trains:
+        _train(b, r, say)
     from cvdeploy.optimize.variants import variants_table
 
-    rows, _ = variants_table(b, measure=not o["no_bench"], val=val, runs=runs, report_dir=report, step=say)
-    _show(b, rows, extra, as_json, report)
+    rows, _ = variants_table(b, measure=not r.no_bench, val=r.val, runs=r.runs, report_dir=r.report, step=say)
+    _show(b, rows, extra, r.as_json, r.report)
+
+
+def _train(b: Any, r: OptimizeRequest, say: Any) -> None:
+    """--sparsity, --qat, --prune, --distill-from (in that order); ``--labels`` adds the detection loss."""
+    from cvdeploy.optimize.distill import TrainConfig
+    from cvdeploy.optimize.retrain import distill_bundle, prune_bundle, sparsify_bundle
+
+    gain = 1.0 if r.labels is not None else 0.0
+    config = TrainConfig(epochs=r.epochs, labels=r.labels, label_gain=gain)
+    if r.sparsity is not None:
+        sparsify_bundle(b, r.sparsity, say)
+    if r.qat:
+        from cvdeploy.optimize.int8 import Int8Options
+        from cvdeploy.optimize.qat import qat_bundle
+
+        qat_config = TrainConfig(epochs=r.epochs, lr=1e-4, labels=r.labels, label_gain=gain)
+        qat_bundle(b, r.data, r.data, qat_config, Int8Options(val=r.val), say)
+    if r.prune is not None:
+        prune_bundle(b, r.prune, r.data, config, say)
+    if r.distill_from:
+        distill_bundle(b, r.distill_from, r.data, config, say, fresh=r.fresh)
 
 
 def _show(b: Any, rows: list[Any], extra: dict[str, Any], as_json: bool, report: Path | None) -> None:

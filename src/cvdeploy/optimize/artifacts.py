@@ -1,30 +1,35 @@
-"""Adding an optimized model to a bundle: parity against FP32 with loose tolerances, then an atomic add.
+"""The one finishing step of every optimization: parity against FP32, an artifact record, an atomic add.
 
-INT8 and FP16 cannot pass FP32 tolerances, so the figures are recorded and only a *broken* model
-is refused: non-finite outputs, all class scores gone, cosine similarity or box agreement far below
-what any working quantization reaches. Files are written under a temporary name in the bundle and
-renamed only when every check passed, so a failure leaves the bundle as it was.
+FP16, BF16, INT8 (post-training and QAT) and retrained models all end here (:func:`finish`). A
+reduced-precision model cannot pass FP32 tolerances, so it is judged with its precision's tolerance
+(:data:`cvdeploy.parity.TOLERANCES`): the figures are recorded and only a *broken* model is refused —
+non-finite outputs, all class scores gone, cosine similarity or box agreement far below what a working
+model reaches. The runtime's read-back of what it really executes is recorded with the parity. Files
+are written under a temporary name in the bundle and renamed only when every check passed, so a
+failure leaves the bundle as it was.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from cvdeploy.bundle import Artifact, Bundle, Parity
+from cvdeploy.bundle import Artifact, Bundle, Parity, artifact_name
 from cvdeploy.errors import BundleError, ParityError
 from cvdeploy.export import batches
-from cvdeploy.parity import Tolerance, check_parity
-from cvdeploy.runtimes import RuntimeOptions, load_runtime
+from cvdeploy.parity import Tolerance, check_parity, tolerance_for
+from cvdeploy.runtimes import RuntimeOptions, execution_record, load_runtime
 
 log = logging.getLogger("cvdeploy")
 
 #: What a working optimized model always reaches; below it the model is broken, not just less exact.
-LOOSE = Tolerance(atol=float("inf"), rtol=0.0, min_cosine=0.9, min_agreement=0.5)
+LOOSE = tolerance_for("int8")
 
 
 def optimized_parity(
@@ -34,13 +39,15 @@ def optimized_parity(
     images: Sequence[np.ndarray],
     reference: str = "onnx-fp32",
     tolerance: Tolerance = LOOSE,
-) -> Parity:
-    """Parity of the model at ``path`` against the bundle's ``reference`` on BGR ``images``.
+    precision: str = "fp32",
+) -> tuple[Parity, dict[str, Any]]:
+    """Parity of the model at ``path`` (run at ``precision``) against the bundle's ``reference``.
 
-    Raises :class:`ParityError` naming the problem when the model is broken.
+    Returns the parity record and what the runtime really executed; raises :class:`ParityError`
+    naming the problem when the model is broken.
     """
-    ref_rt = load_runtime("onnxruntime", bundle.file(reference), RuntimeOptions())
-    cand_rt = load_runtime(runtime, path, RuntimeOptions())
+    ref_rt = bundle.load_runtime(reference)
+    cand_rt = load_runtime(runtime, path, RuntimeOptions(precision=precision))
     r_in, c_in = ref_rt.inputs[0].name, cand_rt.inputs[0].name
     static = cand_rt.inputs[0].static_batch or ref_rt.inputs[0].static_batch
     tensors, geoms = batches(bundle.contract, list(images), static)
@@ -66,7 +73,7 @@ def optimized_parity(
             )
     if problem:
         raise ParityError(f"the optimized model is broken: {problem}")
-    return parity
+    return parity, execution_record(cand_rt)
 
 
 def add_files(bundle: Bundle, art: Artifact, sources: dict[str, Path]) -> Artifact:
@@ -92,3 +99,68 @@ def add_files(bundle: Bundle, art: Artifact, sources: dict[str, Path]) -> Artifa
         for tmp, _ in partial:
             tmp.unlink(missing_ok=True)
         raise BundleError(f"cannot write {art.name} into {bundle.path}: {exc}") from None
+
+
+@dataclass
+class Finished:
+    """A finished optimized model, ready to be checked and added to a bundle.
+
+    ``files`` maps bundle-relative names (``{name}`` is replaced by the artifact's name) to the
+    temporary files; the first one is the model file. ``parity``: already measured against another
+    reference (a retrained model against itself in PyTorch); otherwise measured here against
+    ``onnx-fp32`` on ``images`` with the precision's tolerance.
+    """
+
+    runtime: str
+    precision: str
+    files: dict[str, Path]
+    tag: str | None = None
+    images: Sequence[np.ndarray] | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    parity: Parity | None = None
+    tolerance: Tolerance | None = None
+    reference: str = "onnx-fp32"
+
+    @property
+    def name(self) -> str:
+        return artifact_name(self.runtime, self.precision, self.tag)
+
+    @property
+    def model(self) -> Path:
+        return next(iter(self.files.values()))
+
+
+def finish(bundle: Bundle, done: Finished, say: Callable[[str], None] | None = None) -> Artifact:
+    """Check ``done`` against FP32 (its precision's tolerance), record what it executes, add it atomically."""
+    from cvdeploy.images import sample_images
+
+    say = say or (lambda msg: log.info(msg))
+    images = list(done.images) if done.images is not None else sample_images(8)
+    vs_fp32, execution = optimized_parity(
+        bundle, done.model, done.runtime, images, done.reference,
+        done.tolerance or tolerance_for(done.precision), done.precision,
+    )  # fmt: skip
+    parity = done.parity or vs_fp32
+    if done.parity is not None:
+        done.details["parity_vs_fp32"] = vs_fp32.model_dump()
+    name = done.name
+    files = {rel.format(name=name): path for rel, path in done.files.items()}
+    art = Artifact(
+        name=name,
+        file=next(iter(files)),
+        runtime=done.runtime,
+        precision=done.precision,
+        made_by="optimize",
+        dynamic_batch=bundle.artifact(done.reference).dynamic_batch,
+        parity=parity,
+        metrics=done.metrics,
+        details=done.details,
+        notes=list(done.notes),
+        execution=execution,
+    )
+    agree = "n/a" if vs_fp32.box_agreement is None else f"{vs_fp32.box_agreement:.3f}"
+    say(f"adding {name}: executes {execution['precision']}; vs {done.reference} cosine {vs_fp32.cosine:.4f}, "
+        f"detections reproduced {agree}")  # fmt: skip
+    return add_files(bundle, art, files)

@@ -97,7 +97,8 @@ def auto_optimize(
     report_dir: Path | None = None,
     step: Callable[[str], None] | None = None,
 ) -> AutoResult:
-    """Add INT8 (ONNX Runtime accuracy-aware, OpenVINO/NNCF) and FP16 where applicable; measure; recommend.
+    """Add INT8 (ONNX Runtime accuracy-aware, OpenVINO/NNCF), BF16 where the CPU has it natively and FP16
+    where applicable; measure; recommend.
 
     ``fp16``: None tries FP16 only where a GPU is visible (on CPUs it is measured to gain nothing).
     """
@@ -113,6 +114,14 @@ def auto_optimize(
         methods.append(("openvino-int8", lambda: quantize_int8(b, calib, "openvino", ov_opts, say)))
     else:
         skipped["openvino-int8"] = 'OpenVINO/NNCF not installed (pip install "cvdeploy[openvino]")'
+    from cvdeploy.optimize.reduced import reduced_unsupported, to_openvino_precision
+
+    why_not = reduced_unsupported("bf16")
+    if why_not is None:  # native BF16 here: a measured candidate like any other
+        methods.append(("openvino-bf16", lambda: to_openvino_precision(
+            b, "bf16", say, val=val, images=calib, max_drop=max_drop, min_fidelity=min_fidelity)))  # fmt: skip
+    else:
+        skipped["openvino-bf16"] = why_not
     want_fp16 = bool(env.gpu_info()) if fp16 is None else fp16
     if want_fp16:
         from cvdeploy.optimize.fp16 import to_fp16

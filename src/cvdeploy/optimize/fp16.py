@@ -14,17 +14,15 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from cvdeploy.bundle import Artifact, Bundle, artifact_name
+from cvdeploy.bundle import Artifact, Bundle
 from cvdeploy.errors import BundleError, ModelError
 from cvdeploy.images import sample_images
-from cvdeploy.optimize.artifacts import add_files, optimized_parity
-from cvdeploy.parity import Tolerance
+from cvdeploy.optimize.artifacts import Finished, finish
 
 log = logging.getLogger("cvdeploy")
 
 #: Operators kept in float32: shape/index arithmetic and ops whose FP16 kernels are missing on CPU.
 FLOAT_OPS = ("Resize", "Range", "CumSum", "ReduceSum", "ReduceMean", "Softmax", "TopK", "NonMaxSuppression")
-FP16_TOLERANCE = Tolerance(atol=float("inf"), rtol=0.0, min_cosine=0.999, min_agreement=0.9)
 
 
 def convert_fp16(src: Path, dst: Path, block_ops: tuple[str, ...] = FLOAT_OPS) -> None:
@@ -52,23 +50,11 @@ def to_fp16(
         out = Path(tmp) / "fp16.onnx"
         say("converting onnx-fp32 to FP16 (float32 inputs/outputs kept)")
         convert_fp16(b.file("onnx-fp32"), out)
-        parity = optimized_parity(
-            b, out, "onnxruntime", sample_images(parity_count), tolerance=FP16_TOLERANCE
-        )
-        name = artifact_name("onnxruntime", "fp16")
-        art = Artifact(
-            name=name,
-            file=f"{name}.onnx",
-            runtime="onnxruntime",
-            precision="fp16",
-            made_by="optimize",
-            dynamic_batch=b.artifact("onnx-fp32").dynamic_batch,
-            parity=parity,
-            details={
-                "conversion": "onnxruntime.transformers.float16",
-                "keep_io_types": True,
-                "float32_ops": list(FLOAT_OPS),
-            },
-        )
-        say(f"adding {name} (max abs diff {parity.max_abs_diff:.3g}, cosine {parity.cosine:.6f})")
-        return add_files(b, art, {art.file: out})
+        details = {
+            "conversion": "onnxruntime.transformers.float16",
+            "keep_io_types": True,
+            "float32_ops": list(FLOAT_OPS),
+        }
+        done = Finished("onnxruntime", "fp16", {"{name}.onnx": out}, images=sample_images(parity_count),
+                        details=details)  # fmt: skip
+        return finish(b, done, say)

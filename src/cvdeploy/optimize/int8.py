@@ -14,17 +14,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cvdeploy.bundle import Artifact, Bundle, artifact_name
+from cvdeploy.bundle import Artifact, Bundle
 from cvdeploy.errors import BundleError, ConfigError
-from cvdeploy.optimize.artifacts import add_files, optimized_parity
+from cvdeploy.optimize.artifacts import Finished, finish
 from cvdeploy.optimize.calibration import DEFAULT_LIMIT, CalibrationSet, TensorReader, load_calibration
 from cvdeploy.optimize.head import HeadSplit, ensure_node_names, find_head_decode
 from cvdeploy.optimize.quantize_ort import OrtQuantConfig, choose_types, pre_process, quantize_qdq
-from cvdeploy.optimize.scoring import Scorer
+from cvdeploy.optimize.scoring import Scorer, make_scorer, record_accuracy, single_source
 
 log = logging.getLogger("cvdeploy")
 
-RUNTIMES = ("onnxruntime", "openvino")
+RUNTIMES = ("onnxruntime", "openvino")  # the engines with an INT8 quantizer here
 Step = Callable[[str], None]
 
 
@@ -71,13 +71,16 @@ def quantize_int8(
     runtime: str = "onnxruntime",
     options: Int8Options | None = None,
     step: Step | None = None,
+    source: Path | None = None,
+    details: dict[str, Any] | None = None,
 ) -> Artifact:
     """Add an INT8 artifact (``onnx-int8`` or ``openvino-int8``) to ``bundle`` and return it.
 
     Calibration images go through the bundle's own preprocessing. With ``options.val`` (labels)
     the accuracy drop is measured in mAP50-95 and, for ONNX Runtime, layers go back to float until
     it is within ``max_drop``; without labels fidelity against FP32 on the calibration images is
-    used instead (``min_fidelity``).
+    used instead (``min_fidelity``). ``source``: another FP32 ONNX file of the same model to quantize
+    (QAT's trained weights) instead of the bundle's ``onnx-fp32``; ``details`` are recorded with it.
     """
     opts = options or Int8Options()
     opts.runtime = runtime
@@ -92,40 +95,17 @@ def quantize_int8(
     say(f"calibration: {len(calib)} images through the bundle's preprocessing")
     with tempfile.TemporaryDirectory(prefix="cvdeploy-int8-") as tmp:
         work = Path(tmp)
+        fp32 = source or b.file("onnx-fp32")
         if runtime == "onnxruntime":
-            return _ort(b, calib, opts, work, say, calib_images)
-        return _openvino(b, calib, opts, work, say, calib_images)
+            return _ort(b, calib, opts, work, say, calib_images, fp32, dict(details or {}))
+        return _openvino(b, calib, opts, work, say, calib_images, fp32, dict(details or {}))
 
 
 def _scorer(b: Bundle, opts: Int8Options, calib_images: Any, details: dict[str, Any]) -> Scorer | None:
-    """The accuracy check for candidates, or None (with the reason in ``details``) when none is possible."""
-    if b.contract.task != "detect":
-        details["accuracy"] = (
-            f"not measured: accuracy checks score detectors, this is a {b.contract.task!r} model"
-        )
-        return None
-    if opts.val is not None:
-        return Scorer(b, labels=opts.val, limit=opts.eval_limit)
-    images = opts.fidelity_images or _single(calib_images)
-    if images is None:
-        details["accuracy"] = "not measured: no --val labels and no single image folder for fidelity"
-        return None
-    scorer = Scorer(b, images=images, limit=opts.eval_limit or 50)
-    why = scorer.unusable()
-    if why:
-        details["accuracy"] = f"not measured: {why}"
-        log.warning("accuracy not measured: %s", why)
-        return None
-    return scorer
-
-
-def _single(sources: Any) -> str | Path | None:
-    """One folder/file from a calibration argument (fidelity reads one source), else None."""
-    if isinstance(sources, str | Path):
-        return sources
-    if isinstance(sources, Sequence) and len(sources) == 1:
-        return sources[0]
-    return None
+    """The accuracy check for candidates (labels, else fidelity on the calibration folder), or None."""
+    return make_scorer(
+        b, opts.val, opts.fidelity_images or single_source(calib_images), opts.eval_limit, details
+    )
 
 
 def _head(model_path: Path, enabled: bool) -> HeadSplit:
@@ -139,10 +119,11 @@ def _head(model_path: Path, enabled: bool) -> HeadSplit:
 
 
 def _ort(
-    b: Bundle, calib: CalibrationSet, opts: Int8Options, work: Path, say: Step, calib_images: Any
-) -> Artifact:
+    b: Bundle, calib: CalibrationSet, opts: Int8Options, work: Path, say: Step, calib_images: Any, fp32: Path,
+    details: dict[str, Any],
+) -> Artifact:  # fmt: skip
     pre = work / "pre.onnx"
-    notes = pre_process(b.file("onnx-fp32"), pre)
+    notes = pre_process(fp32, pre)
     head = _head(pre, opts.float_head)
     if opts.float_head:
         say(f"float head: {head.summary()}")
@@ -156,7 +137,7 @@ def _ort(
     )
     reader = TensorReader(calib.tensors, _input_name(pre))
     out = work / "int8.onnx"
-    details: dict[str, Any] = {"quantization": config.describe(), "calibration": calib.describe()}
+    details.update({"quantization": config.describe(), "calibration": calib.describe()})
     scorer = _scorer(b, opts, calib_images, details)
     details["float_head"] = {"nodes": len(head.nodes), "boundary": head.boundary, "ops": head.op_types}
     metrics: dict[str, Any] = {}
@@ -183,7 +164,7 @@ def _ort(
             quantize_qdq(pre, out, config, reader)
             score = scorer(out)
             drop, within = baseline - score, baseline - score <= budget
-        _record_accuracy(metrics, scorer, baseline, score, drop, within, budget)
+        record_accuracy(metrics, scorer, baseline, score, drop, within, budget)
         if not within:
             log.warning(
                 "INT8 %s drop %.2f exceeds the budget of %g points even with layers in float",
@@ -191,13 +172,13 @@ def _ort(
             )  # fmt: skip
     else:
         quantize_qdq(pre, out, config, reader)
-    name = artifact_name("onnxruntime", "int8", opts.tag)
-    return _add_int8(b, "onnxruntime", out, {f"{name}.onnx": out}, calib, opts, metrics, details, scorer, say)
+    return _add_int8(b, "onnxruntime", {"{name}.onnx": out}, calib, opts, metrics, details, scorer, say)
 
 
 def _openvino(
-    b: Bundle, calib: CalibrationSet, opts: Int8Options, work: Path, say: Step, calib_images: Any
-) -> Artifact:
+    b: Bundle, calib: CalibrationSet, opts: Int8Options, work: Path, say: Step, calib_images: Any, fp32: Path,
+    details: dict[str, Any],
+) -> Artifact:  # fmt: skip
     from cvdeploy.optimize.quantize_openvino import (
         NncfConfig,
         load_ov_model,
@@ -206,11 +187,11 @@ def _openvino(
         quantize_nncf,
     )
 
-    onnx_path = b.file("onnx-fp32")
-    xml = b.file("openvino-fp32") if "openvino-fp32" in b.artifact_names else None
-    ov_model = load_ov_model(onnx_path, xml)
+    onnx_path = fp32
+    own = fp32 == b.file("onnx-fp32") and "openvino-fp32" in b.artifact_names
+    ov_model = load_ov_model(onnx_path, b.file("openvino-fp32") if own else None)
     ignored: list[str] = []
-    details: dict[str, Any] = {"calibration": calib.describe()}
+    details["calibration"] = calib.describe()
     if opts.float_head:
         import onnx
 
@@ -239,21 +220,19 @@ def _openvino(
     if scorer is not None:
         say(f"scoring INT8 and FP32 ({scorer.mode})")
         baseline = scorer.baseline()
-        score = scorer(out_dir / "model.xml", "openvino")
+        score = scorer(out_dir / "model.xml", "openvino", "int8")
         say(f"INT8 {scorer.mode} {score:.2f} vs FP32 {baseline:.2f} (drop {baseline - score:.2f})")
         budget = opts.max_drop if opts.val is not None else 100.0 - opts.min_fidelity
-        _record_accuracy(
+        record_accuracy(
             metrics, scorer, baseline, score, baseline - score, baseline - score <= budget, budget
         )
-    name = artifact_name("openvino", "int8", opts.tag)
-    files = {f"{name}/model.xml": out_dir / "model.xml", f"{name}/model.bin": out_dir / "model.bin"}
-    return _add_int8(b, "openvino", out_dir / "model.xml", files, calib, opts, metrics, details, scorer, say)
+    files = {"{name}/model.xml": out_dir / "model.xml", "{name}/model.bin": out_dir / "model.bin"}
+    return _add_int8(b, "openvino", files, calib, opts, metrics, details, scorer, say)
 
 
 def _add_int8(
     b: Bundle,
     runtime: str,
-    model: Path,
     files: dict[str, Path],
     calib: CalibrationSet,
     opts: Int8Options,
@@ -262,55 +241,11 @@ def _add_int8(
     scorer: Scorer | None,
     say: Step,
 ) -> Artifact:
-    """Measure parity of a finished INT8 model against onnx-fp32 and record it as an artifact.
-
-    ``files`` maps bundle-relative names to the temporary files; the first one is the model file.
-    """
-    parity = optimized_parity(b, model, runtime, _parity_images(calib, opts))
-    name = artifact_name(runtime, "int8", opts.tag)
-    art = Artifact(
-        name=name,
-        file=next(iter(files)),
-        runtime=runtime,
-        precision="int8",
-        made_by="optimize",
-        dynamic_batch=b.artifact("onnx-fp32").dynamic_batch,
-        parity=parity,
-        metrics=metrics,
-        details=details,
-        notes=list(calib.warnings),
-    )
-    say(f"adding {name} (cosine {parity.cosine:.4f} vs onnx-fp32)")
+    """The shared finishing step (parity, execution read-back, record); FP32's score kept beside it."""
     _record_reference(b, scorer)
-    return add_files(b, art, files)
-
-
-def _record_accuracy(
-    metrics: dict[str, Any],
-    scorer: Scorer,
-    baseline: float,
-    score: float,
-    drop: float,
-    within: bool,
-    budget: float,
-) -> None:
-    if scorer.labels is not None:
-        metrics.update(
-            {"dataset": str(scorer.labels), "split": scorer.split, "mAP50-95": round(score / 100, 5)}
-        )
-        metrics["optimize"] = {"fp32_mAP50-95": round(baseline / 100, 5), "drop_points": round(drop, 3),
-                               "max_drop": budget, "within_budget": within}  # fmt: skip
-    else:
-        metrics["fidelity"] = {
-            "against": scorer.reference,
-            "dataset": str(scorer.images),
-            "mAP50": round(score / 100, 5),
-        }
-        metrics["optimize"] = {
-            "fidelity_loss_points": round(drop, 3),
-            "max_loss": budget,
-            "within_budget": within,
-        }
+    done = Finished(runtime, "int8", files, tag=opts.tag, images=_parity_images(calib, opts), metrics=metrics,
+                    details=details, notes=list(calib.warnings))  # fmt: skip
+    return finish(b, done, say)
 
 
 def _record_reference(b: Bundle, scorer: Scorer | None) -> None:

@@ -12,6 +12,7 @@ so QAT and PTQ differ only in the weights — which is what the variants table c
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 import logging
 import tempfile
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from cvdeploy._deps import require
-from cvdeploy.bundle import Artifact, Bundle, artifact_name
+from cvdeploy.bundle import Artifact, Bundle
 from cvdeploy.errors import ConfigError
 
 log = logging.getLogger("cvdeploy")
@@ -124,23 +125,25 @@ def qat_bundle(
     options: Any | None = None,
     step: Step | None = None,
 ) -> Artifact:
-    """Add ``onnx-int8-qat``: QAT by distillation from FP32, then the same ORT QDQ quantization as PTQ."""
+    """Add ``onnx-int8-qat``: QAT by distillation from FP32, then the INT8 path itself on the trained weights.
+
+    The trained float model is exported and handed to :func:`~cvdeploy.optimize.int8.quantize_int8`
+    as its FP32 source: same calibration, types, float head, scoring and finishing step as PTQ (no
+    accuracy-aware search, so QAT and PTQ at the same settings differ only in the weights).
+    """
     torch = require("torch", "quantization-aware training")
     from cvdeploy.export import torch_to_onnx
-    from cvdeploy.optimize.artifacts import add_files, optimized_parity
-    from cvdeploy.optimize.calibration import TensorReader, load_calibration
+    from cvdeploy.optimize.calibration import load_calibration
     from cvdeploy.optimize.distill import train_student
-    from cvdeploy.optimize.head import find_head_decode
-    from cvdeploy.optimize.int8 import Int8Options, _parity_images, _scorer
-    from cvdeploy.optimize.quantize_ort import OrtQuantConfig, choose_types, pre_process, quantize_qdq
-    from cvdeploy.optimize.retrain import load_source_model
+    from cvdeploy.optimize.int8 import Int8Options, quantize_int8
+    from cvdeploy.optimize.source import load_source_model
 
     say = step or (lambda msg: log.info(msg))
     opts = options or Int8Options()
     opts.check()
     if bundle.contract.task != "detect":
         raise ConfigError(f"QAT distils the YOLO output layout; bundle {bundle.name!r} is not a detector")
-    calib = load_calibration(calib_images, bundle.contract, limit=opts.max_images)
+    calib = load_calibration(calib_images, bundle.contract, limit=min(opts.max_images, 64))
     teacher = load_source_model(bundle)
     student = copy.deepcopy(teacher)
     n = prepare_qat(student, [torch.from_numpy(t) for t in calib.tensors[:64]])
@@ -148,31 +151,10 @@ def qat_bundle(
     tlog = train_student(student, teacher, train_images, config,
                          on_epoch=lambda e, v: say(f"QAT epoch {e + 1}/{config.epochs}: loss {v:.4f}"))  # fmt: skip
     strip_qat(student).eval()
+    details = {"qat": {**tlog.to_dict(), "epochs": config.epochs, "wrapped_convs": n,
+                       "teacher": "onnx-fp32 (the model itself, in float)"}}  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="cvdeploy-qat-") as tmp:
-        work = Path(tmp)
-        fp, pre, out = work / "qat_fp32.onnx", work / "pre.onnx", work / "int8.onnx"
+        fp = Path(tmp) / "qat_fp32.onnx"
         torch_to_onnx(student, fp, bundle.contract, dynamic_batch=bundle.artifact("onnx-fp32").dynamic_batch)
-        pre_process(fp, pre)
-        import onnx
-
-        head = find_head_decode(onnx.load(str(pre))) if opts.float_head else None
-        config_q = OrtQuantConfig(method=opts.method, per_channel=opts.per_channel, types=choose_types(opts.types),
-                                  exclude_nodes=head.nodes if head else [])  # fmt: skip
-        quantize_qdq(pre, out, config_q, TensorReader(calib.tensors, onnx.load(str(pre)).graph.input[0].name))
-        details: dict[str, Any] = {"qat": {**tlog.to_dict(), "epochs": config.epochs, "wrapped_convs": n,
-                                           "teacher": "onnx-fp32 (the model itself, in float)"},
-                                   "quantization": config_q.describe(), "calibration": calib.describe()}  # fmt: skip
-        metrics: dict[str, Any] = {}
-        scorer = _scorer(bundle, opts, calib_images, details)
-        if scorer is not None:
-            score = scorer(out)
-            metrics.update({"dataset": scorer.dataset, "split": scorer.split, "mAP50-95": round(score / 100, 5)}
-                           if scorer.labels is not None else {"fidelity": {"against": scorer.reference,
-                           "mAP50": round(score / 100, 5)}})  # fmt: skip
-        parity = optimized_parity(bundle, out, "onnxruntime", _parity_images(calib, opts))
-        name = artifact_name("onnxruntime", "int8", "qat")
-        art = Artifact(name=name, file=f"{name}.onnx", runtime="onnxruntime", precision="int8", made_by="optimize",
-                       dynamic_batch=bundle.artifact("onnx-fp32").dynamic_batch, parity=parity, metrics=metrics,
-                       details=details, notes=list(calib.warnings))  # fmt: skip
-        say(f"adding {name} (cosine {parity.cosine:.4f} vs onnx-fp32)")
-        return add_files(bundle, art, {art.file: out})
+        qopts = dataclasses.replace(opts, tag="qat", search=False)
+        return quantize_int8(bundle, calib_images, "onnxruntime", qopts, say, source=fp, details=details)

@@ -17,39 +17,20 @@ from typing import Any
 
 from cvdeploy._deps import require
 from cvdeploy.bundle import Artifact, Bundle, artifact_name
-from cvdeploy.errors import ConfigError, ModelError, ParityError
+from cvdeploy.errors import ConfigError, ParityError
 from cvdeploy.export import batches, torch_to_onnx
 from cvdeploy.images import sample_images
-from cvdeploy.optimize.artifacts import add_files, optimized_parity
+from cvdeploy.optimize.artifacts import Finished, finish
 from cvdeploy.optimize.distill import TrainConfig, train_student
-from cvdeploy.parity import Tolerance, check_parity
+from cvdeploy.optimize.source import example_input, load_source_model
+from cvdeploy.parity import Tolerance, check_parity, tolerance_for
 
 log = logging.getLogger("cvdeploy")
 Step = Callable[[str], None]
 
-EXPORT_TOLERANCE = Tolerance(atol=1e-3, rtol=1e-4, min_cosine=0.9999, min_agreement=0.98)
+#: A retrained model is another model: against the original FP32 its parity is recorded, never judged
+#: (its accuracy is what counts); against its own PyTorch weights it must pass FP32 tolerance.
 RETRAINED_TOLERANCE = Tolerance(atol=float("inf"), rtol=0.0, min_cosine=0.0, min_agreement=0.0)
-
-
-def load_source_model(bundle: Bundle, fresh: bool = False, seed: int = 0) -> Any:
-    """The bundle's PyTorch model with its kept weights (eval mode); ``fresh``: newly initialised instead."""
-    from cvdeploy.sources.torch import load_factory, load_state_dict
-
-    src = bundle.manifest.provenance.source
-    if not (src.factory and src.weights):
-        raise ModelError(
-            f"bundle {bundle.name!r} has no PyTorch source (it was made from {src.kind}); pruning, distillation "
-            "and QAT retrain the PyTorch model — export the bundle from PyTorch weights first"
-        )
-    if fresh:
-        require("torch").manual_seed(seed)
-        return load_factory(src.factory)
-    return load_state_dict(load_factory(src.factory), bundle.path / src.weights)
-
-
-def _example(bundle: Bundle) -> Any:
-    torch = require("torch")
-    return torch.zeros(1, 3, bundle.contract.input.height, bundle.contract.input.width)
 
 
 def _add_trained(
@@ -71,17 +52,15 @@ def _add_trained(
         tensors, geoms = batches(bundle.contract, images, cand.inputs[0].static_batch)
         parity, problem = check_parity(
             lambda t: ref.run({"images": t}), lambda t: cand.run({cand.inputs[0].name: t}), bundle.contract,
-            tensors, geoms, "source", EXPORT_TOLERANCE,
+            tensors, geoms, "source", tolerance_for("fp32"),
         )  # fmt: skip
         if problem:
             raise ParityError(f"{name} disagrees with the trained PyTorch model: {problem}")
-        vs_fp32 = optimized_parity(bundle, onnx_path, "onnxruntime", images, tolerance=RETRAINED_TOLERANCE)
-        details["parity_vs_fp32"] = vs_fp32.model_dump()
         torch.save(state, str(weights))
-        art = Artifact(name=name, file=f"{name}.onnx", runtime="onnxruntime", precision="fp32",
-                       made_by="optimize", dynamic_batch=fp32.dynamic_batch, parity=parity,
-                       details={**details, "weights": f"source/{name}.pt"})  # fmt: skip
-        return add_files(bundle, art, {art.file: onnx_path, f"source/{name}.pt": weights})
+        done = Finished("onnxruntime", "fp32", {"{name}.onnx": onnx_path, "source/{name}.pt": weights}, tag=tag,
+                        images=images, details={**details, "weights": f"source/{name}.pt"}, parity=parity,
+                        tolerance=RETRAINED_TOLERANCE)  # fmt: skip
+        return finish(bundle, done, say)
 
 
 def prune_bundle(
@@ -97,7 +76,7 @@ def prune_bundle(
         raise ConfigError(f"pruning keeps the YOLO output layout; bundle {bundle.name!r} is not a detector")
     teacher = load_source_model(bundle)
     student = copy.deepcopy(teacher)
-    report = prune_channels(student, _example(bundle), ratio=ratio)
+    report = prune_channels(student, example_input(bundle), ratio=ratio)
     say(
         f"pruned {ratio:.0%} of the channels: {report.macs_after / 1e9:.2f} of {report.macs_before / 1e9:.2f} GMACs left"
     )
@@ -162,29 +141,3 @@ def distill_bundle(
     state = {k: v.detach().clone() for k, v in student.state_dict().items()}
     return _add_trained(bundle, student, tag or ("distilled" if teacher is not None else "finetuned"), state,
                         details, say)  # fmt: skip
-
-
-def run(
-    bundle: Bundle, prune: float | None, teacher: str | None, qat: bool, data: list[str], epochs: int,
-    val: Any, step: Step, sparsity: float | None = None, labels: str | Path | None = None, fresh: bool = False,
-) -> list[Artifact]:  # fmt: skip
-    """What ``cvdeploy optimize --prune/--distill-from/--qat`` does (``data``: the training images).
-
-    ``labels``: a YOLO data.yaml whose train split adds the detection loss to every training run.
-    """
-    gain = 1.0 if labels is not None else 0.0
-    config = TrainConfig(epochs=epochs, labels=labels, label_gain=gain)
-    out = []
-    if sparsity is not None:
-        out.append(sparsify_bundle(bundle, sparsity, step))
-    if qat:
-        from cvdeploy.optimize.int8 import Int8Options
-        from cvdeploy.optimize.qat import qat_bundle
-
-        qat_config = TrainConfig(epochs=epochs, lr=1e-4, labels=labels, label_gain=gain)
-        out.append(qat_bundle(bundle, data, data, qat_config, Int8Options(val=val), step))
-    if prune is not None:
-        out.append(prune_bundle(bundle, prune, data, config, step))
-    if teacher:
-        out.append(distill_bundle(bundle, teacher, data, config, step, fresh=fresh))
-    return out

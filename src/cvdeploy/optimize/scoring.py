@@ -17,11 +17,15 @@ from cvdeploy.errors import ConfigError
 CANDIDATE = "onnx-int8-candidate"
 
 
-def detached_with(bundle: Bundle, path: Path, runtime: str = "onnxruntime", name: str = CANDIDATE) -> Bundle:
-    """A copy of ``bundle`` in memory with the model at ``path`` added as artifact ``name``."""
+def detached_with(
+    bundle: Bundle, path: Path, runtime: str = "onnxruntime", name: str = CANDIDATE, precision: str = "int8"
+) -> Bundle:
+    """A copy of ``bundle`` in memory with the model at ``path`` added as artifact ``name`` (run at ``precision``)."""
     manifest = bundle.manifest.model_copy(deep=True)
     manifest.artifacts = [a for a in manifest.artifacts if a.name != name]
-    manifest.artifacts.append(Artifact(name=name, file=str(path.resolve()), runtime=runtime))
+    manifest.artifacts.append(
+        Artifact(name=name, file=str(path.resolve()), runtime=runtime, precision=precision)
+    )
     return Bundle(bundle.path, manifest)
 
 
@@ -51,9 +55,9 @@ class Scorer:
     def mode(self) -> str:
         return "mAP50-95" if self.labels is not None else "fidelity mAP50"
 
-    def result(self, path: Path, runtime: str = "onnxruntime") -> dict[str, Any]:
-        """The evaluator's full result for the model at ``path``."""
-        b = detached_with(self.bundle, path, runtime)
+    def result(self, path: Path, runtime: str = "onnxruntime", precision: str = "int8") -> dict[str, Any]:
+        """The evaluator's full result for the model at ``path``, executed at ``precision``."""
+        b = detached_with(self.bundle, path, runtime, precision=precision)
         if self.labels is not None:
             from cvdeploy.evaluate.validate import validate
 
@@ -75,8 +79,8 @@ class Scorer:
         value = result.get(key)
         return 0.0 if value is None else 100.0 * float(value)
 
-    def __call__(self, path: Path, runtime: str = "onnxruntime") -> float:
-        return self.points(self.result(path, runtime))
+    def __call__(self, path: Path, runtime: str = "onnxruntime", precision: str = "int8") -> float:
+        return self.points(self.result(path, runtime, precision))
 
     def unusable(self) -> str | None:
         """Why scoring cannot work here (the FP32 model finds nothing on the fidelity images), or None."""
@@ -107,3 +111,73 @@ class Scorer:
             progress=False, threads=self.threads,
         )  # fmt: skip
         return self.points(self.reference_result)
+
+
+def single_source(sources: Any) -> str | Path | None:
+    """One folder/file from an images argument (fidelity reads one source), else None."""
+    if isinstance(sources, str | Path):
+        return sources
+    if isinstance(sources, list | tuple) and len(sources) == 1:
+        return sources[0]
+    return None
+
+
+def make_scorer(
+    b: Bundle,
+    labels: str | Path | None,
+    images: str | Path | None,
+    limit: int | None,
+    details: dict[str, Any],
+) -> Scorer | None:
+    """The accuracy check for an optimized model: mAP on ``labels``, else fidelity on ``images``.
+
+    None (with the reason in ``details["accuracy"]``) when no check is possible.
+    """
+    import logging
+
+    if b.contract.task != "detect":
+        details["accuracy"] = (
+            f"not measured: accuracy checks score detectors, this is a {b.contract.task!r} model"
+        )
+        return None
+    if labels is not None:
+        return Scorer(b, labels=labels, limit=limit)
+    if images is None:
+        details["accuracy"] = "not measured: no --val labels and no single image folder for fidelity"
+        return None
+    scorer = Scorer(b, images=images, limit=limit or 50)
+    why = scorer.unusable()
+    if why:
+        details["accuracy"] = f"not measured: {why}"
+        logging.getLogger("cvdeploy").warning("accuracy not measured: %s", why)
+        return None
+    return scorer
+
+
+def record_accuracy(
+    metrics: dict[str, Any],
+    scorer: Scorer,
+    baseline: float,
+    score: float,
+    drop: float,
+    within: bool,
+    budget: float,
+) -> None:
+    """Write a candidate's score (mAP with labels, fidelity without) and its budget verdict into ``metrics``."""
+    if scorer.labels is not None:
+        metrics.update(
+            {"dataset": str(scorer.labels), "split": scorer.split, "mAP50-95": round(score / 100, 5)}
+        )
+        metrics["optimize"] = {"fp32_mAP50-95": round(baseline / 100, 5), "drop_points": round(drop, 3),
+                               "max_drop": budget, "within_budget": within}  # fmt: skip
+    else:
+        metrics["fidelity"] = {
+            "against": scorer.reference,
+            "dataset": str(scorer.images),
+            "mAP50": round(score / 100, 5),
+        }
+        metrics["optimize"] = {
+            "fidelity_loss_points": round(drop, 3),
+            "max_loss": budget,
+            "within_budget": within,
+        }

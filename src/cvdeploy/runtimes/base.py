@@ -1,13 +1,27 @@
-"""The one small interface every inference engine sits behind."""
+"""The one small interface every inference engine sits behind.
+
+A runtime loads one artifact, **pins the precision the artifact's name states** (never trusting an
+engine default: OpenVINO's CPU plugin runs BF16 by default wherever the CPU has it), reads back what
+it will really execute (:meth:`Runtime.execution`) and refuses a mismatch with
+:class:`~cvdeploy.errors.PrecisionError`. Everything else an engine knows — its name, artifact
+prefix, files, Triton platform, profiler — is declared once in :mod:`cvdeploy.runtimes.registry`.
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from cvdeploy.errors import PrecisionError
+
+#: Every precision an artifact name may state.
+PRECISIONS = ("fp32", "fp16", "bf16", "int8", "mixed")
+
+Dims = tuple[int | None, ...]
 
 
 @dataclass(frozen=True)
@@ -26,18 +40,63 @@ class TensorInfo:
 
 @dataclass
 class RuntimeOptions:
-    """Settings shared by runtimes; each runtime uses what applies to it."""
+    """Settings shared by runtimes; each runtime uses what applies to it.
 
-    threads: int | None = None  # intra-op threads; None = the engine's default
+    ``threads=None`` means the CPUs this process may use (affinity and cgroup quota), not the host's
+    core count. ``spinning=None`` means: spin-wait between ops when one request runs at a time, not
+    when ``concurrency > 1`` (spinning threads steal the cores the other requests need).
+    ``precision`` is the precision the artifact states; the runtime pins it and checks it.
+    """
+
+    threads: int | None = None
     device: str = "cpu"  # cpu | cuda | gpu | auto
     providers: list[str] | None = None  # onnxruntime execution providers, in preference order
+    precision: str | None = None  # None: the runtime's FP32 default, still pinned
+    concurrency: int = 1  # requests in flight at once (serve, concurrent bench)
+    spinning: bool | None = None
+    profile: bool = False  # collect per-operator timings (see Runtime.profile_runs)
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def resolved_threads(self) -> int:
+        from cvdeploy.env import available_cpus
+
+        return int(self.threads) if self.threads else available_cpus()
+
+    def resolved_spinning(self) -> bool:
+        return self.spinning if self.spinning is not None else self.concurrency <= 1
+
+    def replace(self, **changes: Any) -> RuntimeOptions:
+        """A copy with some fields changed."""
+        import dataclasses
+
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class Execution:
+    """What an engine really executes for one loaded artifact, read back after compiling.
+
+    ``precision``: the arithmetic the model's compute runs in (``fp32``, ``bf16``, ``fp16``, ``int8``);
+    ``evidence``: how that was established (the engine's property, node counts per precision);
+    ``settings``: every numerics-relevant setting that was pinned; ``threads``/``spinning`` as used.
+    """
+
+    precision: str
+    evidence: str
+    settings: dict[str, Any] = field(default_factory=dict)
+    threads: int | None = None
+    spinning: bool | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 class Runtime(ABC):
     """Loads one artifact and runs batches through it.
 
-    ``run`` takes ``{input name: array}`` and returns the outputs in the model's order.
+    ``run`` takes ``{input name: array}`` and returns the outputs in the model's order. Subclasses
+    call :meth:`_check_precision` at the end of their constructor, so a loaded runtime always runs
+    at the precision it was asked for.
     """
 
     name: str = "base"
@@ -45,6 +104,21 @@ class Runtime(ABC):
     def __init__(self, path: str | Path, options: RuntimeOptions | None = None) -> None:
         self.path = Path(path)
         self.options = options or RuntimeOptions()
+
+    @classmethod
+    def open(cls, path: str | Path, options: RuntimeOptions | None = None) -> Runtime:
+        """Load the artifact file at ``path`` (what the registry calls)."""
+        return cls(path, options)
+
+    @staticmethod
+    def read_input_dims(path: Path) -> Dims | None:
+        """The first input's dimensions read cheaply from the file, without compiling (None: unknown)."""
+        return None
+
+    @staticmethod
+    def precision_unsupported(precision: str, device: str = "cpu") -> str | None:
+        """Why this engine cannot execute ``precision`` on ``device`` of this machine, or None."""
+        return None
 
     @property
     @abstractmethod
@@ -57,10 +131,50 @@ class Runtime(ABC):
     @abstractmethod
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]: ...
 
+    @abstractmethod
+    def execution(self) -> Execution:
+        """Read back the precision, threads and numerics settings the engine really uses."""
+
     @property
     def device_used(self) -> str:
         """What actually executes the model (e.g. ``CPUExecutionProvider``, ``CPU``)."""
         return "cpu"
 
+    @property
+    def fell_back(self) -> bool:
+        """Whether a requested accelerator silently became the CPU."""
+        return False
+
+    def thread_copy(self) -> Runtime:
+        """A runtime for another thread over the same loaded weights (default: this one, thread-safe)."""
+        return self
+
+    def profile_runs(self) -> list[list[tuple[str, str, float, str]]]:
+        """Per-operator timings since loading with ``profile=True``: one list per run of
+        ``(node name, op type, microseconds, kernel/provider)``. Engines without a profiler raise."""
+        from cvdeploy.errors import ModelError
+
+        raise ModelError(f"no operator profiler for runtime {self.name!r}")
+
     def describe(self) -> dict[str, Any]:
-        return {"runtime": self.name, "path": str(self.path), "device": self.device_used}
+        ex = self.execution()
+        return {
+            "runtime": self.name,
+            "path": str(self.path),
+            "device": self.device_used,
+            "precision": ex.precision,
+            "threads": ex.threads,
+            "spinning": ex.spinning,
+        }
+
+    def _check_precision(self) -> Execution:
+        """Refuse to run when the engine executes another precision than the artifact states."""
+        ex = self.execution()
+        wanted = self.options.precision or "fp32"
+        if wanted != "mixed" and ex.precision != wanted:
+            raise PrecisionError(
+                f"{self.path.name}: {self.name} would execute {ex.precision}, not the {wanted} the artifact "
+                f"states ({ex.evidence}); to run {ex.precision} on purpose, add it as its own artifact "
+                f"(e.g. 'cvdeploy optimize BUNDLE --{ex.precision}')"
+            )
+        return ex

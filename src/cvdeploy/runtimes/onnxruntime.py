@@ -1,14 +1,23 @@
-"""ONNX Runtime: the default runtime, with execution-provider choice and a loud CPU fallback."""
+"""ONNX Runtime: the default runtime, with execution-provider choice and a loud CPU fallback.
+
+Numerics pinned here, whatever the build's defaults: no TF32 on CUDA, no FP16/INT8 in TensorRT for
+an FP32 artifact, no BF16 fast-math GEMMs on Arm, denormals kept. The graph optimizer stays at
+``ORT_ENABLE_ALL``: its fusions are exact rewrites in FP32. Threads default to the CPUs this process
+may use; intra-op spinning is off when several requests run at once.
+"""
 
 from __future__ import annotations
 
+import bisect
+import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from cvdeploy.errors import ConfigError, ModelError
-from cvdeploy.runtimes.base import Runtime, RuntimeOptions, TensorInfo
+from cvdeploy.runtimes.base import Dims, Execution, Runtime, RuntimeOptions, TensorInfo
 
 log = logging.getLogger("cvdeploy")
 
@@ -31,9 +40,49 @@ _DEVICE_PROVIDERS = {
     "auto": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
 }
 
+#: Session settings that change numerics, pinned to exact arithmetic.
+_EXACT_SESSION = {
+    "mlas.enable_gemm_fastmath_arm64_bfloat16": "0",
+    "session.set_denormal_as_zero": "0",
+}
+_INT8_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger",
+             "MatMulInteger", "DynamicQuantizeLinear", "QLinearAdd", "QLinearMul"}  # fmt: skip
+KERNEL_SUFFIX = "_kernel_time"
+
 
 def _shape(dims: list[object]) -> tuple[int | str | None, ...]:
     return tuple(d if isinstance(d, int | str) else None for d in dims)
+
+
+def _provider_options(provider: str, precision: str) -> dict[str, str]:
+    """Per-provider options that decide the arithmetic: TF32 and TensorRT reduced precision pinned."""
+    if provider == "CUDAExecutionProvider":
+        return {"use_tf32": "0"}
+    if provider == "TensorrtExecutionProvider":
+        return {"trt_fp16_enable": "1" if precision == "fp16" else "0", "trt_int8_enable": "0"}
+    return {}
+
+
+def graph_precision(path: Path) -> tuple[str, str]:
+    """The precision an ONNX graph computes in, from its operators and weights, with the evidence."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        raise ModelError(f"{path}: not a readable ONNX file ({exc})") from None
+    ops = [n.op_type for n in model.graph.node]
+    q = sum(op in _INT8_OPS for op in ops)
+    if q:
+        return "int8", f"{q} quantize/dequantize or integer operators in the graph"
+    half = sum(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer)
+    casts = sum(
+        n.op_type == "Cast" and any(a.name == "to" and a.i == onnx.TensorProto.FLOAT16 for a in n.attribute)
+        for n in model.graph.node
+    )
+    if half or casts:
+        return "fp16", f"{half} FP16 weight tensors, {casts} casts to FP16"
+    return "fp32", "no reduced-precision weights, casts or quantization in the graph"
 
 
 class OnnxRuntime(Runtime):
@@ -46,14 +95,25 @@ class OnnxRuntime(Runtime):
         import onnxruntime as ort
 
         opts = self.options
+        precision = opts.precision or "fp32"
         so = ort.SessionOptions()
-        if opts.threads:
-            so.intra_op_num_threads = int(opts.threads)
-            so.inter_op_num_threads = 1
+        self._threads = opts.resolved_threads()
+        self._spinning = opts.resolved_spinning()
+        so.intra_op_num_threads = self._threads
+        so.inter_op_num_threads = 1
+        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if self._spinning else "0")
+        so.add_session_config_entry("session.inter_op.allow_spinning", "1" if self._spinning else "0")
+        for key, value in _EXACT_SESSION.items():
+            so.add_session_config_entry(key, value)
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if opts.extra.get("profile"):
+        self._profiling = bool(opts.profile or opts.extra.get("profile"))
+        self._tmp_profile: Any = None
+        if self._profiling:
+            import tempfile
+
+            self._tmp_profile = tempfile.TemporaryDirectory(prefix="cvdeploy-ort-profile-")
             so.enable_profiling = True
-            so.profile_file_prefix = str(opts.extra.get("profile_prefix", "ort_profile"))
+            so.profile_file_prefix = str(Path(self._tmp_profile.name) / "ort")
         if opts.providers:
             requested = list(opts.providers)
         else:
@@ -75,12 +135,15 @@ class OnnxRuntime(Runtime):
                 ", ".join(available),
                 providers[0],
             )
+        self._provider_options = [_provider_options(p, precision) for p in providers]
         try:
-            self.session = ort.InferenceSession(str(self.path), sess_options=so, providers=providers)
+            self.session = ort.InferenceSession(
+                str(self.path), sess_options=so, providers=providers, provider_options=self._provider_options
+            )
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
             raise ModelError(f"{self.path}: ONNX Runtime cannot load this model: {exc}") from None
         self.requested_providers = requested
-        self.fell_back = bool(missing) and self.session.get_providers()[0] == "CPUExecutionProvider"
+        self._fell_back = bool(missing) and self.session.get_providers()[0] == "CPUExecutionProvider"
         self._inputs = [
             TensorInfo(i.name, _shape(i.shape), _ORT_TYPES.get(i.type, i.type))
             for i in self.session.get_inputs()
@@ -90,6 +153,26 @@ class OnnxRuntime(Runtime):
             for o in self.session.get_outputs()
         ]
         self._output_names = [o.name for o in self._outputs]
+        self._graph = graph_precision(self.path)
+        self._check_precision()
+
+    @staticmethod
+    def read_input_dims(path: Path) -> Dims | None:
+        try:
+            import onnx
+
+            model = onnx.load(str(path), load_external_data=False)
+            init = {i.name for i in model.graph.initializer}
+            inp = next(i for i in model.graph.input if i.name not in init)
+        except Exception as exc:  # an unreadable file is reported when it is loaded for real
+            log.debug("cannot read the input shape of %s: %s", path, exc)
+            return None
+        dims = inp.type.tensor_type.shape.dim
+        return tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in dims)
+
+    @staticmethod
+    def precision_unsupported(precision: str, device: str = "cpu") -> str | None:
+        return None  # FP32, FP16 (through casts on CPUs without FP16 kernels) and INT8 run everywhere
 
     @property
     def inputs(self) -> list[TensorInfo]:
@@ -106,6 +189,64 @@ class OnnxRuntime(Runtime):
     def device_used(self) -> str:
         return str(self.session.get_providers()[0])
 
+    @property
+    def fell_back(self) -> bool:
+        return self._fell_back
+
+    def execution(self) -> Execution:
+        precision, evidence = self._graph
+        provider = self.device_used
+        if precision == "fp16" and provider == "CPUExecutionProvider":
+            evidence += (
+                "; on the CPU provider, operators without FP16 kernels run in FP32 through inserted casts"
+            )
+        settings: dict[str, Any] = {
+            "graph_optimization_level": "ORT_ENABLE_ALL",
+            "providers": self.session.get_providers(),
+            **_EXACT_SESSION,
+        }
+        for p, o in zip(self.session.get_providers(), self._provider_options, strict=False):
+            if o:
+                settings[p] = o
+        return Execution(precision, evidence, settings, self._threads, self._spinning)
+
     def end_profiling(self) -> str:
         """Stop profiling and return the path of the JSON trace ONNX Runtime wrote."""
         return str(self.session.end_profiling())
+
+    def profile_runs(self) -> list[list[tuple[str, str, float, str]]]:
+        if not self._profiling:
+            raise ModelError("this ONNX Runtime session was not loaded with profiling on")
+        trace = Path(self.end_profiling())
+        events = json.loads(trace.read_text(encoding="utf-8"))
+        return trace_runs(events)
+
+
+def trace_runs(events: list[dict[str, Any]]) -> list[list[tuple[str, str, float, str]]]:
+    """Split an ONNX Runtime trace (Chrome trace format) into node timings per inference.
+
+    Every inference is a ``Session`` event ``model_run``; every executed node an event of category
+    ``Node`` named ``<node>_kernel_time`` with ``args.op_name``/``args.provider`` and ``dur`` in µs.
+    """
+    if not isinstance(events, list):
+        raise ModelError("not an ONNX Runtime profile trace (expected a JSON list of events)")
+    runs = sorted(
+        (e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"),
+        key=lambda e: e.get("ts", 0),
+    )
+    starts = [float(r.get("ts", 0)) for r in runs]
+    out: list[list[tuple[str, str, float, str]]] = [[] for _ in runs]
+    for e in events:
+        name = str(e.get("name", ""))
+        if e.get("cat") != "Node" or not name.endswith(KERNEL_SUFFIX) or not runs:
+            continue
+        ts = float(e.get("ts", 0))
+        k = bisect.bisect_right(starts, ts) - 1
+        if k < 0:
+            continue
+        args = e.get("args") or {}
+        node = name[: -len(KERNEL_SUFFIX)].rstrip("_") or name
+        out[k].append(
+            (node, str(args.get("op_name", "?")), float(e.get("dur", 0.0)), str(args.get("provider", "")))
+        )
+    return out

@@ -1,7 +1,15 @@
-"""OpenVINO: runs IR (``.xml`` + ``.bin``) or ONNX files through ``openvino.Core``."""
+"""OpenVINO: runs IR (``.xml`` + ``.bin``) or ONNX files through ``openvino.Core``.
+
+OpenVINO's CPU plugin picks its own inference precision: **BF16 by default wherever the CPU has native
+BF16** (AVX512-BF16, AMX), and a requested ``f16`` silently becomes BF16 on such CPUs. So every
+artifact is compiled with ``INFERENCE_PRECISION_HINT`` set from its precision (``int8`` keeps its
+non-quantized operations in FP32), and after compiling the runtime model is read back: the property
+itself and the precision every node will execute in. Any difference is refused.
+"""
 
 from __future__ import annotations
 
+import collections
 import os
 from pathlib import Path
 from typing import Any
@@ -10,9 +18,14 @@ import numpy as np
 
 from cvdeploy._deps import require
 from cvdeploy.errors import ModelError
-from cvdeploy.runtimes.base import Runtime, RuntimeOptions, TensorInfo
+from cvdeploy.runtimes.base import Dims, Execution, Runtime, RuntimeOptions, TensorInfo
 
 os.environ.setdefault("OPENVINO_TELEMETRY_DISABLE", "1")  # no phoning home, ever
+
+#: INFERENCE_PRECISION_HINT per artifact precision: INT8 runs its non-quantized operations in FP32.
+HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}
+_NAMES = {"f32": "fp32", "bf16": "bf16", "f16": "fp16", "i8": "int8", "u8": "int8"}
+_IGNORED = {"i32", "i64", "boolean", "u1", "undefined", "dynamic", "?"}
 
 
 def _ov_shape(pshape: Any) -> tuple[int | str | None, ...]:
@@ -20,6 +33,28 @@ def _ov_shape(pshape: Any) -> tuple[int | str | None, ...]:
     for d in pshape:
         dims.append(d.get_length() if d.is_static else None)
     return tuple(dims)
+
+
+def node_precisions(compiled: Any) -> collections.Counter[str]:
+    """How many nodes of the compiled (runtime) model execute in each precision (``f32``, ``bf16``, ``i8``…)."""
+    counts: collections.Counter[str] = collections.Counter()
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        info = op.get_rt_info()
+        if "runtimePrecision" in info:
+            counts[str(info["runtimePrecision"].astype(str)).lower()] += 1
+    return counts
+
+
+def effective_precision(counts: collections.Counter[str]) -> str:
+    """The precision a compiled model computes in, from the precisions its nodes execute in.
+
+    ``fp32`` when every float node runs in f32; ``int8`` when the only lower precision is 8-bit
+    integer; otherwise the lower precisions joined (``bf16``, ``bf16+int8``) — an INT8 model whose
+    float part runs in BF16 is not the INT8 model that was checked.
+    """
+    compute = {k for k, v in counts.items() if k not in _IGNORED and v}
+    low = sorted({_NAMES.get(k, k) for k in compute} - {"fp32"})
+    return "+".join(low) if low else "fp32"
 
 
 class OpenVinoRuntime(Runtime):
@@ -35,10 +70,17 @@ class OpenVinoRuntime(Runtime):
         device = {"cpu": "CPU", "gpu": "GPU", "cuda": "GPU", "auto": "AUTO"}.get(
             opts.device, opts.device.upper()
         )
-        config: dict[str, Any] = {"PERFORMANCE_HINT": opts.extra.get("hint", "LATENCY")}
-        if opts.threads:
-            config["INFERENCE_NUM_THREADS"] = int(opts.threads)
-        if opts.extra.get("profile"):
+        precision = opts.precision or "fp32"
+        hint = opts.extra.get("precision_hint") or HINTS.get(precision, "f32")
+        perf = opts.extra.get("hint") or ("THROUGHPUT" if opts.concurrency > 1 else "LATENCY")
+        self._threads = opts.resolved_threads()
+        config: dict[str, Any] = {
+            "PERFORMANCE_HINT": perf,
+            "INFERENCE_PRECISION_HINT": hint,
+            "INFERENCE_NUM_THREADS": self._threads,
+        }
+        self._profiling = bool(opts.profile or opts.extra.get("profile"))
+        if self._profiling:
             config["PERF_COUNT"] = True
         try:
             model = self.core.read_model(str(self.path))
@@ -46,7 +88,9 @@ class OpenVinoRuntime(Runtime):
         except Exception as exc:
             raise ModelError(f"{self.path}: OpenVINO cannot load this model: {exc}") from None
         self.device = device
+        self.config = {k: str(v) for k, v in config.items()}
         self._request = self.compiled.create_infer_request()
+        self._profile_rows: list[list[tuple[str, str, float, str]]] = []
         self._inputs = [
             TensorInfo(
                 p.get_any_name(), _ov_shape(p.get_partial_shape()), p.get_element_type().to_dtype().name
@@ -61,6 +105,53 @@ class OpenVinoRuntime(Runtime):
             )
             for i, p in enumerate(self.compiled.outputs)
         ]
+        self._execution = self._read_back()
+        self._check_precision()
+
+    @staticmethod
+    def read_input_dims(path: Path) -> Dims | None:
+        try:
+            ov = require("openvino", "the OpenVINO runtime")
+            model = ov.Core().read_model(str(path))
+            return tuple(d.get_length() if d.is_static else None for d in model.inputs[0].get_partial_shape())
+        except ModelError:
+            raise
+        except Exception:  # an unreadable file is reported when it is loaded for real
+            return None
+
+    @staticmethod
+    def precision_unsupported(precision: str, device: str = "cpu") -> str | None:
+        from cvdeploy import env
+
+        if device not in ("cpu", "CPU") or precision in ("fp32", "int8"):
+            return None
+        caps = env.cpu_capabilities()
+        cpu = env.cpu_info()["model"]
+        if precision == "bf16" and not caps["bf16"]:
+            return (
+                f"this CPU ({cpu}) has no native BF16 arithmetic (AVX512-BF16 or AMX): OpenVINO would emulate "
+                "it slowly or run FP32 instead"
+            )
+        if precision == "fp16" and not caps["fp16"]:
+            return (
+                f"this CPU ({cpu}) has no native FP16 arithmetic (AVX512-FP16, AMX-FP16 or Arm FP16): "
+                "OpenVINO would run another precision instead"
+            )
+        return None
+
+    def _read_back(self) -> Execution:
+        try:
+            prop = self.compiled.get_property("INFERENCE_PRECISION_HINT")
+            hint = prop.to_string() if hasattr(prop, "to_string") else str(prop)
+        except Exception:  # a plugin without the property (some GPUs): judge by the nodes alone
+            hint = "?"
+        counts = node_precisions(self.compiled)
+        precision = effective_precision(counts)
+        shown = ", ".join(f"{k} {v}" for k, v in counts.most_common())
+        evidence = (
+            f"INFERENCE_PRECISION_HINT={hint}; runtime precision of the nodes: {shown or 'none reported'}"
+        )
+        return Execution(precision, evidence, dict(self.config), self._threads, None)
 
     @property
     def inputs(self) -> list[TensorInfo]:
@@ -72,25 +163,31 @@ class OpenVinoRuntime(Runtime):
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         result = self._request.infer(feeds)
+        if self._profiling:
+            self._profile_rows.append(_counters(self._request))
         return [np.asarray(result[out]) for out in self.compiled.outputs]
+
+    def execution(self) -> Execution:
+        return self._execution
+
+    def thread_copy(self) -> Runtime:
+        """The same compiled model with its own infer request (one per thread)."""
+        return _InferRequest(self)
 
     def new_request(self) -> Any:
         """A fresh infer request for concurrent use from another thread."""
         return self.compiled.create_infer_request()
 
     def profile(self) -> list[dict[str, Any]]:
-        """Per-layer performance counters of the last inference (needs ``extra={'profile': True}``)."""
-        rows = []
-        for info in self._request.profiling_info:
-            rows.append(
-                {
-                    "name": info.node_name,
-                    "type": info.node_type,
-                    "exec_type": info.exec_type,
-                    "time_us": info.real_time.total_seconds() * 1e6,
-                }
-            )
-        return rows
+        """Per-layer performance counters of the last inference (needs ``profile=True``)."""
+        return [
+            {"name": n, "type": t, "exec_type": e, "time_us": us} for n, t, us, e in _counters(self._request)
+        ]
+
+    def profile_runs(self) -> list[list[tuple[str, str, float, str]]]:
+        if not self._profiling:
+            raise ModelError("this OpenVINO model was not compiled with profiling on")
+        return list(self._profile_rows)
 
     @property
     def device_used(self) -> str:
@@ -99,3 +196,44 @@ class OpenVinoRuntime(Runtime):
             return ",".join(devices) if isinstance(devices, list) else str(devices)
         except Exception:
             return self.device
+
+
+def _counters(request: Any) -> list[tuple[str, str, float, str]]:
+    return [
+        (i.node_name, i.node_type, i.real_time.total_seconds() * 1e6, i.exec_type)
+        for i in request.profiling_info
+        if i.real_time.total_seconds() > 0
+    ]
+
+
+class _InferRequest(Runtime):
+    """One infer request of a shared compiled model, so each worker thread has its own."""
+
+    name = "openvino"
+
+    def __init__(self, base: OpenVinoRuntime) -> None:
+        super().__init__(base.path, base.options)
+        self._base = base
+        self._request = base.compiled.create_infer_request()
+
+    @property
+    def inputs(self) -> list[TensorInfo]:
+        return list(self._base.inputs)
+
+    @property
+    def outputs(self) -> list[TensorInfo]:
+        return list(self._base.outputs)
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        result = self._request.infer(feeds)
+        return [np.asarray(result[out]) for out in self._base.compiled.outputs]
+
+    def execution(self) -> Execution:
+        return self._base.execution()
+
+    def thread_copy(self) -> Runtime:
+        return _InferRequest(self._base)
+
+    @property
+    def device_used(self) -> str:
+        return self._base.device_used

@@ -1,4 +1,8 @@
-"""PyTorch as the reference runtime: an ``nn.Module`` (or TorchScript file) run in eval mode."""
+"""PyTorch as the reference runtime: an ``nn.Module`` (or TorchScript file) run in eval mode.
+
+The reference must be exact: TF32 (CUDA matmuls and cuDNN convolutions), reduced-precision oneDNN
+math and autocast are all pinned off, so an FP32 reference is IEEE FP32 on every device.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,29 @@ from typing import Any
 import numpy as np
 
 from cvdeploy._deps import require
-from cvdeploy.runtimes.base import Runtime, RuntimeOptions, TensorInfo
+from cvdeploy.runtimes.base import Dims, Execution, Runtime, RuntimeOptions, TensorInfo
+
+
+def pin_fp32(torch: Any) -> dict[str, Any]:
+    """Set every global torch switch that could lower FP32 arithmetic to exact FP32; returns them."""
+    torch.set_float32_matmul_precision("highest")
+    settings: dict[str, Any] = {"float32_matmul_precision": torch.get_float32_matmul_precision()}
+    backends = torch.backends
+    for path in ("mkldnn.matmul", "mkldnn.conv", "cuda.matmul", "cudnn.conv"):
+        obj: Any = backends
+        for part in path.split("."):
+            obj = getattr(obj, part, None)
+        if obj is not None and hasattr(obj, "fp32_precision"):
+            try:
+                obj.fp32_precision = "ieee"
+                settings[f"{path}.fp32_precision"] = obj.fp32_precision
+            except (RuntimeError, ValueError, TypeError):  # an older torch: the legacy switches below
+                pass
+    if not any(k.startswith("cuda") for k in settings):
+        backends.cuda.matmul.allow_tf32 = False
+        backends.cudnn.allow_tf32 = False
+        settings["allow_tf32"] = False
+    return settings
 
 
 class TorchRuntime(Runtime):
@@ -27,17 +53,32 @@ class TorchRuntime(Runtime):
         torch = require("torch", "the PyTorch reference runtime")
         self.torch = torch
         self.module = module.eval()
-        if self.options.threads:
-            torch.set_num_threads(int(self.options.threads))
+        self._threads = int(self.options.threads) if self.options.threads else None
+        if self._threads:
+            torch.set_num_threads(self._threads)
+        self._settings = pin_fp32(torch)
         self.input_name = input_name
         dev = self.options.device
         self.device = "cuda" if dev in ("cuda", "gpu") and torch.cuda.is_available() else "cpu"
         self.module.to(self.device)
+        self._check_precision()
 
     @classmethod
     def from_torchscript(cls, path: str | Path, options: RuntimeOptions | None = None) -> TorchRuntime:
         torch = require("torch", "TorchScript models")
         return cls(torch.jit.load(str(path), map_location="cpu"), options=options, path=path)
+
+    @classmethod
+    def open(cls, path: str | Path, options: RuntimeOptions | None = None) -> TorchRuntime:
+        return cls.from_torchscript(path, options)
+
+    @staticmethod
+    def read_input_dims(path: Path) -> Dims | None:
+        return None  # a TorchScript file does not state its input shape
+
+    @staticmethod
+    def precision_unsupported(precision: str, device: str = "cpu") -> str | None:
+        return None
 
     @property
     def inputs(self) -> list[TensorInfo]:
@@ -50,9 +91,21 @@ class TorchRuntime(Runtime):
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         torch = self.torch
         x = torch.from_numpy(np.ascontiguousarray(next(iter(feeds.values())))).to(self.device)
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast(self.device, enabled=False):
             out = self.module(x)
         return [t.detach().float().cpu().numpy() for t in _flatten(out)]
+
+    def execution(self) -> Execution:
+        torch = self.torch
+        dtypes = sorted({str(p.dtype).removeprefix("torch.") for p in self.module.parameters()}) or [
+            "float32"
+        ]
+        low = [d for d in dtypes if d in ("float16", "bfloat16")]
+        precision = {"float16": "fp16", "bfloat16": "bf16"}[low[0]] if low else "fp32"
+        evidence = f"parameters {', '.join(dtypes)}; autocast off; matmul precision {torch.get_float32_matmul_precision()}"
+        return Execution(
+            precision, evidence, dict(self._settings), self._threads or torch.get_num_threads(), None
+        )
 
     @property
     def device_used(self) -> str:

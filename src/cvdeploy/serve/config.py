@@ -4,7 +4,7 @@
     limits:      {max_body_bytes, max_image_pixels, allowed_content_types}
     repository:  {max_loaded_versions, load_roots}
     defaults:    {artifact, max_batch_size, max_queue_delay_ms, queue_size, instances, timeout_s,
-                  threads, device}
+                  threads, spinning, device}
     models:      {NAME: {path, ...any key of defaults}}
 
 Every key is checked: an unknown one is refused with a message naming it and the keys allowed
@@ -45,7 +45,11 @@ class ModelConfig(_Strict):
     queue_size: int = Field(64, ge=1, le=1_000_000)  # requests waiting at most; more are answered 503
     instances: int = Field(1, ge=1, le=64)  # runtime sessions of this model running side by side
     timeout_s: float = Field(30.0, gt=0.0, le=3600.0)  # queue + inference, per request
-    threads: int | None = Field(None, ge=1, le=256)  # intra-op threads per instance
+    threads: int | None = Field(
+        None, ge=1, le=256
+    )  # intra-op threads per instance; None = CPUs this process may use
+    # spin-waiting intra-op threads; None = off (a server's request threads need the cores between ops)
+    spinning: bool | None = None
     device: str = "cpu"
 
 

@@ -33,6 +33,7 @@ from cvdeploy.contract import Contract
 from cvdeploy.errors import ConfigError, CvdeployError
 from cvdeploy.pipeline import Pipeline
 from cvdeploy.runtimes import RuntimeOptions, TensorInfo
+from cvdeploy.runtimes.registry import engine
 from cvdeploy.serve.batching import DynamicBatcher, Feeds, Runner
 from cvdeploy.serve.config import ModelConfig, ServeConfig
 from cvdeploy.serve.errors import BadRequest, Conflict, Forbidden, NotFound, NotReady
@@ -41,7 +42,6 @@ from cvdeploy.serve.security import Event, Principal, Security
 
 log = logging.getLogger("cvdeploy.serve.repository")
 
-PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "openvino": "openvino", "torch": "pytorch_libtorch"}
 _clock = itertools.count(1)
 
 
@@ -89,7 +89,7 @@ class ModelVersion:
 
     @property
     def platform(self) -> str:
-        return PLATFORMS.get(self.artifact.runtime, self.artifact.runtime)
+        return engine(self.artifact.runtime).triton_platform
 
     @property
     def resource(self) -> str:
@@ -122,7 +122,7 @@ def batchable(pipe: Pipeline) -> bool:
 
 def make_runner(pipe: Pipeline) -> Runner:
     """A function for a worker thread: several requests' feeds → outputs of one runtime call."""
-    copy_readonly = pipe.runtime.name == "openvino"  # OpenVINO wants writable host memory
+    copy_readonly = engine(pipe.runtime.name).writable_inputs  # e.g. OpenVINO wants writable host memory
 
     def run(feeds_list: Sequence[Feeds]) -> list[np.ndarray]:
         if len(feeds_list) == 1:
@@ -404,7 +404,8 @@ class ModelRepository:
             )
         cfg = self.config.model(name)
         art = bundle.artifact(artifact or cfg.artifact)
-        options = RuntimeOptions(threads=cfg.threads, device=cfg.device)
+        options = RuntimeOptions(threads=cfg.threads, device=cfg.device, concurrency=cfg.instances,
+                                 spinning=bool(cfg.spinning))  # fmt: skip
         pipes = [Pipeline.from_bundle(bundle, art.name, options) for _ in range(cfg.instances)]
         v = int(version) if version is not None else int(bundle.manifest.version)
         batcher = DynamicBatcher(

@@ -39,6 +39,7 @@ from starlette.responses import Response
 
 from cvdeploy import __version__
 from cvdeploy.runtimes import TensorInfo
+from cvdeploy.runtimes.registry import engine
 from cvdeploy.serve.errors import BadRequest, UnsupportedMedia
 from cvdeploy.serve.protocols.common import (
     authorize,
@@ -498,7 +499,6 @@ async def rollback(request: Request) -> Response:
 # ---- Triton-shaped documents ---------------------------------------------------------------------
 
 _TRITON_TYPES = {v: f"TYPE_{'STRING' if v == 'BYTES' else v}" for v in [*V2_TO_NUMPY, "BYTES"]}
-_BACKENDS = {"onnxruntime": "onnxruntime", "openvino": "openvino", "torch": "pytorch"}
 
 
 def triton_config(mv: ModelVersion) -> dict[str, Any]:
@@ -514,7 +514,7 @@ def triton_config(mv: ModelVersion) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "name": mv.name,
         "platform": mv.platform,
-        "backend": _BACKENDS.get(mv.artifact.runtime, mv.artifact.runtime),
+        "backend": engine(mv.artifact.runtime).triton_backend,
         "version_policy": {"latest": {"num_versions": 1}},
         "max_batch_size": mbs,
         "input": [{**tensor(t), "format": "FORMAT_NONE", "allow_ragged_batch": False, "optional": False}
