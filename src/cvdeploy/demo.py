@@ -119,7 +119,9 @@ def run_demo(
 def _int8_step(
     b: Bundle, out: Path, data_yaml: Path, summary: DemoSummary, say: Say, show: Callable[[Any], None] | None
 ) -> None:
-    say("4/7 quantizing to INT8 (ONNX Runtime, float box head, accuracy-aware within 1 mAP point)")
+    say(
+        "4/7 quantizing to INT8 (ONNX Runtime, float box head, accuracy-aware within 1 mAP point); BF16 where native"
+    )
     from cvdeploy.optimize import Int8Options, quantize_int8
     from cvdeploy.optimize.variants import variants_table
 
@@ -135,6 +137,7 @@ def _int8_step(
         f"{art.metrics.get('mAP50-95', float('nan')):.3f} "
         f"(drop {opt.get('drop_points', float('nan')):+.2f} points vs onnx-fp32)",
     )
+    _bf16(b, data_yaml, summary, say)
     say("    measuring every artifact for the variants table (size, latency, mAP, parity)")
     rows, doc = variants_table(b, measure=True, val=data_yaml, runs=15, report_dir=out / "reports")
     if show is not None:
@@ -143,6 +146,26 @@ def _int8_step(
         if r.artifact != "onnx-fp32" and r.speedup is not None:
             summary.add(f"speedup {r.artifact}", f"{r.speedup:.2f}x vs onnx-fp32 (model alone, batch 1)")
     summary.add("variants report", out / "reports" / "optimize.html")
+
+
+def _bf16(b: Bundle, data_yaml: Path, summary: DemoSummary, say: Say) -> None:
+    """openvino-bf16 where this CPU has native BF16 (OpenVINO told so explicitly); else say why not."""
+    from cvdeploy.optimize.reduced import reduced_unsupported, to_openvino_precision
+
+    why = reduced_unsupported("bf16")
+    if why:
+        summary.add("openvino-bf16", f"not made here: {why}")
+        say(f"    openvino-bf16 not made: {why}")
+        return
+    say("    this CPU has native BF16: adding openvino-bf16 as a measured variant")
+    art = to_openvino_precision(b, "bf16", lambda m: say("    " + m), val=data_yaml)
+    opt = art.metrics.get("optimize", {})
+    summary.add(
+        f"mAP50-95 {art.name}",
+        f"{art.metrics.get('mAP50-95', float('nan')):.3f} "
+        f"(drop {opt.get('drop_points', float('nan')):+.2f} points vs onnx-fp32; executes "
+        f"{(art.execution or {}).get('precision')})",
+    )
 
 
 def _bench_step(b: Bundle, out: Path, summary: DemoSummary, say: Say) -> None:

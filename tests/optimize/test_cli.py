@@ -214,3 +214,16 @@ def test_zoo_bundle_is_optimized_as_a_copy(
     assert "part of the cvdeploy package" in err and "tiny.cvd" in err
     assert manifest_bytes(zoo / "n.cvd") == before
     assert "onnx-fp16" in Bundle.load(work / "tiny.cvd").artifact_names
+
+
+def test_bf16_where_the_cpu_has_no_native_bf16_is_one_line_and_changes_nothing(
+    tiny_bundle_copy: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("openvino")
+    from cvdeploy import env
+
+    monkeypatch.setattr(env, "cpu_capabilities", lambda flags=None: dict.fromkeys(env.CAPABILITIES, False))
+    before = manifest_bytes(tiny_bundle_copy)
+    assert run(["optimize", str(tiny_bundle_copy), "--bf16"]) == 2
+    _one_line_error(capsys, "--bf16", "no native BF16", "--int8")
+    assert manifest_bytes(tiny_bundle_copy) == before

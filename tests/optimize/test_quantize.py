@@ -85,6 +85,9 @@ def test_openvino_int8_artifact(tiny_bundle_copy: Path, calib_dir: Path, photos:
     art = quantize_int8(tiny_bundle_copy, calib_dir, runtime="openvino")
     assert art.name == "openvino-int8" and art.runtime == "openvino"
     assert set(art.sha256) == {"openvino-int8/model.xml", "openvino-int8/model.bin"}
+    # quantized ops run INT8 and everything else FP32 (never the plugin's BF16 default), read back
+    assert art.execution is not None and art.execution["precision"] == "int8"
+    assert art.execution["settings"]["INFERENCE_PRECISION_HINT"] == "f32"
     assert art.details["float_head"]["openvino_ops"] > 0
     assert len(_run(tiny_bundle_copy, "openvino-int8", photos)) == 2
 

@@ -89,6 +89,11 @@ class BenchSettings:
     min_map: float | None = None
     budget_stat: str = "p95"
     metric: str = "mAP50-95"
+    spinning: str = "auto"  # auto (on for one request at a time, off under concurrency) | on | off
+
+    def spinning_flag(self) -> bool | None:
+        """``RuntimeOptions.spinning`` for this setting (None: decided by the concurrency)."""
+        return {"auto": None, "on": True, "off": False}[self.spinning]
 
     def validate(self) -> BenchSettings:
         """Normalise aliases and refuse impossible values with a one-line reason."""
@@ -116,6 +121,8 @@ class BenchSettings:
             raise ConfigError(f"--min-map is a fraction between 0 and 1 (e.g. 0.6), not {self.min_map}")
         if self.num_images < 1:
             raise ConfigError("need at least one image")
+        if self.spinning not in ("auto", "on", "off"):
+            raise ConfigError(f"--spinning {self.spinning!r}: use auto, on or off")
         return self
 
     def to_dict(self) -> dict[str, Any]:

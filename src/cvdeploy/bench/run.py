@@ -103,7 +103,9 @@ def run_bench(
         for i, cfg in enumerate(configs):
             bar.config(i, cfg.key, passes)
             options = throughput_options(
-                RuntimeOptions(threads=cfg.threads, device=cfg.device), cfg.runtime, cfg.concurrency
+                RuntimeOptions(threads=cfg.threads, device=cfg.device, spinning=s.spinning_flag()),
+                cfg.runtime,
+                cfg.concurrency,
             )
             try:
                 res = resolver.resolve(cfg, options)

@@ -98,7 +98,12 @@ def bench(
     ),
     batch: str = typer.Option("1", "--batch", "-b", help="Batch size(s), e.g. 1,4,8."),
     threads: str = typer.Option(
-        None, "--threads", help="Intra-op threads, e.g. 1,2 (default: the engine's)."
+        None, "--threads", help="Intra-op threads, e.g. 1,2 (default: the CPUs this process may use)."
+    ),
+    spinning: str = typer.Option(
+        "auto",
+        "--spinning",
+        help="ONNX Runtime threads spin-wait between ops: auto (off when -c > 1), on or off.",
     ),
     concurrency: str = typer.Option("1", "--concurrency", "-c", help="Requests in flight, e.g. 1,4,16."),
     sessions: int = typer.Option(1, "--sessions", min=1, help="Model copies that concurrent requests share."),
@@ -158,6 +163,7 @@ def bench(
         budget_ms=budget_ms,
         min_map=min_map,
         budget_stat=budget_stat,
+        spinning=spinning,
     )
     with _RichProgress(enabled=not as_json and err_console.is_terminal) as progress:
         report = run_bench(bundle, settings, progress=progress)

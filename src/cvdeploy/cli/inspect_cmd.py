@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import typer
 from rich.table import Table
@@ -21,6 +22,28 @@ def _fmt(v: float | None, spec: str = ".3g") -> str:
     return "–" if v is None else format(v, spec)
 
 
+def _executes(execution: dict[str, Any] | None, stated: str) -> str:
+    """What the runtime read back when the artifact was checked: ``fp32 (AMD EPYC)``; ``–`` when not recorded."""
+    if not execution:
+        return "–"
+    got = str(execution.get("precision", "?"))
+    where = execution.get("cpu") or execution.get("device") or ""
+    mark = "" if got == stated else " (≠ name!)"
+    return f"{got}{mark}" + (f" on {where}" if where else "")
+
+
+def _here(bundle: Any, art: Any) -> str:
+    """Load the artifact now and read back what this machine's engine executes (or why it refuses)."""
+    from cvdeploy.errors import CvdeployError
+
+    try:
+        ex = bundle.load_runtime(art).execution()
+    except CvdeployError as exc:
+        return f"refused: {str(exc).split(': ', 1)[-1][:80]}"
+    threads = f", {ex.threads} threads" if ex.threads else ""
+    return f"{ex.precision}{threads}"
+
+
 def artifacts_table(bundle: object) -> Table:
     from cvdeploy.bundle import Bundle
 
@@ -30,13 +53,20 @@ def artifacts_table(bundle: object) -> Table:
         "artifact",
         "runtime",
         "precision",
+        "checked as",
+        "runs here",
         "size MB",
         "max abs diff",
         "cosine",
         "agreement",
         "metrics",
     ):
-        t.add_column(col, justify="right" if col not in ("artifact", "runtime", "metrics") else "left")
+        t.add_column(
+            col,
+            justify="left"
+            if col in ("artifact", "runtime", "metrics", "checked as", "runs here")
+            else "right",
+        )
     for art in bundle.manifest.artifacts:
         size = sum((bundle.path / f).stat().st_size for f in art.sha256 if (bundle.path / f).is_file()) / 1e6
         p = art.parity
@@ -50,6 +80,8 @@ def artifacts_table(bundle: object) -> Table:
             art.name + default,
             art.runtime,
             art.precision,
+            _executes(art.execution, art.precision),
+            _here(bundle, art),
             f"{size:.2f}",
             _fmt(p.max_abs_diff if p else None, ".2e"),
             _fmt(p.cosine if p else None, ".6f"),
@@ -100,12 +132,17 @@ def inspect(
     envf = m.provenance.environment
     libs = envf.get("libraries", {})
     cpu = envf.get("cpu", {})
+    from cvdeploy import env
+
+    recorded = cpu.get("capabilities") or env.cpu_capabilities(cpu.get("flags", []))
     head.add_row("created", f"{m.provenance.created} by cvdeploy {m.provenance.tool_version}")
     head.add_row(
         "environment",
         f"python {envf.get('python', '?')}, onnxruntime {libs.get('onnxruntime', '–')}, torch {libs.get('torch', '–')}, "
         f"openvino {libs.get('openvino', '–')}; {cpu.get('model', '?')} ({', '.join(cpu.get('flags', []))})",
     )
+    head.add_row("capabilities then", env.capabilities_line(recorded))
+    head.add_row("this machine", f"{env.cpu_info()['model']}: {env.capabilities_line()}")
     if m.reference_profile:
         head.add_row("reference profile", m.reference_profile)
     console.print(head)

@@ -45,6 +45,7 @@ class Variant:
     parity_cosine: float | None = None
     box_agreement: float | None = None
     made_by: str = "export"
+    executes: str | None = None  # the precision the runtime read back when the artifact was checked
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -132,6 +133,7 @@ def variants(
             parity_cosine=art.parity.cosine if art.parity else None,
             box_agreement=art.parity.box_agreement if art.parity else None,
             made_by=art.made_by,
+            executes=str(art.execution.get("precision")) if art.execution else None,
         )
         if art.precision == "fp16" and row.speedup is not None and row.speedup < NO_SPEEDUP:
             row.notes.append(
@@ -200,12 +202,12 @@ def _fmt(v: float | None, pattern: str = "{:.2f}") -> str:
 
 def table(rows: Sequence[Variant], highlight: str | None = None) -> Table:
     """The variants table as a report :class:`Table` (for terminal, HTML and Markdown)."""
-    columns = ["artifact", "runtime", "precision", "size MB", "p50 ms", "model p50 ms", "speedup",
+    columns = ["artifact", "runtime", "precision", "executes", "size MB", "p50 ms", "model p50 ms", "speedup",
                "mAP50-95", "Δ mAP", "fidelity", "parity cos", "agreement"]  # fmt: skip
     body = []
     for r in rows:
         body.append([
-            r.artifact, r.runtime, r.precision, _fmt(r.size_mb, "{:.1f}"), _fmt(r.p50_ms, "{:.1f}"),
+            r.artifact, r.runtime, r.precision, r.executes or "—", _fmt(r.size_mb, "{:.1f}"), _fmt(r.p50_ms, "{:.1f}"),
             _fmt(r.model_p50_ms, "{:.1f}"), _fmt(r.speedup, "{:.2f}x"), _fmt(r.map50_95, "{:.1f}"),
             _fmt(None if r.drop is None else 0.0 - r.drop, "{:+.2f}"), _fmt(r.fidelity, "{:.1f}"),
             _fmt(r.parity_cosine, "{:.4f}"), _fmt(r.box_agreement, "{:.2f}"),
@@ -222,7 +224,8 @@ def document(bundle: Bundle, rows: Sequence[Variant], extra: dict[str, Any] | No
     sec.add(table(rows, extra.get("recommended")))
     sec.add(Paragraph(
         "speedup: FP32 model p50 / this model p50 (runtime alone, batch 1); p50 ms: a whole request "
-        "(JPEG decode, preprocessing, model, NMS). drop: mAP50-95 points lost against onnx-fp32 on labelled "
+        "(JPEG decode, preprocessing, model, NMS). executes: the precision the runtime read back after compiling. "
+        "drop: mAP50-95 points lost against onnx-fp32 on labelled "
         "data; fidelity: mAP50 against FP32's own detections where there are no labels."
     ))  # fmt: skip
     for r in rows:
@@ -265,7 +268,8 @@ def document(bundle: Bundle, rows: Sequence[Variant], extra: dict[str, Any] | No
                 )
     cpu = env.cpu_info()
     doc.section("Environment").add(KeyValues([
-        ("CPU", f"{cpu['model']} ({cpu['cores']} logical cores)"),
+        ("CPU", f"{cpu['model']} ({cpu['cores']} logical cores, {env.available_cpus()} usable here)"),
+        ("capabilities", env.capabilities_line()),
         ("CPU flags", " ".join(cpu["flags"])),
     ]))  # fmt: skip
     return doc
