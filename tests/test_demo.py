@@ -34,3 +34,24 @@ def test_demo_runs_every_step(tiny_bundle_path: Path, tmp_path: Path) -> None:
     assert {"speedup onnx-int8", "speedup openvino-fp32"} <= set(rows)
     assert Path(rows["variants report"]).is_file()
     assert "onnx-int8" in Path(rows["variants report"]).read_text()
+    # BF16 is a measured variant where the CPU has it natively, and said why not elsewhere
+    from cvdeploy.optimize.reduced import reduced_unsupported
+
+    if reduced_unsupported("bf16") is None:
+        assert "speedup openvino-bf16" in rows and "executes bf16" in rows["mAP50-95 openvino-bf16"]
+    else:
+        assert rows["openvino-bf16"].startswith("not made here:")
+
+
+def test_demo_bf16_step_without_native_bf16(tiny_bundle_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("openvino")
+    from cvdeploy import env
+    from cvdeploy.bundle import Bundle
+    from cvdeploy.demo import DemoSummary, _bf16
+
+    monkeypatch.setattr(env, "cpu_capabilities", lambda flags=None: dict.fromkeys(env.CAPABILITIES, False))
+    summary = DemoSummary(tiny_bundle_copy.parent)
+    lines: list[str] = []
+    _bf16(Bundle.load(tiny_bundle_copy), tiny_bundle_copy / "unused.yaml", summary, lines.append)
+    assert "no native BF16" in dict(summary.rows)["openvino-bf16"]
+    assert "openvino-bf16" not in Bundle.load(tiny_bundle_copy).artifact_names

@@ -143,7 +143,9 @@ def make_scorer(
     if labels is not None:
         return Scorer(b, labels=labels, limit=limit)
     if images is None:
-        details["accuracy"] = "not measured: no --val labels and no single image folder for fidelity"
+        details["accuracy"] = (
+            "not measured: give --val data.yaml (mAP) or --calib with one image folder (fidelity against FP32)"
+        )
         return None
     scorer = Scorer(b, images=images, limit=limit or 50)
     why = scorer.unusable()
