@@ -60,7 +60,7 @@ def test_bench_writes_json_markdown_and_html(tiny_bundle_path: Path, tmp_path: P
     for key in ("p50_ms", "mean_ms", "p90_ms", "p95_ms", "p99_ms", "min_ms", "max_ms", "std_ms", "cv"):
         assert key in data["results"][0]["latency"]
     text = md.read_text()
-    assert "| configuration | device | executes | p50 ms |" in text
+    assert "| configuration | device | executes | steady p50 ms | ± noise | p50 ms |" in text
     assert "fp32 · " in text  # the read-back precision and threads of each configuration
     assert "| onnx-fp32 320x320 b2 tauto c1 |" in text
     page = html.read_text()

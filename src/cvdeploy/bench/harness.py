@@ -179,6 +179,8 @@ class Measurement:
     peak_rss_mb: float | None = None
     rss_mb: float | None = None
     notes: list[str] = field(default_factory=list)
+    cpu_ns: np.ndarray | None = None  # ``(runs,)`` this process's CPU time per measured pass
+    foreign_load: float | None = None  # share of the machine's CPU other processes used meanwhile (0-1)
 
     @property
     def runs(self) -> int:
@@ -221,13 +223,21 @@ def measure(
     device: str = "cpu",
     clock: Clock = time.perf_counter_ns,
     on_pass: Callable[[], None] | None = None,
+    cpu_clock: Clock | None = None,
 ) -> Measurement:
     """Cold start, warm-up and measured passes of one pipeline, one request at a time.
 
     ``runs`` and ``duration_s`` bound the measured phase (whichever ends first; at least
     ``MIN_RUNS`` passes under a time budget). ``on_pass`` is called after every pass outside the
-    timed region (progress bars).
+    timed region (progress bars). ``cpu_clock`` (process CPU time; None to skip) gives each pass's CPU
+    share, from which :mod:`cvdeploy.bench.noise` finds the passes foreign load slowed down; by default
+    the process CPU clock when ``clock`` is the real one (a fake clock gets no CPU times).
     """
+    from cvdeploy.bench.noise import LoadMeter
+
+    if cpu_clock is None and clock is time.perf_counter_ns:
+        cpu_clock = time.process_time_ns
+
     if runs is None and duration_s is None:
         raise ValueError("measure needs runs or duration_s")
     memory = MemoryProbe()
@@ -241,14 +251,21 @@ def measure(
         for _ in range(warmup):
             on_pass()
     rows: list[tuple[int, int, int, int, int]] = []
+    cpu: list[int] = []
+    meter = LoadMeter()
+    meter.start()
     start = clock()
     deadline = start + int(duration_s * 1e9) if duration_s else None
     offset = 1 + warmup
     while not _stop(len(rows), runs, deadline, clock):
+        c0 = cpu_clock() if cpu_clock is not None else 0
         rows.append(time_pass(pipe, feed.batch(offset + len(rows), batch), clock))
+        if cpu_clock is not None:
+            cpu.append(cpu_clock() - c0)
         if on_pass is not None:
             on_pass()
     wall = clock() - start
+    foreign = meter.stop()
     table = np.asarray(rows, dtype=np.int64).reshape(-1, len(STAGES))
     result = Measurement(
         samples_ns={stage: table[:, k].copy() for k, stage in enumerate(STAGES)},
@@ -262,6 +279,8 @@ def measure(
         execution=execution_of(pipe),
         peak_rss_mb=memory.peak_mb(),
         rss_mb=memory.rss_mb(),
+        cpu_ns=np.asarray(cpu, dtype=np.int64) if cpu_clock is not None else None,
+        foreign_load=foreign,
     )
     if not memory.resettable:
         result.notes.append("peak memory is the process-wide high-water mark (it cannot be reset here)")

@@ -13,6 +13,14 @@ from cvdeploy.bench.harness import STAGES, Measurement
 from cvdeploy.bench.stats import LatencyStats, summarize
 
 
+def _steady(m: Measurement) -> list[bool] | None:
+    from cvdeploy.bench.noise import steady_mask
+
+    if m.cpu_ns is None:
+        return None
+    return [bool(v) for v in steady_mask(m.samples_ns["total"], m.cpu_ns)]
+
+
 @dataclass
 class ColdStart:
     """Milliseconds to create the session(s) and to run the very first request."""
@@ -54,6 +62,8 @@ class BenchResult:
     source: str = "bundle"  # "bundle", or "re-exported" for a size the bundle's artifact could not take
     notes: list[str] = field(default_factory=list)
     execution: dict[str, Any] = field(default_factory=dict)  # precision/threads/spinning as read back
+    steady_mask: list[bool] | None = None  # passes not slowed by foreign load (see bench.noise)
+    foreign_load: float | None = None  # share of the machine's CPU other processes used while measuring
 
     @property
     def key(self) -> str:
@@ -67,6 +77,31 @@ class BenchResult:
     def latency(self) -> LatencyStats:
         """End-to-end latency of one request (all stages)."""
         return summarize(self.samples_ms["total"])
+
+    @functools.cached_property
+    def steady(self) -> LatencyStats:
+        """The headline: end-to-end latency over the passes foreign load did not slow down."""
+        total = np.asarray(self.samples_ms["total"])
+        if self.steady_mask is None or len(self.steady_mask) != len(total) or not any(self.steady_mask):
+            return self.latency
+        return summarize(total[np.asarray(self.steady_mask, dtype=bool)])
+
+    @functools.cached_property
+    def noise_pct(self) -> float:
+        """The headline's noise floor: 95 % CI half-width of the steady median, in percent."""
+        from cvdeploy.bench.noise import noise_pct
+
+        total = np.asarray(self.samples_ms["total"])
+        if self.steady_mask is not None and len(self.steady_mask) == len(total) and any(self.steady_mask):
+            total = total[np.asarray(self.steady_mask, dtype=bool)]
+        return noise_pct(total)
+
+    @property
+    def disturbed(self) -> bool:
+        """Whether other processes used so much CPU while measuring that the figures cannot be trusted."""
+        from cvdeploy.bench.noise import BUSY_SHARE
+
+        return self.foreign_load is not None and self.foreign_load > BUSY_SHARE
 
     @property
     def per_image_ms(self) -> float:
@@ -99,6 +134,8 @@ class BenchResult:
             source=source,
             notes=[*(notes or []), *m.notes],
             execution=dict(m.execution),
+            steady_mask=_steady(m),
+            foreign_load=m.foreign_load,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -123,6 +160,9 @@ class BenchResult:
             "source": self.source,
             "notes": self.notes,
             "execution": self.execution,
+            "steady": {**self.steady.to_dict(), "noise_pct": self.noise_pct, "passes": self.steady.n},
+            "steady_mask": self.steady_mask,
+            "foreign_load": self.foreign_load,
             "samples_ms": {s: [round(v, 4) for v in vals] for s, vals in self.samples_ms.items()},
         }
 
@@ -145,6 +185,8 @@ class BenchResult:
             source=str(d.get("source", "bundle")),
             notes=list(d.get("notes") or []),
             execution=dict(d.get("execution") or {}),
+            steady_mask=d.get("steady_mask"),
+            foreign_load=d.get("foreign_load"),
         )
 
     def samples(self, stage: str = "total") -> np.ndarray:

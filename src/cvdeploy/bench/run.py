@@ -124,6 +124,11 @@ def run_bench(
             )
             if m.fell_back:
                 warnings.append(_fallback_warning(cfg, m.device_used))
+            if results[-1].disturbed:
+                warnings.append(
+                    f"{cfg.key}: other processes used {results[-1].foreign_load:.0%} of the machine's CPU while it "
+                    "was measured — too disturbed to trust; re-run when the machine is quieter"
+                )
         if not results:
             first = skipped[0] if skipped else None
             raise ConfigError(
