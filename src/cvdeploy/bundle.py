@@ -151,6 +151,7 @@ class Bundle:
     def __init__(self, path: Path, manifest: Manifest) -> None:
         self.path = path
         self.manifest = manifest
+        self._verified: dict[str, dict[str, str]] = {}  # artifact → the hashes it was verified against
 
     # ---- reading -------------------------------------------------------------------------
     @classmethod
@@ -165,7 +166,10 @@ class Bundle:
                 f"{path} is not a cvdeploy bundle (no {MANIFEST}); create one with 'cvdeploy export'"
             )
         try:
-            raw = yaml.safe_load(mpath.read_text(encoding="utf-8"))
+            # libyaml's C loader when present: the manifest is parsed on every cold start
+            raw = yaml.load(
+                mpath.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+            )
         except yaml.YAMLError as exc:
             raise BundleError(f"{mpath}: not valid YAML ({str(exc).splitlines()[0]})") from None
         if not isinstance(raw, dict):
@@ -185,6 +189,12 @@ class Bundle:
             for art in manifest.artifacts:
                 bundle.verify(art.name)
         return bundle
+
+    @classmethod
+    def open(cls, spec: Bundle | str | Path) -> Bundle:
+        """A bundle to run one artifact of: the manifest is read now, each artifact's files are hashed
+        when that artifact is loaded (:meth:`load_runtime`) — a cold start hashes only what it runs."""
+        return spec if isinstance(spec, Bundle) else cls.load(spec, verify=False)
 
     @property
     def name(self) -> str:
@@ -221,7 +231,13 @@ class Bundle:
         from cvdeploy.runtimes import RuntimeOptions as _Options
 
         a = art if isinstance(art, Artifact) else self.artifact(art)
+        if self._verified.get(a.name) != a.sha256:
+            self.verify(a.name)  # what runs is what was recorded: never load an unverified file
         opts = (options or _Options()).replace(precision=a.precision)
+        if a.execution and a.sha256:
+            # the files are byte-identical to those checked at export: engines may reuse what was read
+            # from them then (the graph's precision) instead of parsing them again
+            opts.extra = {**opts.extra, "verified_execution": a.execution}
         return registry.engine(a.runtime).load(self.file(a), opts)
 
     def verify(self, name: str) -> None:
@@ -236,6 +252,7 @@ class Bundle:
                     f"bundle {self.path}: {rel} does not match its recorded sha256 — the file was modified "
                     "after export; re-export it or restore the original"
                 )
+        self._verified[art.name] = dict(art.sha256)
 
     # ---- writing -------------------------------------------------------------------------
     @classmethod

@@ -50,7 +50,7 @@ class Pipeline:
 
         ``imgsz`` (height, width) overrides the contract's input size; the artifact must accept it.
         """
-        b = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
+        b = Bundle.open(bundle)  # the artifact's files are verified when it is loaded below
         art = b.artifact(artifact)
         # a private copy: callers may tune thresholds without touching the bundle's manifest
         contract = b.contract.model_copy(deep=True)

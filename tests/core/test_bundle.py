@@ -87,3 +87,19 @@ def test_unknown_artifact_names_the_ones_that_exist(tiny_bundle_path: Path) -> N
 )
 def test_artifact_names(runtime: str, precision: str, tag: str | None, expected: str) -> None:
     assert artifact_name(runtime, precision, tag) == expected
+
+
+def test_a_pipeline_hashes_what_it_runs_and_refuses_it_when_modified(tiny_bundle_copy: Path) -> None:
+    """Bundle.open reads only the manifest; the artifact is hashed when it is loaded, and a file
+    modified between opening and loading is still refused."""
+    from cvdeploy.pipeline import Pipeline
+
+    b = Bundle.open(tiny_bundle_copy)
+    assert b._verified == {}
+    with (tiny_bundle_copy / "onnx-fp32.onnx").open("ab") as fh:
+        fh.write(b"\0")
+    with pytest.raises(BundleError, match=r"onnx-fp32\.onnx does not match its recorded sha256"):
+        Pipeline.from_bundle(b, "onnx-fp32")
+    # another artifact, untouched, still runs: only what is loaded must be intact
+    pipe = Pipeline.from_bundle(tiny_bundle_copy, "openvino-fp32")
+    assert pipe.artifact is not None and pipe.artifact.name == "openvino-fp32"

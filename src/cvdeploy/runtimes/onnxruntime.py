@@ -153,7 +153,15 @@ class OnnxRuntime(Runtime):
             for o in self.session.get_outputs()
         ]
         self._output_names = [o.name for o in self._outputs]
-        self._graph = graph_precision(self.path)
+        recorded = opts.extra.get("verified_execution") or {}
+        if recorded.get("precision") and recorded.get("runtime") == self.name:
+            # the bundle verified this file's sha256 against the one whose graph was read at export
+            self._graph = (
+                str(recorded["precision"]),
+                f"{recorded.get('evidence', '')} (read at export; file sha256 verified)",
+            )
+        else:
+            self._graph = graph_precision(self.path)
         self._check_precision()
 
     @staticmethod

@@ -82,6 +82,12 @@ class OpenVinoRuntime(Runtime):
         self._profiling = bool(opts.profile or opts.extra.get("profile"))
         if self._profiling:
             config["PERF_COUNT"] = True
+        cache = opts.extra.get("cache_dir") or os.environ.get("CVDEPLOY_OPENVINO_CACHE")
+        if cache:
+            # opt-in: OpenVINO keeps compiled blobs there (keyed by model, device and config, so a pinned
+            # precision gets its own blob). The cache is not covered by the bundle's hashes: use a folder
+            # only the service account can write.
+            config["CACHE_DIR"] = str(cache)
         try:
             model = self.core.read_model(str(self.path))
             self.compiled = self.core.compile_model(model, device, config)
