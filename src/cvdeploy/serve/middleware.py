@@ -75,6 +75,9 @@ class RequestContext:
         headers = scope.get("headers") or []
         if len(headers) > limits.max_headers:
             raise HeadersTooLarge(f"{len(headers)} header fields are over the limit of {limits.max_headers}")
+        size = sum(len(k) + len(v) + 4 for k, v in headers)
+        if size > limits.max_header_bytes:  # h11 bounds a head that arrives in pieces; this, one that did not
+            raise HeadersTooLarge(f"{size:,} bytes of headers are over the limit of {limits.max_header_bytes:,}")
         host, length, lengths = None, None, 0
         for k, v in headers:
             if k == b"host":

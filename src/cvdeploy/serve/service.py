@@ -210,8 +210,9 @@ class InferenceService:
                         except BadRequest as exc:
                             raise BadRequest(f"instances[{i}]: {exc.message}") from None
                     res = await mv.batcher.infer(fd, gone=call.gone, reserved=True)
-                    outs = [o[0] if mv.batchable else o for o in res.outputs]
-                    return {t.name: o for t, o in zip(mv.outputs, outs, strict=False)}
+                    outs = [(t.name, o[0] if mv.batchable else o) for t, o in zip(mv.outputs, res.outputs, strict=False)]
+                    self._count_non_finite(mv, sum(count_non_finite(outs).values()))
+                    return dict(outs)
 
                 answers = await asyncio.gather(*(one(i, x, f) for i, (x, f) in enumerate(zip(instances, feeds, strict=True))))
         return InstancesResult(mv, list(answers))
