@@ -126,7 +126,7 @@ def inspect_image(data: bytes, source: str = "image", max_pixels: int | None = N
     if fmt is None:
         raise ImageError(f"{source}: not a JPEG, PNG or WebP image" if data else f"{source}: empty")
     inspect = {"jpeg": _inspect_jpeg, "png": _inspect_png, "webp": _inspect_webp}[fmt]
-    return inspect(data, source, max_pixels)  # type: ignore[operator]
+    return inspect(data, source, max_pixels)
 
 
 def _within(width: int, height: int, max_pixels: int | None, source: str) -> None:
@@ -249,7 +249,9 @@ def _inspect_png(data: bytes, source: str, max_pixels: int | None) -> ImageInfo:
                 raise ImageError(f"{source}: malformed PNG (bad IHDR)")
             w, h, depth, ctype, _, _, interlace = struct.unpack(">IIBBBBB", body)
             if w == 0 or h == 0 or ctype not in _PNG_CHANNELS or depth not in (1, 2, 4, 8, 16):
-                raise ImageError(f"{source}: malformed PNG (size {w}x{h}, colour type {ctype}, depth {depth})")
+                raise ImageError(
+                    f"{source}: malformed PNG (size {w}x{h}, colour type {ctype}, depth {depth})"
+                )
             _within(w, h, max_pixels, source)
             header = (w, h, depth, ctype, interlace)
         elif kind == b"IDAT":

@@ -35,9 +35,7 @@ async def serving(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     """Start the app's lifespan (batchers) and give an in-process async client."""
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://localhost", timeout=60
-        ) as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost", timeout=60) as client:
             yield client
 
 

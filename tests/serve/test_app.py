@@ -16,11 +16,11 @@ from cvdeploy.pipeline import Pipeline
 from cvdeploy.serve.errors import Forbidden, Unauthorized
 from cvdeploy.serve.security import (
     ACTIONS,
+    STATE_CHANGES,
     AnonymousAuthenticator,
     Connection,
     DenyActions,
     Principal,
-    STATE_CHANGES,
     RecordingEventSink,
     Security,
 )

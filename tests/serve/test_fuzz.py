@@ -31,21 +31,49 @@ from cvdeploy.serve.security import Connection, Principal, Security  # noqa: E40
 from .conftest import config  # noqa: E402
 
 NAME = "tiny"
-VERTEX = {"AIP_HTTP_PORT": "9001", "AIP_PREDICT_ROUTE": "/vertex/predict", "AIP_HEALTH_ROUTE": "/vertex/health"}
+VERTEX = {
+    "AIP_HTTP_PORT": "9001",
+    "AIP_PREDICT_ROUTE": "/vertex/predict",
+    "AIP_HEALTH_ROUTE": "/vertex/health",
+}
 ROUTES: list[tuple[str, str]] = [
-    ("GET", "/v2"), ("GET", "/v2/health/live"), ("GET", "/v2/health/ready"), ("GET", "/v2/models/stats"),
-    *[(m, f"/v2/models/{{name}}{p}") for m, p in (("GET", ""), ("GET", "/ready"), ("GET", "/config"),
-                                                   ("GET", "/stats"), ("POST", "/infer"))],
-    *[(m, f"/v2/models/{{name}}/versions/{{version}}{p}") for m, p in (("GET", ""), ("GET", "/ready"),
-                                                                        ("GET", "/config"), ("GET", "/stats"),
-                                                                        ("POST", "/infer"))],
-    ("POST", "/v2/repository/index"), ("POST", "/v2/repository/models/{name}/load"),
-    ("POST", "/v2/repository/models/{name}/unload"), ("POST", "/v2/repository/models/{name}/rollback"),
+    ("GET", "/v2"),
+    ("GET", "/v2/health/live"),
+    ("GET", "/v2/health/ready"),
+    ("GET", "/v2/models/stats"),
+    *[
+        (m, f"/v2/models/{{name}}{p}")
+        for m, p in (
+            ("GET", ""),
+            ("GET", "/ready"),
+            ("GET", "/config"),
+            ("GET", "/stats"),
+            ("POST", "/infer"),
+        )
+    ],
+    *[
+        (m, f"/v2/models/{{name}}/versions/{{version}}{p}")
+        for m, p in (
+            ("GET", ""),
+            ("GET", "/ready"),
+            ("GET", "/config"),
+            ("GET", "/stats"),
+            ("POST", "/infer"),
+        )
+    ],
+    ("POST", "/v2/repository/index"),
+    ("POST", "/v2/repository/models/{name}/load"),
+    ("POST", "/v2/repository/models/{name}/unload"),
+    ("POST", "/v2/repository/models/{name}/rollback"),
     *[("POST", f"/v1/models/{{name}}/{t}") for t in ("detect", "classify", "predict")],
     *[("POST", f"/v1/models/{{name}}/versions/{{version}}/{t}") for t in ("detect", "classify", "predict")],
-    ("GET", "/v1/models"), ("GET", "/ping"), ("POST", "/invocations"), ("GET", "/metrics"),
-    ("GET", VERTEX["AIP_HEALTH_ROUTE"]), ("POST", VERTEX["AIP_PREDICT_ROUTE"]),
-]  # fmt: skip
+    ("GET", "/v1/models"),
+    ("GET", "/ping"),
+    ("POST", "/invocations"),
+    ("GET", "/metrics"),
+    ("GET", VERTEX["AIP_HEALTH_ROUTE"]),
+    ("POST", VERTEX["AIP_PREDICT_ROUTE"]),
+]
 
 
 class Operator:
@@ -61,11 +89,16 @@ def fuzz_client(tiny_bundle_path: Path) -> Iterator[Any]:
         warnings.simplefilter("ignore")
         from fastapi.testclient import TestClient
 
-    cfg = config(limits={"max_body_bytes": 2_000_000, "max_json_bytes": 1_000_000},
-                 repository={"max_loaded_versions": 2})  # fmt: skip
-    app = create_app([tiny_bundle_path], cfg, platform=resolve_platform(None, ServerConfig(), host="127.0.0.1",
-                                                                         env=VERTEX),  # fmt: skip
-                     security=Security(authenticator=Operator()))
+    cfg = config(
+        limits={"max_body_bytes": 2_000_000, "max_json_bytes": 1_000_000},
+        repository={"max_loaded_versions": 2},
+    )
+    app = create_app(
+        [tiny_bundle_path],
+        cfg,
+        platform=resolve_platform(None, ServerConfig(), host="127.0.0.1", env=VERTEX),
+        security=Security(authenticator=Operator()),
+    )
     with TestClient(app, base_url="http://localhost", raise_server_exceptions=False) as c:
         yield c
 
@@ -91,11 +124,17 @@ _photo = np.random.default_rng(0).integers(0, 255, (48, 64, 3), np.uint8)
 IMAGES = [cv2.imencode(ext, _photo)[1].tobytes() for ext in (".jpg", ".png", ".webp")]
 text = st.text(max_size=24)
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False, allow_infinity=False) | text,
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | text,
     lambda c: st.lists(c, max_size=4) | st.dictionaries(text, c, max_size=4),
     max_leaves=12,
 )
-numbers = st.one_of(st.integers(-(2**66), 2**66), st.floats(allow_nan=False, allow_infinity=False), text, st.none())
+numbers = st.one_of(
+    st.integers(-(2**66), 2**66), st.floats(allow_nan=False, allow_infinity=False), text, st.none()
+)
 shapes = st.one_of(st.just([1, 3, 320, 320]), st.lists(st.integers(-3, 2**65), max_size=6), json_values)
 datatypes = st.one_of(st.sampled_from(["FP32", "FP16", "INT64", "BYTES", "UINT8", "BOOL"]), text)
 
@@ -119,34 +158,60 @@ def mutated_image(draw: st.DrawFn) -> bytes:
 
 @st.composite
 def v2_doc(draw: st.DrawFn) -> Any:
-    inp: dict[str, Any] = {"name": draw(st.one_of(st.just("images"), text)), "shape": draw(shapes),
-                           "datatype": draw(datatypes)}  # fmt: skip
+    inp: dict[str, Any] = {
+        "name": draw(st.one_of(st.just("images"), text)),
+        "shape": draw(shapes),
+        "datatype": draw(datatypes),
+    }
     if draw(st.booleans()):
         inp["data"] = draw(st.one_of(st.lists(numbers, max_size=8), json_values))
     else:
         inp["parameters"] = draw(st.one_of(st.fixed_dictionaries({"binary_data_size": numbers}), json_values))
-    doc: dict[str, Any] = {"inputs": draw(st.one_of(st.just([inp]), st.lists(st.just(inp), max_size=3), json_values))}
+    doc: dict[str, Any] = {
+        "inputs": draw(st.one_of(st.just([inp]), st.lists(st.just(inp), max_size=3), json_values))
+    }
     if draw(st.booleans()):
-        doc["outputs"] = draw(st.one_of(st.just([{"name": "output0", "parameters": {"binary_data": True}}]), json_values))
+        doc["outputs"] = draw(
+            st.one_of(st.just([{"name": "output0", "parameters": {"binary_data": True}}]), json_values)
+        )
     if draw(st.booleans()):
-        doc["parameters"] = draw(st.one_of(st.fixed_dictionaries({"binary_data_output": json_values}), json_values))
+        doc["parameters"] = draw(
+            st.one_of(st.fixed_dictionaries({"binary_data_output": json_values}), json_values)
+        )
     if draw(st.booleans()):
         doc[draw(text)] = draw(json_values)
     return doc
 
 
 repo_doc = st.one_of(
-    st.fixed_dictionaries({}, optional={"path": st.one_of(text, st.just("tiny.cvd"), st.just("/etc"), st.just("~x/y")),
-                                        "version": numbers, "artifact": text, "unload_dependents": json_values,
-                                        "parameters": json_values}),  # fmt: skip
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "path": st.one_of(text, st.just("tiny.cvd"), st.just("/etc"), st.just("~x/y")),
+            "version": numbers,
+            "artifact": text,
+            "unload_dependents": json_values,
+            "parameters": json_values,
+        },
+    ),
     json_values,
 )
 instances_doc = st.fixed_dictionaries(
-    {"instances": st.one_of(
-        st.lists(st.one_of(mutated_image().map(lambda b: {"b64": base64.b64encode(b).decode()}), json_values), max_size=3),
-        json_values)},  # fmt: skip
-    optional={"parameters": st.one_of(st.fixed_dictionaries({}, optional={"conf": numbers, "iou": numbers,
-                                                                          "max_det": numbers}), json_values)},  # fmt: skip
+    {
+        "instances": st.one_of(
+            st.lists(
+                st.one_of(mutated_image().map(lambda b: {"b64": base64.b64encode(b).decode()}), json_values),
+                max_size=3,
+            ),
+            json_values,
+        )
+    },
+    optional={
+        "parameters": st.one_of(
+            st.fixed_dictionaries({}, optional={"conf": numbers, "iou": numbers, "max_det": numbers}),
+            json_values,
+        )
+    },
 )
 
 
@@ -155,7 +220,11 @@ def multipart(draw: st.DrawFn) -> tuple[bytes, str]:
     boundary = "fuzzboundary"
     parts = []
     for _ in range(draw(st.integers(0, 3))):
-        field = draw(st.one_of(st.sampled_from(["image", "conf", "max_det", "iou"]), text.filter(lambda t: '"' not in t)))
+        field = draw(
+            st.one_of(
+                st.sampled_from(["image", "conf", "max_det", "iou"]), text.filter(lambda t: '"' not in t)
+            )
+        )
         if draw(st.booleans()):
             head = f'Content-Disposition: form-data; name="{field}"; filename="x.jpg"\r\nContent-Type: image/jpeg'
             payload = draw(mutated_image())
@@ -184,19 +253,42 @@ def request_parts(draw: st.DrawFn) -> tuple[bytes, dict[str, str]]:
         "image": lambda: draw(mutated_image()),
         "empty": lambda: b"",
     }[kind]()
-    ctype = draw(st.one_of(st.sampled_from(["application/json", "image/jpeg", "image/png", "application/octet-stream",
-                                            "text/plain", "application/x-image", ""]), text))  # fmt: skip
+    ctype = draw(
+        st.one_of(
+            st.sampled_from(
+                [
+                    "application/json",
+                    "image/jpeg",
+                    "image/png",
+                    "application/octet-stream",
+                    "text/plain",
+                    "application/x-image",
+                    "",
+                ]
+            ),
+            text,
+        )
+    )
     if ctype:
         headers["content-type"] = ctype.encode("ascii", "ignore").decode().strip() or "text/plain"
     if draw(st.integers(0, 4)) == 0:
-        headers["inference-header-content-length"] = draw(st.one_of(st.integers(-5, len(body) + 5).map(str), text)).encode(
-            "ascii", "ignore").decode().strip() or "x"  # fmt: skip
+        headers["inference-header-content-length"] = (
+            draw(st.one_of(st.integers(-5, len(body) + 5).map(str), text))
+            .encode("ascii", "ignore")
+            .decode()
+            .strip()
+            or "x"
+        )
     return body, headers
 
 
 def fill(path: str, draw: st.DrawFn) -> str:
-    segment = st.one_of(st.just(NAME), st.just("1"), text.map(lambda t: t.replace("/", "_") or "x"),
-                        st.integers(-(2**40), 2**70).map(str))  # fmt: skip
+    segment = st.one_of(
+        st.just(NAME),
+        st.just("1"),
+        text.map(lambda t: t.replace("/", "_") or "x"),
+        st.integers(-(2**40), 2**70).map(str),
+    )
     from urllib.parse import quote
 
     for param in ("{name}", "{version}"):
@@ -206,20 +298,34 @@ def fill(path: str, draw: st.DrawFn) -> str:
 
 
 queries = st.dictionaries(
-    st.one_of(st.sampled_from(["conf", "iou", "max_det", "ready"]), text), st.one_of(text, numbers.map(str)), max_size=3
+    st.one_of(st.sampled_from(["conf", "iou", "max_det", "ready"]), text),
+    st.one_of(text, numbers.map(str)),
+    max_size=3,
 )
 
 
 @pytest.mark.parametrize(("method", "route"), ROUTES, ids=[f"{m} {r}" for m, r in ROUTES])
-@settings(max_examples=30, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large])  # fmt: skip
+@settings(
+    max_examples=30,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+    ],
+)
 @given(data=st.data())
-def test_no_route_answers_5xx_to_anything(fuzz_client: Any, method: str, route: str, data: st.DataObject) -> None:
+def test_no_route_answers_5xx_to_anything(
+    fuzz_client: Any, method: str, route: str, data: st.DataObject
+) -> None:
     path = fill(route, data.draw)
     verb = data.draw(st.one_of(st.just(method), st.sampled_from(["GET", "POST", "PUT", "DELETE"])), "method")
     body, headers = data.draw(request_parts(), "request")
     params = data.draw(queries, "query")
-    r = fuzz_client.request(verb, path, content=body if verb != "GET" else None, headers=headers, params=params)
+    r = fuzz_client.request(
+        verb, path, content=body if verb != "GET" else None, headers=headers, params=params
+    )
     assert r.status_code < 500, (verb, path, headers, body[:200], r.status_code, r.text[:300])
     if r.status_code >= 400:
         assert "error" in r.json(), r.text[:300]

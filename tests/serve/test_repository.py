@@ -133,8 +133,11 @@ def test_failed_load_of_a_tampered_bundle_keeps_the_serving_version(
         ({"path": "/no/such/bundle.cvd"}, 403, "outside the allowed load roots"),
         ({"parameters": {"path": "{photo_dir}"}}, 403, "outside the allowed load roots"),
         ({"path": "{bundle}/../no-such.cvd"}, 404, "no bundle at"),
-        ({"path": "{bundle}", "colour": "red"}, 400,
-         "unknown parameter 'colour'; known: artifact, bundle, parameters, path, version"),
+        (
+            {"path": "{bundle}", "colour": "red"},
+            400,
+            "unknown parameter 'colour'; known: artifact, bundle, parameters, path, version",
+        ),
         ({"path": "{bundle}", "version": "two"}, 400, "version: Input should be a valid integer"),
         ({"path": "{bundle}", "artifact": "onnx-int8"}, 400, "has no artifact 'onnx-int8'"),
     ],

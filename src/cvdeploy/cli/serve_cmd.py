@@ -96,15 +96,20 @@ def serve(
     threads: str = typer.Option(None, "--threads", help="Intra-op threads per model instance."),
     log_level: str = typer.Option(None, "--log-level", help="debug, info, warning or error (default info)."),
     allow_anonymous_admin: bool = typer.Option(
-        False, "--allow-anonymous-admin", help="Let anonymous callers load, unload and roll back models "
-        "(local experiments only).",
+        False,
+        "--allow-anonymous-admin",
+        help="Let anonymous callers load, unload and roll back models (local experiments only).",
     ),
     allowed_host: list[str] = typer.Option(
-        None, "--allowed-host", help="A Host name clients use to reach the server (repeatable; '*': any). "
+        None,
+        "--allowed-host",
+        help="A Host name clients use to reach the server (repeatable; '*': any). "
         "Default: loopback names and the bind address.",
     ),
     load_root: list[str] = typer.Option(
-        None, "--load-root", help="A folder run-time loads may read bundles from (repeatable). "
+        None,
+        "--load-root",
+        help="A folder run-time loads may read bundles from (repeatable). "
         "Default: the folders of the bundles given.",
     ),
     check: bool = typer.Option(

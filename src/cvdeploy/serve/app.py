@@ -67,10 +67,14 @@ def create_app(
     metrics = ServeMetrics()
     sec = build_security(cfg.security, plat, security)  # the caller's object is left as it is
     service = InferenceService(cfg, plat, sec, metrics)
-    sec.events = FanoutEventSink([sec.events, MetricsEventSink(metrics, lambda m: m in service.repository.models)])
+    sec.events = FanoutEventSink(
+        [sec.events, MetricsEventSink(metrics, lambda m: m in service.repository.models)]
+    )
     specs = list(bundles) + [m.path for m in cfg.models.values() if m.path]
     if not specs:
-        raise ConfigError("no bundle to serve: name at least one bundle folder (or zoo:n), or models.NAME.path")
+        raise ConfigError(
+            "no bundle to serve: name at least one bundle folder (or zoo:n), or models.NAME.path"
+        )
     for spec in specs:
         service.add(spec)
     served = service.repository.models

@@ -199,7 +199,10 @@ class DynamicBatcher:
             self._reserved -= n
 
     async def infer(
-        self, feeds: Feeds, timeout_s: float | None = None, gone: asyncio.Future[Any] | None = None,
+        self,
+        feeds: Feeds,
+        timeout_s: float | None = None,
+        gone: asyncio.Future[Any] | None = None,
         reserved: bool = False,
     ) -> BatchResult:
         """Queue one request and wait for its outputs.

@@ -3,6 +3,8 @@
     CvdeployError (cvdeploy.errors)
     └── ServeError                  answered as ``{"error": message}`` with ``status``
         ├── BadRequest        400   malformed JSON, wrong tensor shape or dtype, unknown or bad parameter
+        │   └── HTTPVersion   400   a request line that is not HTTP/1.0 or HTTP/1.1 (not 505: what a client
+        │                           sends is never answered 5xx)
         ├── Unauthorized      401   no valid credentials; anonymous callers changing model state
         ├── Forbidden         403   the principal may not do this; a path outside the load roots
         ├── NotFound          404   unknown model or version; no bundle at a path under the load roots
@@ -14,8 +16,7 @@
         ├── HeadersTooLarge   431   more header fields than ``limits.max_headers``
         ├── Overloaded        503   the model's queue is full (sent with ``Retry-After``)
         ├── NotReady          503   no version of the model is loaded yet
-        ├── Timeout           504   the request waited longer than the model's ``timeout_s``
-        └── HTTPVersion       505   a request line that is not HTTP/1.0 or HTTP/1.1
+        └── Timeout           504   the request waited longer than the model's ``timeout_s``
 
 Other user mistakes raised by the library (``CvdeployError``: a corrupt image, a bad bundle) are
 answered 400 with their message; anything else is logged with the request id and answered as a
@@ -93,5 +94,5 @@ class Timeout(ServeError):
     status = 504
 
 
-class HTTPVersion(ServeError):
-    status = 505
+class HTTPVersion(BadRequest):
+    status = 400

@@ -21,6 +21,8 @@ from cvdeploy._deps import require
 
 require("prometheus_client", "server metrics")  # one-line install hint instead of an ImportError
 
+from collections.abc import Callable
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -29,8 +31,6 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-
-from collections.abc import Callable
 
 from cvdeploy.serve.security import Event
 

@@ -5,7 +5,7 @@ before routing:
 
 1. a request id — the client's ``X-Request-ID`` when it is sane, else a new one — is put in the
    logging context and echoed on the response;
-2. the request head is checked: HTTP/1.0 or 1.1 only (505), at most ``limits.max_headers`` fields
+2. the request head is checked: HTTP/1.0 or 1.1 only (400), at most ``limits.max_headers`` fields
    (431), a ``Host`` in ``security.allowed_hosts`` (421: a DNS-rebinding page in a browser names
    its own host), a sane ``Content-Length`` (400) within ``limits.max_body_bytes`` (413);
 3. the :class:`~cvdeploy.serve.security.Authenticator` resolves the connection to a principal,
@@ -77,7 +77,9 @@ class RequestContext:
             raise HeadersTooLarge(f"{len(headers)} header fields are over the limit of {limits.max_headers}")
         size = sum(len(k) + len(v) + 4 for k, v in headers)
         if size > limits.max_header_bytes:  # h11 bounds a head that arrives in pieces; this, one that did not
-            raise HeadersTooLarge(f"{size:,} bytes of headers are over the limit of {limits.max_header_bytes:,}")
+            raise HeadersTooLarge(
+                f"{size:,} bytes of headers are over the limit of {limits.max_header_bytes:,}"
+            )
         host, length, lengths = None, None, 0
         for k, v in headers:
             if k == b"host":
@@ -153,7 +155,7 @@ class RequestContext:
             try:
                 self.check_head(scope)
             except ServeError as exc:
-                close = [(b"connection", b"close")] if exc.status in (400, 413, 431, 505) else []
+                close = [(b"connection", b"close")] if exc.status in (400, 413, 431) else []
                 await send_json(send_wrapper, exc.status, {"error": exc.message}, close)
                 return
             try:

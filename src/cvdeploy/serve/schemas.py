@@ -159,7 +159,7 @@ def parse_json(data: bytes | str, what: str = "request body") -> Any:
 
 def parse_document(model: type[M], data: bytes | str, what: str) -> M:
     """Bytes → a validated ``model``; an empty body counts as ``{}``."""
-    value = parse_json(data, what) if (data.strip() if isinstance(data, str) else data.strip()) else {}
+    value = parse_json(data, what) if data.strip() else {}
     return validate_document(model, value, what)
 
 
@@ -182,9 +182,11 @@ def describe(exc: ValidationError, model: type[BaseModel], what: str) -> str:
     where = _where(loc)
     if err["type"] == "extra_forbidden":
         known = _known(_model_at(model, loc[:-1]))
-        return f"{what}: unknown parameter '{_clip(str(loc[-1]))}'" + (
-            f" in {_where(loc[:-1])}" if loc[:-1] else ""
-        ) + f"; known: {', '.join(known) or 'none'}"
+        return (
+            f"{what}: unknown parameter '{_clip(str(loc[-1]))}'"
+            + (f" in {_where(loc[:-1])}" if loc[:-1] else "")
+            + f"; known: {', '.join(known) or 'none'}"
+        )
     msg = err["msg"].removeprefix("Value error, ")
     got = err.get("input")
     shown = "" if isinstance(got, (dict, list)) else f" (got {_clip(repr(got))})"

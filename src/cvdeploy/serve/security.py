@@ -292,6 +292,4 @@ def build_security(
         )
     else:
         hosts = tuple(sorted({*LOOPBACK_HOSTS, bind_host.lower().strip("[]")}))
-    return Security(
-        base.authenticator, base.authorizer, base.events, cfg.allow_anonymous_admin, hosts
-    )
+    return Security(base.authenticator, base.authorizer, base.events, cfg.allow_anonymous_admin, hosts)

@@ -77,7 +77,7 @@ def hardened_h11(header_timeout_s: float, body_timeout_s: float) -> type:
     import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
-    class HardenedH11Protocol(H11Protocol):  # type: ignore[misc]
+    class HardenedH11Protocol(H11Protocol):
         _deadline: asyncio.TimerHandle | None = None
         _phase: str = ""
 

@@ -78,7 +78,9 @@ class InstancesResult:
 class InferenceService:
     """Serves the repository's models to any protocol; see the module docstring."""
 
-    def __init__(self, config: ServeConfig, platform: Platform, security: Security, metrics: ServeMetrics) -> None:
+    def __init__(
+        self, config: ServeConfig, platform: Platform, security: Security, metrics: ServeMetrics
+    ) -> None:
         self.config = config
         self.platform = platform
         self.security = security
@@ -92,7 +94,9 @@ class InferenceService:
         return self.repository.add(spec)
 
     async def start(self) -> None:
-        self.workers = ThreadPoolExecutor(max_workers=self.config.server.workers, thread_name_prefix="cvdeploy-cpu")
+        self.workers = ThreadPoolExecutor(
+            max_workers=self.config.server.workers, thread_name_prefix="cvdeploy-cpu"
+        )
         await self.repository.start()
 
     async def stop(self) -> None:
@@ -121,7 +125,9 @@ class InferenceService:
     def server_info(self, call: Call) -> None:
         self.authorize(call, "read", "server")
 
-    def model(self, call: Call, name: str, version: str | int | None = None, action: str = "read") -> ModelVersion:
+    def model(
+        self, call: Call, name: str, version: str | int | None = None, action: str = "read"
+    ) -> ModelVersion:
         """A loaded version of a model (the serving one when ``version`` is None)."""
         self.authorize(call, action, f"model:{name}")
         return self.repository.get(name, version)
@@ -149,7 +155,9 @@ class InferenceService:
         return self.repository.default_model()
 
     # ---- inference ----------------------------------------------------------------------------
-    async def infer(self, call: Call, name: str, version: str | int | None, req: TensorRequest) -> TensorResult:
+    async def infer(
+        self, call: Call, name: str, version: str | int | None, req: TensorRequest
+    ) -> TensorResult:
         """Tensors in, tensors out: checked against the model's inputs, batched with other requests."""
         self.authorize(call, "infer", f"model:{name}")
         with self.repository.use(name, version) as mv:
@@ -158,7 +166,9 @@ class InferenceService:
             wanted = req.outputs if req.outputs is not None else names
             for out in wanted:
                 if out not in names:
-                    raise BadRequest(f"model {mv.name!r} has no output {out!r}; its outputs are: {', '.join(names)}")
+                    raise BadRequest(
+                        f"model {mv.name!r} has no output {out!r}; its outputs are: {', '.join(names)}"
+                    )
             if len(set(wanted)) != len(wanted):
                 raise BadRequest("an output is requested twice")
             batch = await mv.batcher.infer(feeds, timeout_s=req.timeout_s, gone=call.gone)
@@ -200,21 +210,33 @@ class InferenceService:
                 raise PayloadTooLarge(
                     f"request holds {n} instances; this server takes at most {cap} per request ({which}); split it"
                 )
-            feeds = [None if isinstance(x, bytes) else self._instance_tensors(mv, i, x) for i, x in enumerate(instances)]
+            feeds = [
+                None if isinstance(x, bytes) else self._instance_tensors(mv, i, x)
+                for i, x in enumerate(instances)
+            ]
             with mv.batcher.reserve(n):
 
-                async def one(i: int, inst: Any, fd: dict[str, np.ndarray] | None) -> ImagePrediction | dict[str, np.ndarray]:
+                async def one(
+                    i: int, inst: Any, fd: dict[str, np.ndarray] | None
+                ) -> ImagePrediction | dict[str, np.ndarray]:
                     if fd is None:
                         try:
-                            return await self._image(call, mv, inst, overrides or {}, call.gone, reserved=True)
+                            return await self._image(
+                                call, mv, inst, overrides or {}, call.gone, reserved=True
+                            )
                         except BadRequest as exc:
                             raise BadRequest(f"instances[{i}]: {exc.message}") from None
                     res = await mv.batcher.infer(fd, gone=call.gone, reserved=True)
-                    outs = [(t.name, o[0] if mv.batchable else o) for t, o in zip(mv.outputs, res.outputs, strict=False)]
+                    outs = [
+                        (t.name, o[0] if mv.batchable else o)
+                        for t, o in zip(mv.outputs, res.outputs, strict=False)
+                    ]
                     self._count_non_finite(mv, sum(count_non_finite(outs).values()))
                     return dict(outs)
 
-                answers = await asyncio.gather(*(one(i, x, f) for i, (x, f) in enumerate(zip(instances, feeds, strict=True))))
+                answers = await asyncio.gather(
+                    *(one(i, x, f) for i, (x, f) in enumerate(zip(instances, feeds, strict=True)))
+                )
         return InstancesResult(mv, list(answers))
 
     # ---- model state (the repository reports every change) ------------------------------------
@@ -228,7 +250,9 @@ class InferenceService:
     async def unload(self, call: Call, name: str, version: int | None = None) -> tuple[list[int], int | None]:
         """Unload one version (or all); → the versions unloaded and the one serving now."""
         self.authorize(call, "unload", f"model:{name}")
-        gone = await self.repository.unload(name, version, principal=call.principal, request_id=call.request_id)
+        gone = await self.repository.unload(
+            name, version, principal=call.principal, request_id=call.request_id
+        )
         entry = self.repository.models.get(name)
         return gone, entry.serving if entry else None
 
@@ -242,7 +266,9 @@ class InferenceService:
         limits = self.config.limits
         info = check_image(data, limits)
         if len(mv.inputs) != 1:
-            raise BadRequest(f"model {mv.name!r} takes {len(mv.inputs)} inputs; send tensors to the v2 infer endpoint")
+            raise BadRequest(
+                f"model {mv.name!r} takes {len(mv.inputs)} inputs; send tensors to the v2 infer endpoint"
+            )
         clock = time.perf_counter
         t0 = clock()
         tensor, geoms = await self.run_cpu(_preprocess, mv, data, info, limits.max_image_pixels)
@@ -253,7 +279,12 @@ class InferenceService:
         t3 = clock()
         self.metrics.observe_stage(mv.name, "preprocess", t1 - t0)
         self.metrics.observe_stage(mv.name, "postprocess", t3 - t2)
-        timings = {"preprocess": t1 - t0, "queue": batch.queue_s, "inference": batch.inference_s, "postprocess": t3 - t2}
+        timings = {
+            "preprocess": t1 - t0,
+            "queue": batch.queue_s,
+            "inference": batch.inference_s,
+            "postprocess": t3 - t2,
+        }
         bad = _result_non_finite(result)
         self._count_non_finite(mv, bad)
         return ImagePrediction(mv, result, info, timings, bad)
@@ -264,13 +295,17 @@ class InferenceService:
             values = inst
         elif isinstance(inst, list):
             if len(mv.inputs) != 1:
-                raise BadRequest(f"instances[{i}]: model {mv.name!r} has several inputs; give {{input name: tensor}}")
+                raise BadRequest(
+                    f"instances[{i}]: model {mv.name!r} has several inputs; give {{input name: tensor}}"
+                )
             values = {mv.inputs[0].name: inst}
         else:
             raise BadRequest(f"instances[{i}] must be an image {{'b64': ...}} or a tensor (nested list)")
         extra = set(values) - {t.name for t in mv.inputs}
         if extra:
-            raise BadRequest(f"instances[{i}]: unknown input {sorted(extra)[0]!r}; known: {', '.join(t.name for t in mv.inputs)}")
+            raise BadRequest(
+                f"instances[{i}]: unknown input {sorted(extra)[0]!r}; known: {', '.join(t.name for t in mv.inputs)}"
+            )
         feeds = {}
         for t in mv.inputs:
             if t.name not in values:
@@ -278,13 +313,19 @@ class InferenceService:
             try:
                 arr = np.asarray(values[t.name], dtype=np.dtype(t.dtype))
             except (TypeError, ValueError, OverflowError, RecursionError):
-                raise BadRequest(f"instances[{i}]: input {t.name!r} is not a {datatype(t.dtype)} tensor") from None
+                raise BadRequest(
+                    f"instances[{i}]: input {t.name!r} is not a {datatype(t.dtype)} tensor"
+                ) from None
             want = list(t.shape[1:]) if mv.batchable else list(t.shape)
-            if arr.ndim != len(want) or any(
-                isinstance(w, int) and w >= 0 and w != g for w, g in zip(want, arr.shape, strict=True)
-            ) or arr.size == 0:
+            if (
+                arr.ndim != len(want)
+                or any(isinstance(w, int) and w >= 0 and w != g for w, g in zip(want, arr.shape, strict=True))
+                or arr.size == 0
+            ):
                 shown = [w if isinstance(w, int) else -1 for w in want]
-                raise BadRequest(f"instances[{i}]: input {t.name!r} must have shape {shown}, got {list(arr.shape)}")
+                raise BadRequest(
+                    f"instances[{i}]: input {t.name!r} must have shape {shown}, got {list(arr.shape)}"
+                )
             feeds[t.name] = arr[None] if mv.batchable else arr
         return feeds
 
@@ -294,7 +335,9 @@ class InferenceService:
             log.warning("model %s version %d produced %d NaN/Inf output values", mv.name, mv.version, n)
 
 
-def _preprocess(mv: ModelVersion, data: bytes, info: ImageInfo, max_pixels: int) -> tuple[np.ndarray, list[Geometry]]:
+def _preprocess(
+    mv: ModelVersion, data: bytes, info: ImageInfo, max_pixels: int
+) -> tuple[np.ndarray, list[Geometry]]:
     try:
         img = decode_image_strict(data, "image", info, max_pixels)
     except ImageTooLarge as exc:

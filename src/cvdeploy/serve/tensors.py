@@ -93,11 +93,15 @@ def array_from_data(name: str, data: Any, dt: str, shape: Sequence[int], max_byt
     except (TypeError, ValueError, OverflowError):
         raise BadRequest(f"input {name!r}: 'data' is not a list of {dt} values") from None
     if arr.size != count:
-        raise BadRequest(f"input {name!r}: 'data' holds {arr.size} values but shape {list(shape)} needs {count}")
+        raise BadRequest(
+            f"input {name!r}: 'data' holds {arr.size} values but shape {list(shape)} needs {count}"
+        )
     return arr.reshape(shape)
 
 
-def validate_inputs(req: TensorRequest, model: str, inputs: Sequence[TensorInfo], max_batch: int) -> dict[str, np.ndarray]:
+def validate_inputs(
+    req: TensorRequest, model: str, inputs: Sequence[TensorInfo], max_batch: int
+) -> dict[str, np.ndarray]:
     """Check names, datatypes and shapes against the model's inputs; → feeds.
 
     ``max_batch`` is the rows one request may carry (0: the model has no batch dimension); more is
@@ -107,12 +111,16 @@ def validate_inputs(req: TensorRequest, model: str, inputs: Sequence[TensorInfo]
     given = [inp.name for inp in req.inputs]
     unknown = [n for n in given if n not in expected]
     if unknown:
-        raise BadRequest(f"model {model!r} has no input {unknown[0]!r}; its inputs are: {', '.join(expected)}")
+        raise BadRequest(
+            f"model {model!r} has no input {unknown[0]!r}; its inputs are: {', '.join(expected)}"
+        )
     if len(set(given)) != len(given):
         raise BadRequest("an input is given twice")
     missing = [n for n in expected if n not in given]
     if missing:
-        raise BadRequest(f"model {model!r} needs input {missing[0]!r} too; its inputs are: {', '.join(expected)}")
+        raise BadRequest(
+            f"model {model!r} needs input {missing[0]!r} too; its inputs are: {', '.join(expected)}"
+        )
     feeds: dict[str, np.ndarray] = {}
     batch: int | None = None
     for inp in req.inputs:
@@ -121,7 +129,9 @@ def validate_inputs(req: TensorRequest, model: str, inputs: Sequence[TensorInfo]
         if inp.datatype != want_type:
             raise BadRequest(f"input {inp.name!r} must be {want_type}, got {inp.datatype}")
         want = dims(info.shape)
-        if len(inp.shape) != len(want) or any(w >= 0 and w != g for w, g in zip(want, inp.shape, strict=True)):
+        if len(inp.shape) != len(want) or any(
+            w >= 0 and w != g for w, g in zip(want, inp.shape, strict=True)
+        ):
             raise BadRequest(f"input {inp.name!r} must have shape {want} (-1: any), got {inp.shape}")
         if max_batch:
             rows = inp.shape[0]

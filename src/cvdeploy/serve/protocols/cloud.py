@@ -83,7 +83,9 @@ async def _health(service: InferenceService, request: Request) -> Response:
 async def _json_value(service: InferenceService, body: bytes) -> Any:
     limit = service.config.limits.max_json_bytes
     if len(body) > limit:
-        raise PayloadTooLarge(f"JSON body of {len(body):,} bytes is over the limit of {limit:,} (limits.max_json_bytes)")
+        raise PayloadTooLarge(
+            f"JSON body of {len(body):,} bytes is over the limit of {limit:,} (limits.max_json_bytes)"
+        )
     return await service.run_cpu(parse_json, body) if len(body) > 256 * 1024 else parse_json(body)
 
 
@@ -128,7 +130,9 @@ def router(service: InferenceService) -> APIRouter:
                 return await _predict(service, request, value)
             if isinstance(value, dict) and "inputs" in value:
                 return await infer_response(service, request, name, None, body)
-            raise BadRequest("JSON body must hold 'instances' (Vertex style) or 'inputs' (Open Inference Protocol v2)")
+            raise BadRequest(
+                "JSON body must hold 'instances' (Vertex style) or 'inputs' (Open Inference Protocol v2)"
+            )
         if mt in service.config.limits.allowed_content_types or mt in RAW_IMAGE_TYPES:
             overrides = query_document(request, Overrides, "invocation")
             async with calling(request) as call:

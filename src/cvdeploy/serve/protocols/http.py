@@ -66,7 +66,9 @@ async def read_body(request: Request) -> bytes:
     """The request body; compressed bodies are refused (their size would not be bounded by the limit)."""
     enc = request.headers.get("content-encoding")
     if enc and enc.strip().lower() != "identity":
-        raise UnsupportedMedia(f"Content-Encoding {enc[:40]!r} is not supported; send the request uncompressed")
+        raise UnsupportedMedia(
+            f"Content-Encoding {enc[:40]!r} is not supported; send the request uncompressed"
+        )
     return await request.body()
 
 

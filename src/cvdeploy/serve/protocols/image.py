@@ -30,7 +30,14 @@ from cvdeploy.serve.config import LimitsConfig
 from cvdeploy.serve.errors import BadRequest
 from cvdeploy.serve.limits import check_content_type, media_type
 from cvdeploy.serve.protocols.documents import image_document
-from cvdeploy.serve.protocols.http import call_of, calling, json_response, query_document, read_body, version_param
+from cvdeploy.serve.protocols.http import (
+    call_of,
+    calling,
+    json_response,
+    query_document,
+    read_body,
+    version_param,
+)
 from cvdeploy.serve.schemas import Overrides
 from cvdeploy.serve.service import InferenceService
 

@@ -42,7 +42,9 @@ def router(service: InferenceService) -> APIRouter:
         require_json(request)
         params = parse_document(LoadRequest, await read_body(request), "load request").merged()
         mv = await service.load(call, name, params)
-        return json_response({"name": mv.name, "version": str(mv.version), "state": "READY", "artifact": mv.artifact.name})
+        return json_response(
+            {"name": mv.name, "version": str(mv.version), "state": "READY", "artifact": mv.artifact.name}
+        )
 
     @r.post("/v2/repository/models/{name}/unload")
     async def unload(request: Request) -> Response:

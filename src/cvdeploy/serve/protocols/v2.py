@@ -25,12 +25,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from cvdeploy import __version__
-from cvdeploy.serve.protocols.http import calling, call_of, json_response, read_body, version_param
+from cvdeploy.serve.protocols.http import call_of, calling, json_response, read_body, version_param
 from cvdeploy.serve.protocols.triton import model_stats, tensor_metadata, triton_config
 from cvdeploy.serve.protocols.v2_codec import BINARY_HEADER, decode_request, encode_response
 from cvdeploy.serve.service import InferenceService
 
-EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics", "cvdeploy_image_api", "cvdeploy_rollback"]
+EXTENSIONS = [
+    "binary_tensor_data",
+    "model_repository",
+    "statistics",
+    "cvdeploy_image_api",
+    "cvdeploy_rollback",
+]
 _OFFLOAD_BYTES = 256 * 1024  # parse/encode larger JSON in a worker thread, off the event loop
 
 
@@ -76,7 +82,9 @@ def router(service: InferenceService) -> APIRouter:
     @r.get("/v2/models/stats")
     async def all_stats(request: Request) -> Response:
         entries = service.models(call_of(request))
-        return json_response({"model_stats": [model_stats(mv) for e in entries for mv in e.versions.values()]})
+        return json_response(
+            {"model_stats": [model_stats(mv) for e in entries for mv in e.versions.values()]}
+        )
 
     async def metadata(request: Request) -> Response:
         name, version = request.path_params["name"], version_param(request)

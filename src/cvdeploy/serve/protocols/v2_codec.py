@@ -42,7 +42,9 @@ class DecodedRequest:
     binary_default: bool
 
 
-def decode_request(body: bytes, header_length: str | None, max_bytes: int, max_json_bytes: int) -> DecodedRequest:
+def decode_request(
+    body: bytes, header_length: str | None, max_bytes: int, max_json_bytes: int
+) -> DecodedRequest:
     """The JSON header (and binary tail, when ``Inference-Header-Content-Length`` is given) → tensors."""
     if header_length is not None:
         if not header_length.isascii() or not header_length.strip().isdigit():
@@ -65,7 +67,9 @@ def decode_request(body: bytes, header_length: str | None, max_bytes: int, max_j
         if spec.datatype == "BYTES":
             raise BadRequest(f"input {spec.name!r}: BYTES tensors are not supported by this server")
         if spec.datatype not in DATATYPES:
-            raise BadRequest(f"input {spec.name!r}: unknown datatype {spec.datatype!r}; use one of {', '.join(DATATYPES)}")
+            raise BadRequest(
+                f"input {spec.name!r}: unknown datatype {spec.datatype!r}; use one of {', '.join(DATATYPES)}"
+            )
         size = spec.parameters.binary_data_size if spec.parameters else None
         if size is not None:
             if spec.data is not None:
@@ -78,7 +82,9 @@ def decode_request(body: bytes, header_length: str | None, max_bytes: int, max_j
                     f"{spec.datatype} ({count * dtype.itemsize} bytes)"
                 )
             if offset + size > len(tail):
-                raise BadRequest(f"input {spec.name!r}: binary data ends after {len(tail) - offset} of {size} bytes")
+                raise BadRequest(
+                    f"input {spec.name!r}: binary data ends after {len(tail) - offset} of {size} bytes"
+                )
             arr = np.frombuffer(tail, dtype=dtype, count=count, offset=offset).reshape(spec.shape)
             offset += size
         elif spec.data is not None:
@@ -121,7 +127,9 @@ def encode_response(result: TensorResult, req: DecodedRequest) -> tuple[bytes, d
             doc["data"] = arr.reshape(-1).tolist()
         if bad:
             doc.setdefault("parameters", {})["non_finite"] = bad
-            warnings.append(f"output {name!r} holds {bad} NaN/Inf values" + ("" if binary else ", sent as null"))
+            warnings.append(
+                f"output {name!r} holds {bad} NaN/Inf values" + ("" if binary else ", sent as null")
+            )
         docs.append(doc)
     head: dict[str, Any] = {"model_name": result.model, "model_version": str(result.version), "outputs": docs}
     if req.id is not None:
@@ -131,4 +139,7 @@ def encode_response(result: TensorResult, req: DecodedRequest) -> tuple[bytes, d
     header = json.dumps(head, allow_nan=False).encode()
     if not chunks:
         return header, {"content-type": "application/json"}
-    return b"".join([header, *chunks]), {"content-type": "application/octet-stream", BINARY_HEADER: str(len(header))}
+    return b"".join([header, *chunks]), {
+        "content-type": "application/octet-stream",
+        BINARY_HEADER: str(len(header)),
+    }
