@@ -507,6 +507,20 @@ def test_K_failed_loads_of_arbitrary_names_add_no_series(make_app: Callable[...,
     assert labels <= {"-", NAME}
 
 
+def test_K_failed_load_records_are_bounded(make_app: Callable[..., Any]) -> None:
+    app = make_app(admin_config())
+
+    async def go() -> list[Any]:
+        async with serving(app) as c:
+            for v in range(40):
+                r = await c.post(f"{REPO}/load", json={"path": "nothing.cvd", "version": 100 + v})
+                assert r.status_code == 404
+            return (await c.post("/v2/repository/index")).json()
+
+    index = run(go())
+    assert len(index) == 1 + 16 and index[-1]["version"] == "139"
+
+
 # ---- L: no anonymous or cross-site state changes, Host allow-list, no redirects -----------------------
 
 

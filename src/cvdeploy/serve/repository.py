@@ -47,6 +47,7 @@ log = logging.getLogger("cvdeploy.serve.repository")
 
 _clock = itertools.count(1)
 _VERSION = re.compile(r"[0-9]{1,10}", re.ASCII)
+_MAX_FAILURES = 16  # failed-load records kept per model (the index shows them)
 
 
 def shown(text: str, n: int = 100) -> str:
@@ -501,7 +502,10 @@ class ModelRepository:
     ) -> None:  # fmt: skip
         entry = self.models.get(name)
         if entry is not None and version is not None and version not in entry.versions:
+            entry.failures.pop(version, None)
             entry.failures[version] = f"load failed: {why}"
+            while len(entry.failures) > _MAX_FAILURES:  # bounded, whatever versions callers name
+                entry.failures.pop(next(iter(entry.failures)))
         self._emit("load", resource, principal, "failure", {**details, "error": why}, request_id)
 
     def _emit(
