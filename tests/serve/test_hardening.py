@@ -375,6 +375,14 @@ def test_H_slow_clients_are_cut_off(
 
 
 @pytest.mark.slow
+def test_H_a_body_nobody_reads_still_has_a_deadline(strict_server: ServerHandle) -> None:
+    """The route answers without reading the body; the connection is closed at the protocol's deadline."""
+    data = b"GET /v2/health/live HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n\r\n12345678"
+    resp = raw(strict_server, data)  # returns only once the server has closed the connection
+    assert status_of(resp) == 200
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("case", "data"),
     [
