@@ -23,6 +23,7 @@ _EXTRAS = {
     "fastapi": "serve",
     "uvicorn": "serve",
     "prometheus_client": "serve",
+    "simplejpeg": "serve",
 }
 
 

@@ -3,6 +3,7 @@
     CvdeployError                 a user can cause it and fix it; the CLI prints one line and exits 2
     ├── InputError                 a path, image or value the user gave is wrong
     │   ├── ImageError             an image that cannot be read or decoded
+    │   │   └── ImageTooLarge      an image whose declared size is over the pixel limit it is read under
     │   └── ConfigError            a flag, YAML contract or configuration value is invalid
     ├── BundleError                a bundle directory or manifest is missing, malformed or tampered with
     ├── ModelError                 a model file cannot be loaded, recognised or converted
@@ -20,6 +21,7 @@ __all__ = [
     "ConfigError",
     "CvdeployError",
     "ImageError",
+    "ImageTooLarge",
     "InputError",
     "MissingDependency",
     "ModelError",
@@ -38,6 +40,10 @@ class InputError(CvdeployError):
 
 class ImageError(InputError):
     """An image file or buffer that cannot be decoded."""
+
+
+class ImageTooLarge(ImageError):
+    """An image whose header declares more pixels than the caller accepts (refused before decoding)."""
 
 
 class ConfigError(InputError):

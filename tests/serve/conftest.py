@@ -35,14 +35,21 @@ async def serving(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     """Start the app's lifespan (batchers) and give an in-process async client."""
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://cvdeploy.test", timeout=60
-        ) as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost", timeout=60) as client:
             yield client
 
 
 def config(**sections: Any) -> ServeConfig:
     """A config from keyword sections, e.g. ``config(defaults={"max_batch_size": 4})``."""
+    return parse_config(sections)
+
+
+def admin_config(*roots: Path, **sections: Any) -> ServeConfig:
+    """A config that lets anonymous callers change models (as ``--allow-anonymous-admin``) and load
+    bundles from ``roots`` (plus the folders of the bundles served at start, when no root is given)."""
+    sections.setdefault("security", {})["allow_anonymous_admin"] = True
+    if roots:
+        sections.setdefault("repository", {})["load_roots"] = [str(r) for r in roots]
     return parse_config(sections)
 
 
@@ -111,5 +118,5 @@ def client(tiny_bundle_path: Path) -> Iterator[Any]:
         from fastapi.testclient import TestClient
 
     app = create_app([tiny_bundle_path], config(limits={"max_body_bytes": 4_000_000}))
-    with TestClient(app, raise_server_exceptions=False) as c:
+    with TestClient(app, base_url="http://localhost", raise_server_exceptions=False) as c:
         yield c

@@ -16,6 +16,7 @@ from cvdeploy.pipeline import Pipeline
 from cvdeploy.serve.errors import Forbidden, Unauthorized
 from cvdeploy.serve.security import (
     ACTIONS,
+    STATE_CHANGES,
     AnonymousAuthenticator,
     Connection,
     DenyActions,
@@ -54,7 +55,7 @@ def test_concurrent_requests_are_coalesced_into_batches(
     ref = Pipeline.from_bundle(tiny_bundle_path)
     for x, r in zip(xs, rs, strict=True):  # each request gets its own rows back
         np.testing.assert_allclose(parse_binary_response(r)["output0"], ref.infer(x)[0], rtol=1e-4, atol=1e-4)
-    mv = app.state.server.repository  # stopped now; the stats document was read while serving
+    mv = app.state.service.repository  # stopped now; the stats document was read while serving
     assert mv is not None
     assert max(b["batch_size"] for b in stats["batch_stats"]) > 1
     assert stats["execution_count"] < 6
@@ -69,7 +70,7 @@ def test_concurrent_requests_are_coalesced_into_batches(
 def test_full_queue_answers_503_with_retry_after(make_app: Callable[..., Any]) -> None:
     app = make_app(config(defaults={"max_batch_size": 1, "queue_size": 1}))
     gate, entered = threading.Event(), threading.Event()
-    mv = app.state.server.repository.get(NAME)
+    mv = app.state.service.repository.get(NAME)
     real = mv.batcher.runners[0]
 
     def held(feeds: Sequence[dict[str, np.ndarray]]) -> list[np.ndarray]:
@@ -134,7 +135,7 @@ def test_request_id_is_echoed_when_sane(client: Any, sent: str | None, echoed: b
 def test_internal_errors_are_a_plain_500_logged_with_the_request_id(make_app: Callable[..., Any],
                                                                     caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
     app = make_app()
-    mv = app.state.server.repository.get(NAME)
+    mv = app.state.service.repository.get(NAME)
 
     def broken(feeds: Any) -> list[np.ndarray]:
         raise RuntimeError("secret path /srv/keys/model.key exploded")
@@ -192,7 +193,7 @@ def test_security_seam_resolves_principals_authorizes_and_reports(make_app: Call
             r = await c.post(f"/v2/repository/models/{NAME}/unload")
             assert r.status_code == 403 and "anonymous may not unload" in r.json()["error"]
             r = await c.post(
-                f"/v2/repository/models/{NAME}/load", headers={"Authorization": "Bearer admin-token"}
+                f"/v2/repository/models/{NAME}/load", json={}, headers={"Authorization": "Bearer admin-token"}
             )
             assert r.status_code == 200
 
@@ -203,12 +204,18 @@ def test_security_seam_resolves_principals_authorizes_and_reports(make_app: Call
     ]
 
 
-def test_default_security_is_anonymous_and_permissive() -> None:
+def test_default_security_is_anonymous_and_reads_and_infers_only() -> None:
     sec = Security()
     p = run(sec.authenticate(Connection({})))
     assert p == Principal.anonymous() and p.is_anonymous
     for action in ACTIONS:
-        sec.authorize(p, action, "model:x")
+        if action in STATE_CHANGES:
+            with pytest.raises(Unauthorized, match="--allow-anonymous-admin"):
+                sec.authorize(p, action, "model:x")
+            Security(allow_anonymous_admin=True).authorize(p, action, "model:x")
+            Security().authorize(Principal("alice", "token"), action, "model:x")
+        else:
+            sec.authorize(p, action, "model:x")
     with pytest.raises(Forbidden):
         DenyActions(["load"]).authorize(p, "load", "model:x")
     assert isinstance(sec.authenticator, AnonymousAuthenticator)

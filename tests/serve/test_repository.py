@@ -11,7 +11,7 @@ import pytest
 
 from cvdeploy.serve.security import RecordingEventSink, Security
 
-from .conftest import config, run, serving
+from .conftest import admin_config, run, serving
 
 NAME = "tiny"
 REPO = f"/v2/repository/models/{NAME}"
@@ -34,7 +34,8 @@ def test_hot_swap_rollback_and_unload_under_a_stream_of_requests(
 ) -> None:
     sink = RecordingEventSink()
     app = make_app(
-        config(defaults={"max_batch_size": 4, "max_queue_delay_ms": 1}), security=Security(events=sink)
+        admin_config(tiny_bundle_copy.parent, defaults={"max_batch_size": 4, "max_queue_delay_ms": 1}),
+        security=Security(events=sink),
     )
 
     async def body() -> list[tuple[int, str]]:
@@ -64,7 +65,7 @@ def test_hot_swap_rollback_and_unload_under_a_stream_of_requests(
             )
             assert r.status_code == 200, r.text
             await until(seen("2", len(results)))
-            r = await c.post(f"{REPO}/rollback")
+            r = await c.post(f"{REPO}/rollback", json={})
             assert r.status_code == 200 and r.json()["serving"] == "1"
             await until(seen("1", len(results)))
             r = await c.post(f"{REPO}/load", json={"path": str(tiny_bundle_copy), "version": 3})
@@ -104,7 +105,7 @@ def test_failed_load_of_a_tampered_bundle_keeps_the_serving_version(
 ) -> None:
     tamper(tiny_bundle_copy)
     sink = RecordingEventSink()
-    app = make_app(security=Security(events=sink))
+    app = make_app(admin_config(tiny_bundle_copy.parent), security=Security(events=sink))
 
     async def body() -> None:
         async with serving(app) as c:
@@ -129,10 +130,15 @@ def test_failed_load_of_a_tampered_bundle_keeps_the_serving_version(
 @pytest.mark.parametrize(
     ("body", "status", "match"),
     [
-        ({"path": "/no/such/bundle.cvd"}, 400, "bundle not found"),
-        ({"parameters": {"path": "{photo_dir}"}}, 400, "not a cvdeploy bundle"),
-        ({"path": "{bundle}", "colour": "red"}, 400, "unknown parameter 'colour'"),
-        ({"path": "{bundle}", "version": "two"}, 400, "whole number"),
+        ({"path": "/no/such/bundle.cvd"}, 403, "outside the allowed load roots"),
+        ({"parameters": {"path": "{photo_dir}"}}, 403, "outside the allowed load roots"),
+        ({"path": "{bundle}/../no-such.cvd"}, 404, "no bundle at"),
+        (
+            {"path": "{bundle}", "colour": "red"},
+            400,
+            "unknown parameter 'colour'; known: artifact, bundle, parameters, path, version",
+        ),
+        ({"path": "{bundle}", "version": "two"}, 400, "version: Input should be a valid integer"),
         ({"path": "{bundle}", "artifact": "onnx-int8"}, 400, "has no artifact 'onnx-int8'"),
     ],
 )
@@ -143,7 +149,7 @@ def test_bad_load_requests_change_nothing(make_app: Callable[..., Any], tiny_bun
             return {k: fill(x) for k, x in v.items()}
         return v.format(photo_dir=photo_dir, bundle=tiny_bundle_path) if isinstance(v, str) else v
 
-    app = make_app()
+    app = make_app(admin_config())
 
     async def run_it() -> None:
         async with serving(app) as c:
@@ -157,35 +163,35 @@ def test_bad_load_requests_change_nothing(make_app: Callable[..., Any], tiny_bun
 def test_bundle_of_another_name_and_unknown_model(
     make_app: Callable[..., Any], tiny_bundle_path: Path
 ) -> None:
-    app = make_app()
+    app = make_app(admin_config())
 
     async def body() -> None:
         async with serving(app) as c:
             r = await c.post("/v2/repository/models/other/load", json={"path": str(tiny_bundle_path)})
             assert r.status_code == 400 and "holds model 'tiny', not 'other'" in r.json()["error"]
-            r = await c.post("/v2/repository/models/other/load")
+            r = await c.post("/v2/repository/models/other/load", json={})
             assert r.status_code == 404
-            r = await c.post("/v2/repository/models/other/unload")
+            r = await c.post("/v2/repository/models/other/unload", json={})
             assert r.status_code == 404
 
     run(body())
 
 
 def test_unload_all_then_reload_and_rollback_limits(make_app: Callable[..., Any]) -> None:
-    app = make_app()
+    app = make_app(admin_config())
 
     async def body() -> None:
         async with serving(app) as c:
-            r = await c.post(f"{REPO}/rollback")
+            r = await c.post(f"{REPO}/rollback", json={})
             assert r.status_code == 409 and "no earlier version" in r.json()["error"]
-            assert (await c.post(f"{REPO}/unload")).status_code == 200
+            assert (await c.post(f"{REPO}/unload", json={})).status_code == 200
             assert (await c.get("/v2/health/ready")).status_code == 503
             assert (await c.get(f"/v2/models/{NAME}/ready")).status_code == 503
             r = await c.post(
                 f"/v1/models/{NAME}/detect", content=b"x", headers={"content-type": "image/jpeg"}
             )
             assert r.status_code == 503 and "no version loaded" in r.json()["error"]
-            r = await c.post(f"{REPO}/load")  # no body: reload the known bundle
+            r = await c.post(f"{REPO}/load", json={})  # no parameters: reload the known bundle
             assert r.status_code == 200 and r.json()["version"] == "1"
             assert (await c.get("/v2/health/ready")).status_code == 200
 
@@ -195,7 +201,7 @@ def test_unload_all_then_reload_and_rollback_limits(make_app: Callable[..., Any]
 def test_load_roots_confine_run_time_loads(make_app: Callable[..., Any], tiny_bundle_copy: Path,
                                            tmp_path_factory: pytest.TempPathFactory) -> None:  # fmt: skip
     elsewhere = tmp_path_factory.mktemp("allowed")
-    app = make_app(config(repository={"load_roots": [str(elsewhere)]}))
+    app = make_app(admin_config(elsewhere))
 
     async def body() -> None:
         async with serving(app) as c:

@@ -10,6 +10,7 @@ import pytest
 
 from cvdeploy.pipeline import Pipeline
 from cvdeploy.serve import ServerHandle, run_in_background
+from cvdeploy.serve.config import parse_config
 
 httpclient = pytest.importorskip("tritonclient.http")
 NAME = "tiny"
@@ -17,7 +18,8 @@ NAME = "tiny"
 
 @pytest.fixture(scope="module")
 def server(tiny_bundle_path: Path) -> Iterator[ServerHandle]:
-    handle = run_in_background([tiny_bundle_path], host="127.0.0.1", port=0)
+    cfg = parse_config({"security": {"allow_anonymous_admin": True}})
+    handle = run_in_background([tiny_bundle_path], host="127.0.0.1", port=0, config=cfg)
     try:
         yield handle
     finally:
@@ -68,7 +70,12 @@ def test_errors_arrive_as_triton_exceptions(triton) -> None:  # type: ignore[no-
 
 
 def test_repository_control_through_the_client(triton) -> None:  # type: ignore[no-untyped-def]
-    triton.unload_model(NAME)
+    from tritonclient.utils import InferenceServerException
+
+    with pytest.raises(InferenceServerException, match="Content-Type: application/json"):
+        triton.unload_model(NAME)  # tritonclient sends no content type: a browser could send the same
+    json_type = {"Content-Type": "application/json"}
+    triton.unload_model(NAME, headers=json_type)
     assert not triton.is_model_ready(NAME)
-    triton.load_model(NAME)
+    triton.load_model(NAME, headers=json_type)
     assert triton.is_model_ready(NAME)

@@ -93,7 +93,8 @@ def _input(**over: Any) -> dict[str, Any]:
 
 BAD_JSON: list[tuple[str, Any, int, str]] = [
     ("not json", b"{this is not json", 400, "not valid JSON"),
-    ("no inputs", {"outputs": []}, 400, "non-empty 'inputs'"),
+    ("no inputs", {"outputs": []}, 400, "inputs: Field required"),
+    ("empty inputs", {"inputs": []}, 400, "inputs: List should have at least 1 item"),
     ("wrong dtype", {"inputs": [_input(datatype="FP64")]}, 400, "must be FP32, got FP64"),
     ("wrong shape", {"inputs": [_input(shape=[1, 3, 32, 32], data=[0.0] * 3072)]}, 400, "must have shape"),
     ("wrong rank", {"inputs": [_input(shape=[3, 320, 320])]}, 400, "must have shape"),
@@ -101,7 +102,7 @@ BAD_JSON: list[tuple[str, Any, int, str]] = [
     ("unknown input", {"inputs": [_input(name="pixels")]}, 400, "no input 'pixels'"),
     ("unknown output", {"inputs": [_input()], "outputs": [{"name": "boxes"}]}, 400, "no output 'boxes'"),
     ("bytes", {"inputs": [_input(datatype="BYTES")]}, 400, "BYTES"),
-    ("over max batch", {"inputs": [_input(shape=[9, 3, 320, 320], data=[])]}, 400, ""),
+    ("over max batch", {"inputs": [_input(shape=[9, 3, 320, 320], data=[0.0] * 9)]}, 413, "limit"),
     ("non-numeric data", {"inputs": [_input(data=["a"] * (3 * 320 * 320))]}, 400, "not a list of FP32"),
 ]
 

@@ -25,7 +25,13 @@ HELP = "\n\n".join(
         "0.0.0.0:8080 and, given no bundle, serves those in /opt/ml/model; on Vertex AI (AIP_* variables, "
         "or --platform vertex) on 0.0.0.0:$AIP_HTTP_PORT.",
         "--config serve.yaml sets per-model batching (max_batch_size, max_queue_delay_ms, queue_size), "
-        "instances, timeouts and server limits; unknown keys are refused. Flags win over the file.",
+        "instances, timeouts, request and connection limits (limits: header/body timeouts, keep-alive, "
+        "connections, header size and count) and security; unknown keys are refused. Flags win over the file.",
+        "Safe defaults: loading, unloading and rolling back models needs an authenticated caller "
+        "(--allow-anonymous-admin lifts that for local experiments) and Content-Type: application/json; "
+        "run-time loads read bundles only under the folders of the bundles given here (--load-root adds "
+        "others); only Host names of this machine's loopback and bind address are answered (--allowed-host "
+        "adds names).",
     )
 )
 
@@ -89,6 +95,23 @@ def serve(
     ),
     threads: str = typer.Option(None, "--threads", help="Intra-op threads per model instance."),
     log_level: str = typer.Option(None, "--log-level", help="debug, info, warning or error (default info)."),
+    allow_anonymous_admin: bool = typer.Option(
+        False,
+        "--allow-anonymous-admin",
+        help="Let anonymous callers load, unload and roll back models (local experiments only).",
+    ),
+    allowed_host: list[str] = typer.Option(
+        None,
+        "--allowed-host",
+        help="A Host name clients use to reach the server (repeatable; '*': any). "
+        "Default: loopback names and the bind address.",
+    ),
+    load_root: list[str] = typer.Option(
+        None,
+        "--load-root",
+        help="A folder run-time loads may read bundles from (repeatable). "
+        "Default: the folders of the bundles given.",
+    ),
     check: bool = typer.Option(
         False, "--check", help="Load and verify everything, show what would be served, exit."
     ),
@@ -104,6 +127,15 @@ def serve(
         max_queue_delay_ms=_number(max_queue_delay_ms, "--max-queue-delay-ms", float, 0, 60_000),
         threads=_number(threads, "--threads", int, 1, 256),
     )
+    if allow_anonymous_admin:
+        cfg.security.allow_anonymous_admin = True
+    if allowed_host:
+        cfg.security.allowed_hosts = [*(cfg.security.allowed_hosts or []), *allowed_host]
+    if load_root:
+        missing = [r for r in load_root if not Path(r).is_dir()]
+        if missing:
+            raise ConfigError(f"--load-root {missing[0]}: no such folder")
+        cfg.repository.load_roots = [*(cfg.repository.load_roots or []), *load_root]
     if log_level is not None:
         if log_level.lower() not in ("debug", "info", "warning", "error"):
             raise ConfigError(f"--log-level {log_level!r}: use debug, info, warning or error")
@@ -118,7 +150,7 @@ def serve(
         from cvdeploy.serve.app import create_app
 
         app = create_app(specs, cfg, platform=plat)
-        _show(app.state.server, plat)
+        _show(app.state.service, plat)
         return
     from cvdeploy.serve.logs import configure_logging
     from cvdeploy.serve.server import serve as run_server
@@ -126,7 +158,7 @@ def serve(
     configure_logging(cfg.server.log_level, cfg.server.log_format)
 
     def ready(url: str, app: object) -> None:
-        _show(app.state.server, plat, url)  # type: ignore[attr-defined]
+        _show(app.state.service, plat, url)  # type: ignore[attr-defined]
 
     run_server(specs, cfg, plat, on_ready=ready)
 
@@ -152,6 +184,8 @@ def _show(state: object, plat: object, url: str | None = None) -> None:
         console.print(
             f"listening on [bold]{url}[/]  ·  try: curl -F image=@photo.jpg {url}/v1/models/{first}/detect"
         )
+    if state.security.allow_anonymous_admin:  # type: ignore[attr-defined]
+        console.print("[yellow]warning:[/] anonymous callers may load, unload and roll back models")
 
 
 def register(app: typer.Typer) -> None:

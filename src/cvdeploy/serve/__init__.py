@@ -5,11 +5,15 @@
     run_in_background(bundles, host, port) → ServerHandle(.url, .stop())
     load_config(path) → ServeConfig       the YAML configuration, validated
 
-Modules: ``app`` (assembly), ``config``, ``batching`` (dynamic batcher), ``repository`` (versions,
-load/unload/rollback), ``protocols/`` (v2, image, cloud), ``limits`` (request and image checks),
-``middleware`` (request id, principal, body limit, plain 500), ``metrics`` (Prometheus), ``logs``
-(JSON logs), ``security`` (the seam for TLS, authentication, RBAC and audit), ``server`` (uvicorn).
-Heavy imports (FastAPI, ONNX Runtime) happen only when these names are first used.
+Modules: ``service`` (the transport-neutral InferenceService every protocol is handed), ``app``
+(assembly), ``config``, ``schemas`` (pydantic models of every request document), ``tensors``,
+``batching`` (dynamic batcher), ``repository`` (versions, load/unload/rollback, load roots),
+``protocols/`` (thin HTTP adapters: v2 routes + codec + repository API + Triton documents, image,
+cloud), ``limits`` (content types, image structure and size), ``middleware`` (request id, head
+checks, principal, body limits, plain 500), ``metrics`` (Prometheus), ``logs`` (JSON logs),
+``security`` (the seam for authentication, RBAC and audit, and its one factory), ``errors``,
+``server`` (uvicorn with connection limits). Heavy imports (FastAPI, ONNX Runtime) happen only when
+these names are first used.
 """
 
 from __future__ import annotations

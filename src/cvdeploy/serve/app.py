@@ -1,14 +1,17 @@
-"""The ASGI application: server state, routers, error answers and the start/stop life cycle.
+"""The ASGI application: the inference service, the protocol adapters handed to it, error answers.
 
-    create_app(bundles, config)  →  FastAPI app
-        RequestContext middleware        request id, principal, body limit, metrics, plain 500
-        protocols.v2                     Open Inference Protocol v2 (+ repository, statistics)
+    create_app(bundles, config)  →  FastAPI app  (app.state.service: the InferenceService)
+        RequestContext middleware        request id, Host check, header limits, principal, body limit
+                                         and deadline, metrics, plain 500
+        protocols.v2                     Open Inference Protocol v2: inference, metadata, health, stats
+        protocols.repository_api         the v2 repository extension: index, load, unload, rollback
         protocols.image                  /v1/models/{name}/detect | classify | predict
         protocols.cloud                  SageMaker /ping, /invocations; Vertex AI routes
         GET /metrics                     Prometheus
 
 Bundles are loaded (and verified) synchronously when the app is created, so a bad bundle fails
-before the server listens; batchers start with the app's lifespan on uvicorn's loop.
+before the server listens; batchers start with the app's lifespan on the server's loop. No route
+redirects (a redirect would be built from the client's ``Host``).
 """
 
 from __future__ import annotations
@@ -17,65 +20,30 @@ from cvdeploy._deps import require
 
 require("fastapi", "the inference server")  # one-line install hint instead of an ImportError
 
-import asyncio
 import contextlib
-import dataclasses
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from cvdeploy import __version__
-from cvdeploy.errors import ConfigError, InputError
+from cvdeploy.errors import ConfigError, CvdeployError
 from cvdeploy.serve.batching import BatcherClosed, ClientGone
 from cvdeploy.serve.config import Platform, ServeConfig, resolve_platform
 from cvdeploy.serve.errors import ServeError
-from cvdeploy.serve.logs import run_with_context
 from cvdeploy.serve.metrics import MetricsEventSink, ServeMetrics
 from cvdeploy.serve.middleware import RequestContext
-from cvdeploy.serve.protocols import cloud, image, v2
-from cvdeploy.serve.protocols.common import authorize, json_response
-from cvdeploy.serve.repository import ModelRepository
-from cvdeploy.serve.security import FanoutEventSink, Security
+from cvdeploy.serve.protocols import cloud, image, repository_api, v2
+from cvdeploy.serve.protocols.http import call_of, json_response
+from cvdeploy.serve.security import FanoutEventSink, Security, build_security
+from cvdeploy.serve.service import InferenceService
 
 log = logging.getLogger("cvdeploy.serve")
-T = TypeVar("T")
-
-
-class ServerState:
-    """Everything a request handler needs: config, platform, repository, metrics, security, workers."""
-
-    def __init__(
-        self, config: ServeConfig, platform: Platform, security: Security, metrics: ServeMetrics
-    ) -> None:
-        self.config = config
-        self.platform = platform
-        self.security = security
-        self.metrics = metrics
-        self.repository = ModelRepository(config, security, metrics)
-        self.workers: ThreadPoolExecutor | None = None
-
-    async def start(self) -> None:
-        self.workers = ThreadPoolExecutor(
-            max_workers=self.config.server.workers, thread_name_prefix="cvdeploy-cpu"
-        )
-        await self.repository.start()
-
-    async def stop(self) -> None:
-        await self.repository.stop()
-        if self.workers is not None:
-            self.workers.shutdown(wait=False)
-
-    async def run_cpu(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run CPU work (image decode, preprocess, decode, big JSON) in a worker thread, off the loop."""
-        return await asyncio.get_running_loop().run_in_executor(self.workers, run_with_context(fn, *args))
 
 
 def create_app(
@@ -89,40 +57,44 @@ def create_app(
     """Load ``bundles`` (plus any ``models.NAME.path`` of the config) and build the app serving them.
 
     ``artifact`` overrides every model's artifact; ``security`` plugs authentication, authorization
-    and the event sink in (default: anonymous, allow all, JSON log lines).
+    and the event sink in (default: anonymous, allow all but anonymous state changes, JSON log
+    lines); the ``security:`` section of the config sets the policy around them.
     """
     cfg = config or ServeConfig()
     if artifact:
         cfg = cfg.with_overrides(artifact=artifact)
     plat = platform or resolve_platform(None, cfg.server)
     metrics = ServeMetrics()
-    base = security or Security()  # the caller's object is left as it is: the metrics sink joins a copy
-    sec = dataclasses.replace(base, events=FanoutEventSink([base.events, MetricsEventSink(metrics)]))
-    state = ServerState(cfg, plat, sec, metrics)
+    sec = build_security(cfg.security, plat, security)  # the caller's object is left as it is
+    service = InferenceService(cfg, plat, sec, metrics)
+    sec.events = FanoutEventSink(
+        [sec.events, MetricsEventSink(metrics, lambda m: m in service.repository.models)]
+    )
     specs = list(bundles) + [m.path for m in cfg.models.values() if m.path]
     if not specs:
         raise ConfigError(
             "no bundle to serve: name at least one bundle folder (or zoo:n), or models.NAME.path"
         )
     for spec in specs:
-        state.repository.add(spec)
-    unknown = sorted(set(cfg.models) - set(state.repository.models))
+        service.add(spec)
+    served = service.repository.models
+    unknown = sorted(set(cfg.models) - set(served))
     if unknown:
         raise ConfigError(
             f"the config sets up model {unknown[0]!r} but no bundle of that name is served "
-            f"(served: {', '.join(sorted(state.repository.models))}); a model's name is its bundle's name"
+            f"(served: {', '.join(sorted(served))}); a model's name is its bundle's name"
         )
-    if cfg.server.default_model and cfg.server.default_model not in state.repository.models:
+    if cfg.server.default_model and cfg.server.default_model not in served:
         raise ConfigError(f"server.default_model {cfg.server.default_model!r} is not among the served models")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await state.start()
-        log.info("serving %s", ", ".join(f"{n} v{e.serving}" for n, e in state.repository.models.items()))
+        await service.start()
+        log.info("serving %s", ", ".join(f"{n} v{e.serving}" for n, e in served.items()))
         try:
             yield
         finally:
-            await state.stop()
+            await service.stop()
 
     docs = cfg.server.docs
     app = FastAPI(
@@ -132,32 +104,33 @@ def create_app(
         docs_url="/docs" if docs else None,
         redoc_url=None,
         openapi_url="/openapi.json" if docs else None,
+        redirect_slashes=False,
     )
-    app.state.server = state
+    app.state.service = service
     _install_error_handlers(app)
-    app.include_router(v2.router)
-    app.include_router(image.router)
-    app.include_router(cloud.router)
+    for protocol in (v2, repository_api, image, cloud):
+        app.include_router(protocol.router(service))
     if plat.kind == "vertex" and plat.predict_route and plat.health_route:
-        cloud.mount_vertex(app, plat.predict_route, plat.health_route)
-    app.add_api_route("/metrics", _metrics, methods=["GET"])
-    app.add_middleware(RequestContext, server=state)
+        cloud.mount_vertex(app, service, plat.predict_route, plat.health_route)
+
+    async def prometheus(request: Request) -> Response:
+        return Response(service.metrics_text(call_of(request)), media_type=metrics.content_type)
+
+    app.add_api_route("/metrics", prometheus, methods=["GET"])
+    app.add_middleware(RequestContext, service=service)
     return app
 
 
-async def _metrics(request: Request) -> Response:
-    authorize(request, "metrics", "server")
-    m = request.app.state.server.metrics
-    return Response(m.render(), media_type=m.content_type)
-
-
 def _install_error_handlers(app: FastAPI) -> None:
-    """4xx answers carry the user's mistake (``ServeError``, ``InputError``); anything else reaches the
-    middleware, which logs it and answers a plain 500."""
+    """4xx answers carry the user's mistake (``ServeError`` with its status; any other ``CvdeployError``
+    is 400); anything else reaches the middleware, which logs it and answers a plain 500."""
 
     async def serve_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ServeError)
-        return json_response({"error": exc.message}, exc.status, exc.headers)
+        headers = dict(exc.headers)
+        if exc.status in (408, 413):  # the rest of the body may still be on its way: do not reuse
+            headers.setdefault("Connection", "close")
+        return json_response({"error": exc.message}, exc.status, headers)
 
     async def user_error(request: Request, exc: Exception) -> Response:
         return json_response({"error": str(exc)}, 400)
@@ -166,7 +139,9 @@ def _install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, HTTPException)
         detail = exc.detail if isinstance(exc.detail, str) else "request failed"
         if exc.status_code == 404 and detail == "Not Found":
-            detail = f"no such endpoint: {request.method} {request.url.path}"
+            detail = f"no such endpoint: {request.method} {request.url.path[:200]}"
+        elif exc.status_code == 405:
+            detail = f"{request.method} is not allowed on {request.url.path[:200]}"
         return json_response({"error": detail}, exc.status_code, dict(exc.headers or {}))
 
     async def validation_error(request: Request, exc: Exception) -> Response:
@@ -177,15 +152,15 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     async def closed(request: Request, exc: Exception) -> Response:
         msg = "the model version was unloaded while this request waited; retry"
-        return json_response({"error": msg}, 503,
-                             {"Retry-After": "1"})  # fmt: skip
+        return json_response({"error": msg}, 503, {"Retry-After": "1"})
 
     async def gone(request: Request, exc: Exception) -> Response:
         return Response(status_code=499)  # nginx's "client closed request": nobody reads it
 
     app.add_exception_handler(ServeError, serve_error)
-    app.add_exception_handler(InputError, user_error)
+    app.add_exception_handler(CvdeployError, user_error)
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(BatcherClosed, closed)
     app.add_exception_handler(ClientGone, gone)
+    app.add_exception_handler(ClientDisconnect, gone)

@@ -24,7 +24,7 @@ import collections
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -126,6 +126,7 @@ class DynamicBatcher:
         self._running: set[asyncio.Task[None]] = set()
         self._closing = False
         self._multi = 0.0  # moving share of recent batches that held more than one request
+        self._reserved = 0  # queue places promised to requests of several parts (see reserve())
 
     # ---- life cycle ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -173,15 +174,43 @@ class DynamicBatcher:
             self._executor.shutdown(wait=False)
 
     # ---- the request side ------------------------------------------------------------------
+    @contextlib.contextmanager
+    def reserve(self, n: int) -> Iterator[None]:
+        """Hold ``n`` queue places for one request of ``n`` parts (all or nothing), so it is never half
+        run: ``Overloaded`` now if they are not free; parts then pass ``reserved=True`` to :meth:`infer`."""
+        if n > self.queue_size:
+            raise ValueError("a reservation larger than the queue can never be granted")
+        if self._closing:
+            raise BatcherClosed(self.name)
+        if len(self._pending) + self._reserved + n > self.queue_size:
+            self._purge()
+        busy = len(self._pending) + self._reserved
+        if busy + n > self.queue_size:
+            self.stats.rejected += 1
+            self._count_drop("queue_full")
+            raise Overloaded(
+                f"model {self.name} is busy: {busy} of {self.queue_size} queue places taken, "
+                f"this request needs {n}"
+            )
+        self._reserved += n
+        try:
+            yield
+        finally:
+            self._reserved -= n
+
     async def infer(
-        self, feeds: Feeds, timeout_s: float | None = None, gone: asyncio.Future[Any] | None = None
+        self,
+        feeds: Feeds,
+        timeout_s: float | None = None,
+        gone: asyncio.Future[Any] | None = None,
+        reserved: bool = False,
     ) -> BatchResult:
         """Queue one request and wait for its outputs.
 
         Raises ``Overloaded`` (queue full), ``Timeout``, :class:`ClientGone` when ``gone`` completes
         first (the request is dropped if it has not started), or :class:`BatcherClosed`.
         """
-        item = self.submit(feeds, timeout_s)
+        item = self.submit(feeds, timeout_s, reserved)
         wait_for: set[asyncio.Future[Any]] = {item.future}
         if gone is not None:
             wait_for.add(gone)
@@ -202,16 +231,20 @@ class DynamicBatcher:
             f"model {self.name}: no result within {item.deadline - item.enqueued:.3g} s; try again later"
         )
 
-    def submit(self, feeds: Feeds, timeout_s: float | None = None) -> _Item:
-        """Queue a request without waiting; its ``future`` resolves to a :class:`BatchResult`."""
+    def submit(self, feeds: Feeds, timeout_s: float | None = None, reserved: bool = False) -> _Item:
+        """Queue a request without waiting; its ``future`` resolves to a :class:`BatchResult`.
+
+        ``reserved``: the place was held with :meth:`reserve`, so only the queue itself bounds it.
+        """
         if self._closing:
             raise BatcherClosed(self.name)
         if self._task is None or self._loop is None or self._wake is None:
             raise NotReady(f"model {self.name} is not started")
-        live = len(self._pending)
+        held = 0 if reserved else self._reserved
+        live = len(self._pending) + held
         if live >= self.queue_size:
             self._purge()
-            live = len(self._pending)
+            live = len(self._pending) + held
         if live >= self.queue_size:
             self.stats.rejected += 1
             self._count_drop("queue_full")
@@ -224,7 +257,8 @@ class DynamicBatcher:
             (k, v.shape[1:] if self.batchable else v.shape, v.dtype.str) for k, v in sorted(feeds.items())
         )
         now = time.perf_counter()
-        item = _Item(feeds, rows, key, self._loop.create_future(), now, now + (timeout_s or self.timeout_s))
+        wait = min(timeout_s, self.timeout_s) if timeout_s else self.timeout_s
+        item = _Item(feeds, rows, key, self._loop.create_future(), now, now + wait)
         self._pending.append(item)
         self.stats.requests += 1
         self._gauge()

@@ -1,7 +1,10 @@
 """The server's configuration: a YAML file validated by pydantic, plus the cloud platform it runs on.
 
     server:      {host, port, platform, workers, log_level, log_format, default_model, docs}
-    limits:      {max_body_bytes, max_image_pixels, allowed_content_types}
+    limits:      {max_body_bytes, max_json_bytes, max_image_pixels, allowed_content_types, max_instances,
+                  header_timeout_s, body_timeout_s, keep_alive_s, max_connections, max_header_bytes,
+                  max_headers}
+    security:    {allow_anonymous_admin, allowed_hosts}   (built into one Security by security.build_security)
     repository:  {max_loaded_versions, load_roots}
     defaults:    {artifact, max_batch_size, max_queue_delay_ms, queue_size, instances, timeout_s,
                   threads, spinning, device}
@@ -54,20 +57,39 @@ class ModelConfig(_Strict):
 
 
 class LimitsConfig(_Strict):
-    """What a request may carry; anything beyond is answered 4xx before work is done."""
+    """What a request and a connection may carry and take; anything beyond is answered 4xx (or the
+    connection closed) before work is done. The connection limits are enforced by the HTTP server."""
 
-    max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024)
-    max_image_pixels: int = Field(50_000_000, ge=1)
+    max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024, le=1 << 34)
+    max_image_pixels: int = Field(50_000_000, ge=1, le=1_000_000_000)
     allowed_content_types: list[str] = Field(
         default_factory=lambda: ["image/jpeg", "image/png", "image/webp"]
     )
+    max_json_bytes: int = Field(16 * 1024 * 1024, ge=1024, le=1 << 31)  # a JSON document (not binary tensors)
+    max_instances: int = Field(64, ge=1, le=4096)  # instances per cloud request (and never over the queue)
+    header_timeout_s: float = Field(10.0, gt=0, le=600)  # a request's head must arrive within this
+    body_timeout_s: float = Field(60.0, gt=0, le=3600)  # ... and its body within this
+    keep_alive_s: float = Field(15.0, gt=0, le=3600)  # an idle keep-alive connection is closed after this
+    max_connections: int = Field(512, ge=1, le=100_000)  # open connections; more are answered 503
+    max_header_bytes: int = Field(32 * 1024, ge=1024, le=1 << 20)  # request line + headers, in bytes
+    max_headers: int = Field(100, ge=8, le=10_000)  # header fields per request
+
+
+class SecurityConfig(_Strict):
+    """Who may change model state, and which ``Host`` names the server answers to."""
+
+    # let anonymous callers load, unload and roll back (local experiments only)
+    allow_anonymous_admin: bool = False
+    # None: loopback names (+ the bind address); a wildcard bind or a cloud platform: any. ["*"]: any
+    allowed_hosts: list[str] | None = None
 
 
 class RepositoryConfig(_Strict):
     """The model repository: how many versions stay loaded, and where bundles may be loaded from."""
 
     max_loaded_versions: int = Field(2, ge=1, le=64)  # per model: the serving one plus rollback targets
-    load_roots: list[str] | None = None  # when set, run-time loads must name a bundle under one of these
+    # run-time loads must name a bundle under one of these; None = the folders of the bundles given at start
+    load_roots: list[str] | None = None
 
 
 class ServerConfig(_Strict):
@@ -86,6 +108,7 @@ class ServeConfig(_Strict):
 
     server: ServerConfig = Field(default_factory=ServerConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    security: SecurityConfig = Field(default_factory=SecurityConfig)
     repository: RepositoryConfig = Field(default_factory=RepositoryConfig)
     defaults: ModelConfig = Field(default_factory=ModelConfig)
     models: dict[str, ModelConfig] = Field(default_factory=dict)
@@ -134,7 +157,7 @@ def parse_config(raw: Any, source: str = "config") -> ServeConfig:
     """Validate an already-parsed mapping."""
     if not isinstance(raw, Mapping):
         raise ConfigError(
-            f"{source}: must be a mapping of sections (server, limits, repository, defaults, models)"
+            f"{source}: must be a mapping of sections (server, limits, security, repository, defaults, models)"
         )
     try:
         return ServeConfig.model_validate(raw)

@@ -1,25 +1,34 @@
-"""HTTP-facing errors of the server, each carrying its status code.
+"""The server's errors: part of the one :class:`cvdeploy.errors.CvdeployError` tree, each with its status.
 
-    ServeError                  answered as ``{"error": message}`` with ``status``
-    ├── BadRequest        400   malformed JSON, wrong tensor shape or dtype, bad parameter
-    ├── Unauthorized      401   no valid credentials (raised by an ``Authenticator``)
-    ├── Forbidden         403   the principal may not do this (raised by an ``Authorizer``)
-    ├── NotFound          404   unknown model or version
-    ├── Conflict          409   a repository change that contradicts the current state
-    ├── PayloadTooLarge   413   body over ``limits.max_body_bytes`` or image over ``max_image_pixels``
-    ├── UnsupportedMedia  415   a content type or image format that is not accepted
-    ├── Overloaded        503   the model's queue is full (sent with ``Retry-After``)
-    ├── NotReady          503   no version of the model is loaded yet
-    └── Timeout           504   the request waited longer than the model's ``timeout_s``
+    CvdeployError (cvdeploy.errors)
+    └── ServeError                  answered as ``{"error": message}`` with ``status``
+        ├── BadRequest        400   malformed JSON, wrong tensor shape or dtype, unknown or bad parameter
+        │   └── HTTPVersion   400   a request line that is not HTTP/1.0 or HTTP/1.1 (not 505: what a client
+        │                           sends is never answered 5xx)
+        ├── Unauthorized      401   no valid credentials; anonymous callers changing model state
+        ├── Forbidden         403   the principal may not do this; a path outside the load roots
+        ├── NotFound          404   unknown model or version; no bundle at a path under the load roots
+        ├── RequestTimeout    408   the body did not arrive within ``limits.body_timeout_s``
+        ├── Conflict          409   a repository change that contradicts the current state
+        ├── PayloadTooLarge   413   body, image or request over a stated limit (the message names it)
+        ├── UnsupportedMedia  415   a content type or image format that is not accepted
+        ├── MisdirectedHost   421   a ``Host`` header outside ``security.allowed_hosts``
+        ├── HeadersTooLarge   431   more header fields than ``limits.max_headers``
+        ├── Overloaded        503   the model's queue is full (sent with ``Retry-After``)
+        ├── NotReady          503   no version of the model is loaded yet
+        └── Timeout           504   the request waited longer than the model's ``timeout_s``
 
-User mistakes raised by the library (:class:`cvdeploy.errors.CvdeployError`) are answered 400
-with their message; anything else is logged with the request id and answered as a plain 500.
+Other user mistakes raised by the library (``CvdeployError``: a corrupt image, a bad bundle) are
+answered 400 with their message; anything else is logged with the request id and answered as a
+plain 500 that reveals nothing. The 5xx above are states of the server, never of a request's content.
 """
 
 from __future__ import annotations
 
+from cvdeploy.errors import CvdeployError
 
-class ServeError(Exception):
+
+class ServeError(CvdeployError):
     """An error answered with ``status`` and ``{"error": message}``."""
 
     status = 500
@@ -46,6 +55,10 @@ class NotFound(ServeError):
     status = 404
 
 
+class RequestTimeout(ServeError):
+    status = 408
+
+
 class Conflict(ServeError):
     status = 409
 
@@ -56,6 +69,14 @@ class PayloadTooLarge(ServeError):
 
 class UnsupportedMedia(ServeError):
     status = 415
+
+
+class MisdirectedHost(ServeError):
+    status = 421
+
+
+class HeadersTooLarge(ServeError):
+    status = 431
 
 
 class Overloaded(ServeError):
@@ -71,3 +92,7 @@ class NotReady(ServeError):
 
 class Timeout(ServeError):
     status = 504
+
+
+class HTTPVersion(BadRequest):
+    status = 400

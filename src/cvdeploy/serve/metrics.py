@@ -8,8 +8,11 @@
     cvdeploy_queue_depth{model}                             requests waiting for a batch
     cvdeploy_model_events_total{model, action, outcome}     load / unload / rollback events
     cvdeploy_dropped_requests_total{model, reason}          timed out or client gone before inference
+    cvdeploy_non_finite_outputs_total{model}                answers whose outputs held NaN or ±Inf
 
-Labels are bounded: ``endpoint`` is the route template and ``model`` a loaded model name (else "-").
+Labels are bounded: ``endpoint`` is a route template (else "unmatched"), ``model`` a model this
+server knows (else "-": a request or failed load naming an arbitrary model adds no series),
+``code`` an HTTP status, ``action``/``outcome``/``stage``/``reason`` come from fixed sets.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from __future__ import annotations
 from cvdeploy._deps import require
 
 require("prometheus_client", "server metrics")  # one-line install hint instead of an ImportError
+
+from collections.abc import Callable
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -91,6 +96,9 @@ class ServeMetrics:
         self.dropped = Counter(
             "cvdeploy_dropped_requests", "Requests dropped before inference", ["model", "reason"], registry=r
         )
+        self.non_finite = Counter(
+            "cvdeploy_non_finite_outputs", "Answers whose outputs held NaN or Inf", ["model"], registry=r
+        )
 
     def observe_request(self, endpoint: str, model: str, code: int, seconds: float) -> None:
         self.requests.labels(endpoint, model, str(code)).inc()
@@ -106,11 +114,17 @@ class ServeMetrics:
 
 
 class MetricsEventSink:
-    """Counts model events; sits beside the audit/log sinks behind the one ``emit``."""
+    """Counts model events; sits beside the audit/log sinks behind the one ``emit``.
 
-    def __init__(self, metrics: ServeMetrics) -> None:
+    ``known(name)`` says whether a model name may be a label value; others are counted under "-".
+    """
+
+    def __init__(self, metrics: ServeMetrics, known: Callable[[str], bool]) -> None:
         self.metrics = metrics
+        self.known = known
 
     def emit(self, event: Event) -> None:
         model = event.resource.split(":")[1] if event.resource.startswith("model:") else "-"
-        self.metrics.model_events.labels(model, event.action, event.outcome).inc()
+        if not self.known(model):
+            model = "-"
+        self.metrics.model_events.labels(model, event.action[:16], event.outcome).inc()

@@ -1,20 +1,24 @@
-"""The request middleware: request id, principal, body limit, metrics, access log, and the plain 500.
+"""The request middleware: request id, request-head checks, principal, body limits, metrics, the plain 500.
 
 It is a pure ASGI middleware (no per-request task or body copy) and runs for every HTTP request
 before routing:
 
 1. a request id — the client's ``X-Request-ID`` when it is sane, else a new one — is put in the
    logging context and echoed on the response;
-2. the :class:`~cvdeploy.serve.security.Authenticator` resolves the connection to a principal,
+2. the request head is checked: HTTP/1.0 or 1.1 only (400), at most ``limits.max_headers`` fields
+   (431), a ``Host`` in ``security.allowed_hosts`` (421: a DNS-rebinding page in a browser names
+   its own host), a sane ``Content-Length`` (400) within ``limits.max_body_bytes`` (413);
+3. the :class:`~cvdeploy.serve.security.Authenticator` resolves the connection to a principal,
    stored as ``scope["state"]["principal"]`` (401 when it refuses);
-3. a body over ``limits.max_body_bytes`` is refused with 413, from ``Content-Length`` before it
-   is read, or while it streams in;
-4. any exception escaping the app is logged with the request id and answered as a plain 500
+4. the body is bounded while it streams in: over ``limits.max_body_bytes`` → 413, not complete
+   within ``limits.body_timeout_s`` → 408 (the HTTP server bounds the head the same way);
+5. any exception escaping the app is logged with the request id and answered as a plain 500
    that reveals nothing of the cause.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -23,12 +27,20 @@ import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
-from cvdeploy.serve.errors import PayloadTooLarge, ServeError
+from cvdeploy.serve.errors import (
+    BadRequest,
+    HeadersTooLarge,
+    HTTPVersion,
+    MisdirectedHost,
+    PayloadTooLarge,
+    RequestTimeout,
+    ServeError,
+)
 from cvdeploy.serve.logs import request_id_var
 from cvdeploy.serve.security import Connection
 
 if TYPE_CHECKING:
-    from cvdeploy.serve.app import ServerState
+    from cvdeploy.serve.service import InferenceService
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -51,26 +63,56 @@ async def send_json(send: Send, status: int, doc: dict[str, Any], headers: list[
 class RequestContext:
     """Wraps the FastAPI app; see the module docstring for what it does, in order."""
 
-    def __init__(self, app: ASGIApp, server: ServerState) -> None:
+    def __init__(self, app: ASGIApp, service: InferenceService) -> None:
         self.app = app
-        self.server = server
+        self.service = service
+
+    def check_head(self, scope: Scope) -> int | None:
+        """Refuse a request head this server does not take (raises a ServeError); → Content-Length."""
+        limits, security = self.service.config.limits, self.service.security
+        if scope.get("http_version") not in ("1.0", "1.1"):
+            raise HTTPVersion(f"HTTP/{str(scope.get('http_version'))[:8]} is not supported; use HTTP/1.1")
+        headers = scope.get("headers") or []
+        if len(headers) > limits.max_headers:
+            raise HeadersTooLarge(f"{len(headers)} header fields are over the limit of {limits.max_headers}")
+        size = sum(len(k) + len(v) + 4 for k, v in headers)
+        if size > limits.max_header_bytes:  # h11 bounds a head that arrives in pieces; this, one that did not
+            raise HeadersTooLarge(
+                f"{size:,} bytes of headers are over the limit of {limits.max_header_bytes:,}"
+            )
+        host, length, lengths = None, None, 0
+        for k, v in headers:
+            if k == b"host":
+                if host is not None:
+                    raise BadRequest("more than one Host header")
+                host = v.decode("latin-1")
+            elif k == b"content-length":
+                lengths += 1
+                raw = v.strip()
+                if not raw.isdigit() or len(raw) > 18 or lengths > 1:
+                    raise BadRequest("invalid Content-Length header")
+                length = int(raw)
+        if not security.host_allowed(host):
+            raise MisdirectedHost(
+                f"this server does not answer to Host {str(host)[:80]!r}; "
+                "allowed names are set with security.allowed_hosts (--allowed-host)"
+            )
+        if length is not None and length > limits.max_body_bytes:
+            raise PayloadTooLarge(
+                f"request body of {length:,} bytes is over the limit of {limits.max_body_bytes:,} bytes"
+            )
+        return length
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        headers = scope.get("headers") or []
-        rid, length = None, None
-        for k, v in headers:
+        rid = None
+        for k, v in scope.get("headers") or []:
             if k == b"x-request-id":
                 cand = v.decode("latin-1")
                 rid = cand if _SANE_ID.match(cand) else None
-            elif k == b"content-length":
-                try:
-                    length = int(v)
-                except ValueError:
-                    length = -1
         rid = rid or uuid.uuid4().hex
         token = request_id_var.set(rid)
         state = scope.setdefault("state", {})
@@ -85,32 +127,39 @@ class RequestContext:
                 message["headers"] = [*message.get("headers", []), rid_header]
             await send(message)
 
-        limit = self.server.config.limits.max_body_bytes
-        seen = 0
+        limits = self.service.config.limits
+        limit = limits.max_body_bytes
+        deadline = time.monotonic() + limits.body_timeout_s
+        seen, body_done = 0, False
 
         async def receive_limited() -> Message:
-            nonlocal seen
-            message = await receive()
+            nonlocal seen, body_done
+            if body_done:  # e.g. waiting for a disconnect while the request is served: no deadline
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                raise RequestTimeout(
+                    f"the request body did not arrive within {limits.body_timeout_s:g} s (limits.body_timeout_s)"
+                ) from None
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
                     raise PayloadTooLarge(f"request body over the limit of {limit:,} bytes")
+                body_done = not message.get("more_body", False)
+            else:
+                body_done = True
             return message
 
         try:
-            if length is not None and length < 0:
-                await send_json(send_wrapper, 400, {"error": "invalid Content-Length header"}, [])
-                return
-            if length is not None and length > limit:
-                await send_json(
-                    send_wrapper,
-                    413,
-                    {"error": f"request body of {length:,} bytes is over the limit of {limit:,} bytes"},
-                    [(b"connection", b"close")],
-                )  # fmt: skip
+            try:
+                self.check_head(scope)
+            except ServeError as exc:
+                close = [(b"connection", b"close")] if exc.status in (400, 413, 431) else []
+                await send_json(send_wrapper, exc.status, {"error": exc.message}, close)
                 return
             try:
-                state["principal"] = await self.server.security.authenticate(Connection.from_scope(scope))
+                state["principal"] = await self.service.security.authenticate(Connection.from_scope(scope))
             except ServeError as exc:
                 hdrs = [(k.lower().encode(), v.encode()) for k, v in exc.headers.items()]
                 await send_json(send_wrapper, exc.status, {"error": exc.message}, hdrs)
@@ -133,8 +182,8 @@ class RequestContext:
         route = scope.get("route")
         endpoint = getattr(route, "path", None) or "unmatched"
         name = (scope.get("path_params") or {}).get("name")
-        model = name if name in self.server.repository.models else "-"
-        self.server.metrics.observe_request(endpoint, model, code, seconds)
+        model = name if isinstance(name, str) and name in self.service.repository.models else "-"
+        self.service.metrics.observe_request(endpoint, model, code, seconds)
         if log.isEnabledFor(logging.INFO):
             log.info(
                 "%s %s %d", scope.get("method"), scope.get("path"), code,

@@ -12,7 +12,9 @@ Guarantees:
 - a swap drops no request: requests hold the version they resolved (:meth:`ModelRepository.use`)
   and a retired version is closed only after its last user has finished;
 - every state change — load, unload, rollback, successful or not — is reported through the one
-  ``Security.emit``.
+  ``Security.emit``;
+- run-time loads read only bundles under the load roots (``repository.load_roots``; by default
+  the folders of the bundles served at start), and their errors name no path but the one given.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from cvdeploy.bundle import Artifact, Bundle
+from cvdeploy.bundle import MANIFEST, Artifact, Bundle
 from cvdeploy.contract import Contract
 from cvdeploy.errors import ConfigError, CvdeployError
 from cvdeploy.pipeline import Pipeline
@@ -36,13 +39,20 @@ from cvdeploy.runtimes import RuntimeOptions, TensorInfo
 from cvdeploy.runtimes.registry import engine
 from cvdeploy.serve.batching import DynamicBatcher, Feeds, Runner
 from cvdeploy.serve.config import ModelConfig, ServeConfig
-from cvdeploy.serve.errors import BadRequest, Conflict, Forbidden, NotFound, NotReady
+from cvdeploy.serve.errors import BadRequest, Conflict, Forbidden, NotFound, NotReady, ServeError
 from cvdeploy.serve.metrics import ServeMetrics
 from cvdeploy.serve.security import Event, Principal, Security
 
 log = logging.getLogger("cvdeploy.serve.repository")
 
 _clock = itertools.count(1)
+_VERSION = re.compile(r"[0-9]{1,10}", re.ASCII)
+_MAX_FAILURES = 16  # failed-load records kept per model (the index shows them)
+
+
+def shown(text: str, n: int = 100) -> str:
+    """A client-given name, quoted and clipped, for an error message."""
+    return repr(text if len(text) <= n else text[:n] + "...")
 
 
 @dataclass(eq=False)
@@ -149,6 +159,14 @@ class ModelRepository:
         self._lock: asyncio.Lock | None = None
         self._started = False
         self._retiring: set[asyncio.Task[None]] = set()
+        roots = config.repository.load_roots
+        self._roots: list[Path] = [Path(r).resolve() for r in roots] if roots is not None else []
+        self._default_roots = roots is None  # then the folders of the bundles added at start
+
+    @property
+    def load_roots(self) -> list[Path]:
+        """The folders run-time loads may read bundles from."""
+        return list(self._roots)
 
     # ---- start-up (synchronous, before the server listens) ----------------------------------
     def add(self, spec: str | Path, artifact: str | None = None) -> ModelVersion:
@@ -166,6 +184,9 @@ class ModelRepository:
         if entry.serving is None or mv.version > entry.serving:
             entry.serving = mv.version
         entry.history = sorted(entry.versions)
+        parent = Path(mv.bundle.path).resolve().parent
+        if self._default_roots and parent not in self._roots:
+            self._roots.append(parent)
         self._emit("load", mv.resource, Principal.system(), "success", mv.describe())
         return mv
 
@@ -200,7 +221,7 @@ class ModelRepository:
         entry = self.models.get(name)
         if entry is None:
             have = ", ".join(sorted(self.models)) or "none"
-            raise NotFound(f"unknown model {name!r}; this server has: {have}")
+            raise NotFound(f"unknown model {shown(name)}; this server has: {have}")
         if version is None or version == "":
             if entry.serving is None:
                 raise NotReady(
@@ -208,10 +229,9 @@ class ModelRepository:
                     f"load one with POST /v2/repository/models/{name}/load"
                 )
             return entry.versions[entry.serving]
-        try:
-            v = int(version)
-        except (TypeError, ValueError):
-            raise NotFound(f"model {name!r} has no version {version!r}: versions are whole numbers") from None
+        if isinstance(version, str) and not _VERSION.fullmatch(version):
+            raise NotFound(f"model {name!r} has no version {shown(version)}: versions are whole numbers")
+        v = int(version)
         mv = entry.versions.get(v)
         if mv is None:
             have = ", ".join(str(k) for k in sorted(entry.versions)) or "none"
@@ -273,7 +293,7 @@ class ModelRepository:
                 loop = asyncio.get_running_loop()
                 mv = await loop.run_in_executor(None, self._build, source, name, version, artifact)
                 await mv.batcher.start()
-            except (BadRequest, Forbidden, NotFound) as exc:
+            except ServeError as exc:
                 self._failed(name, version, str(exc), resource, principal, details, request_id)
                 raise
             except CvdeployError as exc:
@@ -308,7 +328,8 @@ class ModelRepository:
             try:
                 if entry is None:
                     raise NotFound(
-                        f"unknown model {name!r}; this server has: {', '.join(sorted(self.models)) or 'none'}"
+                        f"unknown model {shown(name)}; this server has: "
+                        f"{', '.join(sorted(self.models)) or 'none'}"
                     )
                 if version is not None and version not in entry.versions:
                     have = ", ".join(str(v) for v in sorted(entry.versions)) or "none"
@@ -342,7 +363,8 @@ class ModelRepository:
                 entry = self.models.get(name)
                 if entry is None:
                     raise NotFound(
-                        f"unknown model {name!r}; this server has: {', '.join(sorted(self.models)) or 'none'}"
+                        f"unknown model {shown(name)}; this server has: "
+                        f"{', '.join(sorted(self.models)) or 'none'}"
                     )
                 current = entry.serving
                 earlier = [v for v in entry.history if v != current and v in entry.versions]
@@ -373,13 +395,7 @@ class ModelRepository:
     def _load_source(self, name: str, path: str | None, version: int | None) -> Path:
         entry = self.models.get(name)
         if path:
-            p = Path(path).expanduser()
-            roots = self.config.repository.load_roots
-            if roots is not None:
-                rp = p.resolve()
-                if not any(rp.is_relative_to(Path(r).expanduser().resolve()) for r in roots):
-                    raise Forbidden(f"{path} is outside the allowed load roots ({', '.join(roots)})")
-            return p
+            return self._contained(path)
         if entry is not None:
             if version is not None and version in entry.paths:
                 return entry.paths[version]
@@ -388,8 +404,42 @@ class ModelRepository:
             if version is None and entry.paths:
                 return entry.paths[max(entry.paths)]
         if entry is None and name not in self.models:
-            raise NotFound(f'unknown model {name!r}: name a bundle with {{"parameters": {{"path": "..."}}}}')
+            raise NotFound(
+                f'unknown model {shown(name)}: name a bundle with {{"parameters": {{"path": "..."}}}}'
+            )
         raise BadRequest(f'no bundle is known for version {version} of {name!r}; name one with "path"')
+
+    def _contained(self, path: str) -> Path:
+        """The bundle folder ``path`` names under a load root (relative paths are taken from each root).
+
+        Nothing is expanded (``~user`` is a folder name like any other); links are resolved before
+        the containment check. A path outside every root is refused the same way whether it exists
+        or not, so errors tell nothing about the rest of the file system.
+        """
+        if "\x00" in path:
+            raise BadRequest("path must not contain NUL characters")
+        raw = Path(path)
+        candidates = [raw] if raw.is_absolute() else [root / raw for root in self._roots]
+        inside = False
+        for cand in candidates:
+            try:
+                real = cand.resolve()
+            except (OSError, RuntimeError, ValueError):
+                continue
+            if not any(real == root or real.is_relative_to(root) for root in self._roots):
+                continue
+            inside = True
+            try:
+                if (real / MANIFEST).is_file():
+                    return real
+            except (OSError, ValueError):
+                pass
+        if inside:
+            raise NotFound(f"no bundle at {shown(path)} under this server's load roots")
+        raise Forbidden(
+            f"{shown(path)} is outside the allowed load roots of this server "
+            "(repository.load_roots; by default the folders of the bundles it was started with)"
+        )
 
     def _build(
         self, spec: str | Path, expect_name: str | None, version: int | None, artifact: str | None
@@ -452,7 +502,10 @@ class ModelRepository:
     ) -> None:  # fmt: skip
         entry = self.models.get(name)
         if entry is not None and version is not None and version not in entry.versions:
+            entry.failures.pop(version, None)
             entry.failures[version] = f"load failed: {why}"
+            while len(entry.failures) > _MAX_FAILURES:  # bounded, whatever versions callers name
+                entry.failures.pop(next(iter(entry.failures)))
         self._emit("load", resource, principal, "failure", {**details, "error": why}, request_id)
 
     def _emit(

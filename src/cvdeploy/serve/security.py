@@ -1,16 +1,21 @@
 """The security seam: who is asking, may they, and what changed — each answered in one place.
 
 Every request is resolved to a :class:`Principal` by the app's :class:`Authenticator` *before*
-routing (in :class:`cvdeploy.serve.middleware.RequestContext`), and stored on the ASGI scope as
-``scope["state"]["principal"]``. Every handler then calls
-``Security.authorize(principal, action, resource)`` before doing anything, and every
-state-changing action (load, unload, rollback of a model version) is reported with
-``Security.emit(Event(...))`` from :class:`cvdeploy.serve.repository.ModelRepository` — the one
-place model state changes.
+routing (in :class:`cvdeploy.serve.middleware.RequestContext`, for HTTP), and handed to the
+transport-neutral :class:`cvdeploy.serve.service.InferenceService` inside a ``Call``. The service
+calls ``Security.authorize(principal, action, resource)`` before doing anything — whatever the
+transport — and every state-changing action (load, unload, rollback of a model version) is
+reported with ``Security.emit(Event(...))`` from :class:`cvdeploy.serve.repository.ModelRepository`,
+the one place model state changes.
 
-Today the server is anonymous and permissive: :class:`AnonymousAuthenticator`, :class:`AllowAll`
-and :class:`LogEventSink`. The next round plugs in behind the same three seams, without touching
-handlers or the repository:
+Policy that holds whatever authorizer is plugged in (:meth:`Security.authorize`): anonymous callers
+never change model state unless ``security.allow_anonymous_admin`` (``--allow-anonymous-admin``)
+says so. :func:`build_security` is the one factory that turns the ``security:`` section of the
+configuration (plus any seams a caller plugs in) into the app's :class:`Security`.
+
+Today principals are anonymous: :class:`AnonymousAuthenticator`, :class:`AllowAll` and
+:class:`LogEventSink`. The next round plugs in behind the same three seams, without touching
+protocols, the service or the repository:
 
 - **TLS** terminates in uvicorn (``ssl_certfile``/``ssl_keyfile``/``ssl_ca_certs``); the client
   certificate, when mutual TLS is used, reaches the authenticator as ``Connection.tls``.
@@ -36,10 +41,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from cvdeploy.serve.errors import Forbidden
+from cvdeploy.serve.config import Platform, SecurityConfig
+from cvdeploy.serve.errors import Forbidden, Unauthorized
 
 __all__ = [
     "ACTIONS",
+    "LOOPBACK_HOSTS",
     "STATE_CHANGES",
     "AllowAll",
     "AnonymousAuthenticator",
@@ -54,13 +61,18 @@ __all__ = [
     "Principal",
     "RecordingEventSink",
     "Security",
+    "build_security",
 ]
 
 Action = Literal["health", "read", "infer", "metrics", "load", "unload", "rollback"]
 ACTIONS: tuple[str, ...] = ("health", "read", "infer", "metrics", "load", "unload", "rollback")
 STATE_CHANGES: tuple[str, ...] = ("load", "unload", "rollback")
 
+LOOPBACK_HOSTS: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
+_WILDCARD_BINDS = ("0.0.0.0", "::", "")
+
 events_log = logging.getLogger("cvdeploy.serve.events")
+log = logging.getLogger("cvdeploy.serve")
 
 
 @dataclass(frozen=True)
@@ -203,19 +215,81 @@ class FanoutEventSink:
 
 @dataclass
 class Security:
-    """The three seams together; the app holds one and every request goes through it."""
+    """The three seams and the policy around them; the app holds one and every request goes through it.
+
+    ``allowed_hosts`` holds lower-case host names (no port); ``"*"`` allows any ``Host``.
+    """
 
     authenticator: Authenticator = field(default_factory=AnonymousAuthenticator)
     authorizer: Authorizer = field(default_factory=AllowAll)
     events: EventSink = field(default_factory=LogEventSink)
+    allow_anonymous_admin: bool = False
+    allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS
 
     async def authenticate(self, conn: Connection) -> Principal:
         return await self.authenticator.authenticate(conn)
 
     def authorize(self, principal: Principal, action: str, resource: str) -> None:
-        """Raise ``Forbidden`` unless ``principal`` may do ``action`` on ``resource``."""
+        """Raise ``Forbidden`` unless ``principal`` may do ``action`` on ``resource``; ``Unauthorized``
+        when an anonymous caller would change model state and that is not explicitly allowed."""
         self.authorizer.authorize(principal, action, resource)
+        if action in STATE_CHANGES and principal.is_anonymous and not self.allow_anonymous_admin:
+            raise Unauthorized(
+                f"anonymous callers may not {action} models; authenticate, or start the server with "
+                "--allow-anonymous-admin (security.allow_anonymous_admin) for local experiments"
+            )
+
+    def host_allowed(self, host: str | None) -> bool:
+        """Whether a ``Host`` header value (``name[:port]``, ``[v6]:port``) names this server."""
+        if "*" in self.allowed_hosts:
+            return True
+        name = host_name(host)
+        return name is not None and name in self.allowed_hosts
 
     def emit(self, event: Event) -> None:
         """The one place every state change is reported."""
         self.events.emit(event)
+
+
+def host_name(host: str | None) -> str | None:
+    """``"Example.COM:8000"`` → ``"example.com"``, ``"[::1]:80"`` → ``"::1"``; None when malformed."""
+    if not host:
+        return None
+    h = host.strip().lower()
+    if h.startswith("["):
+        end = h.find("]")
+        if end < 0 or (h[end + 1 :] and not h[end + 1 :].startswith(":")):
+            return None
+        return h[1:end] or None
+    name, _, port = h.partition(":")
+    if port and not port.isdigit():
+        return None
+    return name.rstrip(".") or None
+
+
+def build_security(
+    config: SecurityConfig | None = None, platform: Platform | None = None, seams: Security | None = None
+) -> Security:
+    """The one factory: the ``security:`` configuration (and the bind address) plus the seams a caller
+    plugs in (authenticator, authorizer, event sink of ``seams``) → the app's ``Security``.
+
+    ``allowed_hosts=None`` means loopback names plus the bind address; a wildcard bind (0.0.0.0, ::)
+    or a cloud platform, whose front end names the container however it likes, allows any host.
+    """
+    cfg = config or SecurityConfig()
+    base = seams or Security()
+    allowed_hosts = cfg.allowed_hosts
+    bind_host = platform.host if platform is not None else "127.0.0.1"
+    cloud = platform is not None and platform.kind != "local"
+    if allowed_hosts is not None:
+        hosts = tuple(sorted({h.strip().lower().strip("[]") for h in allowed_hosts if h.strip()}))
+    elif cloud or bind_host in _WILDCARD_BINDS:
+        hosts = ("*",)
+        log.warning(
+            "listening on %s: any Host header is answered; set security.allowed_hosts to the names "
+            "clients use, to guard against DNS rebinding",
+            bind_host or "all addresses",
+        )
+    else:
+        hosts = tuple(sorted({*LOOPBACK_HOSTS, bind_host.lower().strip("[]")}))
+    return Security(base.authenticator, base.authorizer, base.events, cfg.allow_anonymous_admin, hosts)

@@ -1,11 +1,31 @@
 """Running the app under uvicorn: in the foreground (``cvdeploy serve``) or in a background thread.
 
-uvicorn uses uvloop and httptools when they are installed. The listening socket is bound here,
-before uvicorn starts, so a busy port is a one-line error and port 0 picks a free one.
+The listening socket is bound here, before uvicorn starts, so a busy port is a one-line error and
+port 0 picks a free one. Connection hygiene (``limits:`` of the config) comes from the server, not
+from a parser of ours:
+
+- uvicorn's **h11** protocol (pure Python, strict HTTP/1.1 parsing; the httptools protocol has no
+  limit on header size) with ``h11_max_incomplete_event_size`` = ``limits.max_header_bytes``:
+  a request line plus headers larger than that is refused with 400 and the connection closed;
+- ``limit_concurrency`` = ``limits.max_connections`` (more connections are answered 503) and
+  ``timeout_keep_alive`` = ``limits.keep_alive_s``;
+- what uvicorn lacks — a deadline for a request's head and body that slow clients cannot extend
+  by trickling bytes — is :func:`hardened_h11`: uvicorn's own h11 protocol with two timers driven
+  by h11's connection state (h11 still does all the parsing). The app answers a late body with a
+  408 at ``limits.body_timeout_s``; the protocol closes the connection at that deadline plus a
+  grace period whatever the app does, and at ``limits.header_timeout_s`` if the head is unfinished.
+
+Chosen over hypercorn (has ``read_timeout`` per read — reset by every trickled byte — and no
+connection limit) and granian (a Rust server with a header-read timeout, buffer limit and
+back-pressure, but no body deadline; it runs the app in its own worker processes, so the
+in-process background server, its tests and ``make demo`` would need another shape, and its
+embedded mode is experimental): uvicorn + h11 + two timers gives every limit the issue names
+while keeping one server for the foreground, background and tests.
 """
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import socket
@@ -46,16 +66,77 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def hardened_h11(header_timeout_s: float, body_timeout_s: float) -> type:
+    """uvicorn's h11 protocol with deadlines for a request's head and body (see the module docstring).
+
+    The head deadline starts when a connection opens or when the first byte of a further request on a
+    kept-alive connection arrives; the body deadline when the head is complete. Data arriving does not
+    extend either. Idle kept-alive connections are uvicorn's ``timeout_keep_alive`` business.
+    """
+    require("uvicorn", "serving")
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HardenedH11Protocol(H11Protocol):
+        _deadline: asyncio.TimerHandle | None = None
+        _phase: str = ""
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm("head", header_timeout_s)
+
+        def data_received(self, data: bytes) -> None:
+            if self._deadline is None and self.conn.their_state is h11.IDLE:
+                self._arm("head", header_timeout_s)  # a further request on a kept-alive connection
+            super().data_received(data)
+
+        def handle_events(self) -> None:
+            super().handle_events()
+            state = self.conn.their_state
+            if state is h11.SEND_BODY and self._phase != "body":
+                self._arm("body", body_timeout_s + 5.0)  # the app answers 408 first; this is the backstop
+            elif state is not h11.IDLE and state is not h11.SEND_BODY:
+                self._disarm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self, phase: str, seconds: float) -> None:
+            self._disarm()
+            self._phase = phase
+            self._deadline = self.loop.call_later(seconds, self._expired)
+
+        def _disarm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+            self._deadline, self._phase = None, ""
+
+        def _expired(self) -> None:
+            self._deadline = None
+            log.info("closing a connection whose request %s did not arrive in time", self._phase)
+            if self.cycle is not None and not self.cycle.response_complete:
+                self.cycle.disconnected = True
+                self.cycle.message_event.set()
+            if not self.transport.is_closing():
+                self.transport.close()
+
+    return HardenedH11Protocol
+
+
 def _uvicorn_server(app: Any, config: ServeConfig) -> Any:
     uvicorn = require("uvicorn", "serving")
+    limits = config.limits
     ucfg = uvicorn.Config(
         app,
         loop="auto",
-        http="auto",
+        http=hardened_h11(limits.header_timeout_s, limits.body_timeout_s),
+        h11_max_incomplete_event_size=limits.max_header_bytes,
+        limit_concurrency=limits.max_connections,
+        timeout_keep_alive=limits.keep_alive_s,
         lifespan="on",
         log_config=None,
         access_log=False,
-        timeout_keep_alive=30,
         server_header=False,
         log_level=config.server.log_level,
     )

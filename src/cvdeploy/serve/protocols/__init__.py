@@ -1,6 +1,8 @@
-"""The wire protocols the server speaks: Open Inference Protocol v2, the image API, SageMaker and Vertex AI.
+"""The wire protocols the server speaks, each a thin adapter over the one InferenceService.
 
-Each module holds an ``APIRouter`` whose handlers are thin: parse and check the request, call
-the repository's versions and batchers, encode the answer. They share the helpers in
-:mod:`cvdeploy.serve.protocols.common`.
+Each module's ``router(service)`` returns the routes of one protocol, handed the service
+explicitly: a handler turns the wire format into plain arguments and a ``Call`` (principal,
+request id, disconnect), calls the service, and encodes its answer. ``http`` holds what the HTTP
+adapters share; ``v2_codec`` and ``triton`` are the v2 wire format and Triton's documents,
+``documents`` the image answers. A new protocol is a new module here plus one line in ``app``.
 """
