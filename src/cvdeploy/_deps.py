@@ -23,6 +23,10 @@ _EXTRAS = {
     "fastapi": "serve",
     "uvicorn": "serve",
     "prometheus_client": "serve",
+    "cryptography": "security",
+    "jwt": "security",
+    "pyotp": "security",
+    "psycopg": "postgres",
 }
 
 
