@@ -3,7 +3,8 @@
 The PostgreSQL backend runs against a real server: ``CVDEPLOY_TEST_POSTGRES_URL`` when set (a server
 CI started), otherwise a throwaway cluster that this file starts on 127.0.0.1 in a temporary folder
 with the PostgreSQL binaries found here (``initdb``/``pg_ctl``; as the ``postgres`` user when running
-as root, since initdb refuses root). Without binaries the PostgreSQL cases are skipped, saying why.
+as root, since initdb refuses root). Without binaries the PostgreSQL cases are skipped, saying why —
+unless ``CVDEPLOY_REQUIRE_POSTGRES=1`` (CI), which turns the skip into a failure.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -55,16 +57,25 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _unavailable(reason: str) -> NoReturn:
+    if os.environ.get("CVDEPLOY_REQUIRE_POSTGRES") == "1":
+        pytest.fail(f"PostgreSQL is required here (CVDEPLOY_REQUIRE_POSTGRES=1) but {reason}")
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[str]:
     """A URL of a running PostgreSQL server (admin database), or a skip saying why there is none."""
-    pytest.importorskip("psycopg", reason="psycopg is not installed: pip install 'cvdeploy[postgres]'")
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        _unavailable("psycopg is not installed: pip install 'cvdeploy[postgres]'")
     if os.environ.get("CVDEPLOY_TEST_POSTGRES_URL"):
         yield os.environ["CVDEPLOY_TEST_POSTGRES_URL"]
         return
     bindir = _pg_bindir()
     if bindir is None or not (bindir / "initdb").exists():
-        pytest.skip("no PostgreSQL server binaries (initdb, pg_ctl) here: apt-get install postgresql")
+        _unavailable("no PostgreSQL server binaries (initdb, pg_ctl) here: apt-get install postgresql")
     base = Path(tempfile.mkdtemp(prefix="cvdeploy-pg-"))
     prefix: list[str] = []
     if os.geteuid() == 0:  # initdb refuses to run as root: run the cluster as the postgres user
@@ -74,9 +85,9 @@ def postgres_server() -> Iterator[str]:
 
             pw = pwd.getpwnam("postgres")
         except KeyError:
-            pytest.skip("running as root and there is no 'postgres' user to run a throwaway cluster as")
+            _unavailable("running as root and there is no 'postgres' user to run a throwaway cluster as")
         if runuser is None:
-            pytest.skip("running as root and 'runuser' is missing to start PostgreSQL as another user")
+            _unavailable("running as root and 'runuser' is missing to start PostgreSQL as another user")
         os.chown(base, pw.pw_uid, pw.pw_gid)
         prefix = [runuser, "-u", "postgres", "--"]
     port = _free_port()
@@ -104,7 +115,7 @@ def postgres_server() -> Iterator[str]:
             "-o", f"-h 127.0.0.1 -p {port} -k {base} -F", "start")  # fmt: skip
     except (RuntimeError, subprocess.TimeoutExpired) as exc:
         shutil.rmtree(base, ignore_errors=True)
-        pytest.skip(f"could not start a throwaway PostgreSQL cluster: {exc}")
+        _unavailable(f"could not start a throwaway PostgreSQL cluster: {exc}")
     try:
         yield f"postgresql://cvdeploy@127.0.0.1:{port}/postgres"
     finally:

@@ -43,12 +43,18 @@ def conn(token: str | None = None, otp: str | None = None, source: str = "10.1.1
     return QueryConnection(headers, (source, 40000), **kw)
 
 
+@pytest.fixture(scope="module")
+def signer() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
 @pytest.fixture
-def setup(db: Database, server_keys: ServerKeys, clock, tmp_path: Path) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def setup(
+    db: Database, server_keys: ServerKeys, clock, tmp_path: Path, signer: rsa.RSAPrivateKey
+) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     keys = ApiKeys(db, clock)
     mfa = Mfa(db, server_keys, clock)
     sink = RecordingEventSink()
-    signer = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(signer.public_key()))
     (tmp_path / "jwks.json").write_text(json.dumps({"keys": [{**jwk, "kid": "k1"}]}))
     verifier = JwtVerifier("iss", "aud", tmp_path / "jwks.json")

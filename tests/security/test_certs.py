@@ -13,6 +13,7 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from cvdeploy.errors import ConfigError
+from cvdeploy.security.authn import _client_cert_cn, tls_extension
 from cvdeploy.security.certs import DevCertificates, client_context, dev_certificates, server_context
 
 
@@ -31,6 +32,7 @@ def serve_once(ctx: ssl.SSLContext) -> tuple[int, dict[str, object], threading.T
         try:
             with ctx.wrap_socket(conn, server_side=True) as tls:
                 seen["peer"] = tls.getpeercert()
+                seen["ext"] = tls_extension(tls)
                 seen["version"] = tls.version()
                 tls.sendall(tls.recv(100))
         except (ssl.SSLError, OSError) as exc:
@@ -84,6 +86,7 @@ def test_mutual_tls_identifies_the_client_and_refuses_a_client_without_certifica
     t.join(10)
     subject = dict(x[0] for x in seen["peer"]["subject"])  # type: ignore[index]
     assert subject["commonName"] == "edge-1"
+    assert _client_cert_cn(seen["ext"]) == "edge-1"  # what the authenticator maps to a key  # type: ignore[arg-type]
 
     port, seen, t = serve_once(ctx)
     with pytest.raises((ssl.SSLError, ConnectionError, OSError)):

@@ -39,6 +39,9 @@ def test_enrolment_gives_secret_and_uri_and_stores_only_ciphertext(
     assert e.secret not in repr(sink.events)
     with pytest.raises(InputError, match="no API key"):
         Mfa(db, server_keys, clock).enroll("000000000000")
+    ApiKeys(db, clock).revoke(key.id)
+    with pytest.raises(InputError, match="is revoked"):
+        Mfa(db, server_keys, clock).enroll(key.id)
 
 
 def test_a_code_is_accepted_once(db: Database, server_keys: ServerKeys, clock) -> None:  # type: ignore[no-untyped-def]

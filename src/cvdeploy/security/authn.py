@@ -35,7 +35,7 @@ from cvdeploy.security.ratelimit import FailedAuthThrottle
 from cvdeploy.security.tokens import JwtVerifier, looks_like_jwt
 from cvdeploy.serve.security import Connection, Event, EventSink, Principal
 
-__all__ = ["OTP_HEADER", "BearerAuthenticator", "credentials_in_query", "principal_for_key"]
+__all__ = ["OTP_HEADER", "BearerAuthenticator", "credentials_in_query", "principal_for_key", "tls_extension"]
 
 OTP_HEADER = "x-cvd-otp"
 _QUERY_NAMES = re.compile(
@@ -67,6 +67,21 @@ def principal_for_key(key: ApiKey, kind: str = "api-key", source: str | None = N
     return Principal(f"key:{key.id}", kind, frozenset({key.role}), attrs)
 
 
+def tls_extension(ssl_object: Any) -> dict[str, Any] | None:
+    """The ASGI ``tls`` extension's client-certificate part from a server-side ``ssl.SSLObject``.
+
+    For transports that do not fill ``scope["extensions"]["tls"]`` themselves (uvicorn does not): the
+    server passes ``transport.get_extra_info("ssl_object")`` here and puts the result in
+    ``Connection.tls``. None when the peer presented no (verified) certificate.
+    """
+    import ssl
+
+    der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+    if not der:
+        return None
+    return {"client_cert_chain": [ssl.DER_cert_to_PEM_cert(der)], "tls_version": ssl_object.version()}
+
+
 def _client_cert_cn(tls: Mapping[str, Any] | None) -> str | None:
     """The common name of the verified client certificate in an ASGI ``tls`` extension, if any."""
     chain = (tls or {}).get("client_cert_chain") or []
@@ -85,7 +100,11 @@ def _client_cert_cn(tls: Mapping[str, Any] | None) -> str | None:
 
 
 class BearerAuthenticator:
-    """Resolves a :class:`Connection` to a :class:`Principal` (see the module docstring)."""
+    """Resolves a :class:`Connection` to a :class:`Principal` (see the module docstring).
+
+    ``trust_client_certs``: map a client certificate in ``Connection.tls`` to a key — only safe when the
+    TLS layer verified it against ``--tls-client-ca`` (``CERT_REQUIRED``), as :func:`cvdeploy.security.certs.server_context` does.
+    """
 
     def __init__(
         self,

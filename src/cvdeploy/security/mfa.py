@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import cvdeploy.security.schema  # noqa: F401  (registers the tables)
 from cvdeploy._deps import require
+from cvdeploy.errors import InputError
 from cvdeploy.security.apikeys import ApiKeys
 from cvdeploy.security.db import Database
 from cvdeploy.security.errors import AuthFailure
@@ -61,6 +62,9 @@ class Mfa:
         """A new secret for ``key_id`` (replacing any earlier one)."""
         pyotp = require("pyotp", "MFA")
         key = ApiKeys(self.db, self.clock).get(key_id)
+        state = key.state(self.clock())
+        if state != "active":
+            raise InputError(f"API key {key_id} is {state}; create a new key and enroll that one")
         secret = pyotp.random_base32(32)
         sealed = self.server_keys.seal(secret.encode(), f"mfa:{key_id}")
         uri = pyotp.TOTP(secret, digits=DIGITS, interval=STEP).provisioning_uri(

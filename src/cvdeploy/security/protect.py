@@ -138,6 +138,11 @@ def protect(
             notes.append(f"{art.name} left out: {eng.name} artifacts cannot be loaded from memory")
             continue
         rels = eng.files(art.file)
+        if set(art.sha256) - set(rels):
+            raise BundleError(
+                f"artifact {art.name!r} has files beyond {', '.join(rels)} (external data?); protect handles "
+                "self-contained artifacts: re-export it as one file"
+            )
         blobs = []
         for rel in rels:
             data = (src.path / rel).read_bytes()

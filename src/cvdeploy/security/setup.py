@@ -57,10 +57,6 @@ class SecuritySetup:
         trust_client_certs: bool = False,
         policy: Policy = DEFAULT_POLICY,
     ) -> SecuritySetup:
-        db = open_database(db_url)
-        server_keys = ServerKeys(secrets_dir)
-        server_keys.signing_key()  # created (or read) now: a missing key is a start-up error, not a request's
-        server_keys.wrap_key()
         jwt = None
         if jwt_jwks is not None or jwt_issuer is not None or jwt_audience is not None:
             if not (jwt_jwks and jwt_issuer and jwt_audience):
@@ -68,6 +64,10 @@ class SecuritySetup:
 
                 raise ConfigError("JWT needs all three of --jwt-issuer, --jwt-audience and --jwt-jwks")
             jwt = JwtVerifier(jwt_issuer, jwt_audience, jwt_jwks)
+        db = open_database(db_url)
+        server_keys = ServerKeys(secrets_dir)
+        server_keys.signing_key()  # created (or read) now: a missing key is a start-up error, not a request's
+        server_keys.wrap_key()
         audit = AuditLog(db, server_keys)
         sink = AuditSink(audit)
         keys = ApiKeys(db, events=sink)
