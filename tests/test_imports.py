@@ -28,6 +28,10 @@ OPTIONAL = [
     "torch_pruning",
     "multipart",
     "python_multipart",
+    "cryptography",
+    "jwt",
+    "pyotp",
+    "psycopg",
 ]
 
 SCRIPT = textwrap.dedent(

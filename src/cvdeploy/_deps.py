@@ -24,6 +24,10 @@ _EXTRAS = {
     "uvicorn": "serve",
     "prometheus_client": "serve",
     "simplejpeg": "serve",
+    "cryptography": "security",
+    "jwt": "security",
+    "pyotp": "security",
+    "psycopg": "postgres",
 }
 
 

@@ -24,6 +24,7 @@ from cvdeploy.runtimes.base import PRECISIONS
 
 if TYPE_CHECKING:
     from cvdeploy.runtimes import Runtime, RuntimeOptions
+    from cvdeploy.security.bundlekeys import BundleKeys
 
 SCHEMA = "cvdeploy/1"
 MANIFEST = "cvdeploy.yaml"
@@ -99,6 +100,21 @@ class Provenance(_Model):
     environment: dict[str, Any] = Field(default_factory=dict)
 
 
+class Protection(_Model):
+    """How ``cvdeploy protect`` protected the bundle (see :mod:`cvdeploy.security.protect`).
+
+    ``encryption``: every artifact file is stored AES-256-GCM encrypted as ``<file>.enc`` (the
+    ``sha256`` of an artifact then lists those stored files); ``key_id`` names the model key.
+    The signature, when there is one, lies beside the manifest in ``cvdeploy.yaml.sig``.
+    """
+
+    encryption: Literal["AES-256-GCM"] | None = None
+    key_id: str | None = None
+    obfuscated: bool = False
+    protected: str = ""  # when
+    notes: list[str] = Field(default_factory=list)
+
+
 class Manifest(_Model):
     schema_: str = Field(SCHEMA, alias="schema")
     name: str
@@ -108,6 +124,7 @@ class Manifest(_Model):
     default_artifact: str = "onnx-fp32"
     provenance: Provenance
     reference_profile: str | None = None
+    protection: Protection | None = None
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -148,15 +165,24 @@ def resolve_path(spec: str | Path) -> Path:
 class Bundle:
     """A bundle directory and its parsed manifest."""
 
-    def __init__(self, path: Path, manifest: Manifest) -> None:
+    def __init__(self, path: Path, manifest: Manifest, keys: BundleKeys | None = None) -> None:
         self.path = path
         self.manifest = manifest
         self._verified: dict[str, dict[str, str]] = {}  # artifact → the hashes it was verified against
+        self.keys = keys
 
     # ---- reading -------------------------------------------------------------------------
     @classmethod
-    def load(cls, spec: str | Path, verify: bool = True) -> Bundle:
-        """Open a bundle (path or ``zoo:NAME``); with ``verify`` every artifact's sha256 is checked."""
+    def load(cls, spec: str | Path, verify: bool = True, keys: BundleKeys | None = None) -> Bundle:
+        """Open a bundle (path or ``zoo:NAME``); with ``verify`` every artifact's sha256 is checked.
+
+        ``keys`` (default: those of :func:`cvdeploy.security.bundlekeys.using_keys`, if any) decrypt an
+        encrypted bundle when its artifacts are loaded; with a trust key the manifest's signature is
+        checked first, and the artifact files always.
+        """
+        from cvdeploy.security.bundlekeys import current_keys
+
+        keys = keys if keys is not None else current_keys()
         path = resolve_path(spec)
         mpath = path / MANIFEST
         if not path.exists():
@@ -165,11 +191,18 @@ class Bundle:
             raise BundleError(
                 f"{path} is not a cvdeploy bundle (no {MANIFEST}); create one with 'cvdeploy export'"
             )
+        data = mpath.read_bytes()
+        trusted = keys.trusted() if keys is not None else None
+        if trusted is not None:
+            from cvdeploy.security.signing import verify_manifest
+
+            verify_manifest(path, data, trusted)  # the bytes parsed below are the bytes verified here
+            verify = True
         try:
             # libyaml's C loader when present: the manifest is parsed on every cold start
-            raw = yaml.load(
-                mpath.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-            )
+            raw = yaml.load(data.decode("utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        except UnicodeDecodeError:
+            raise BundleError(f"{mpath}: not UTF-8 text") from None
         except yaml.YAMLError as exc:
             raise BundleError(f"{mpath}: not valid YAML ({str(exc).splitlines()[0]})") from None
         if not isinstance(raw, dict):
@@ -184,7 +217,13 @@ class Bundle:
             manifest = Manifest.model_validate(raw)
         except ValidationError as exc:
             raise BundleError(f"{mpath}: invalid manifest: {_first_error(exc)}") from None
-        bundle = cls(path, manifest)
+        bundle = cls(path, manifest, keys)
+        if bundle.encrypted and keys is not None and keys.needs_files:
+            raise BundleError(
+                f"{path} is an encrypted bundle and {keys.needs_files} works on model files on disk, which an "
+                f"encrypted bundle never has in clear: {keys.needs_files} the unprotected bundle, then "
+                "'cvdeploy protect' the result"
+            )
         if verify:
             for art in manifest.artifacts:
                 bundle.verify(art.name)
@@ -195,6 +234,12 @@ class Bundle:
         """A bundle to run one artifact of: the manifest is read now, each artifact's files are hashed
         when that artifact is loaded (:meth:`load_runtime`) — a cold start hashes only what it runs."""
         return spec if isinstance(spec, Bundle) else cls.load(spec, verify=False)
+
+    @property
+    def encrypted(self) -> bool:
+        """Whether the artifact files are stored encrypted (``cvdeploy protect --encrypt``)."""
+        p = self.manifest.protection
+        return p is not None and p.encryption is not None
 
     @property
     def name(self) -> str:
@@ -231,14 +276,31 @@ class Bundle:
         from cvdeploy.runtimes import RuntimeOptions as _Options
 
         a = art if isinstance(art, Artifact) else self.artifact(art)
-        if self._verified.get(a.name) != a.sha256:
-            self.verify(a.name)  # what runs is what was recorded: never load an unverified file
         opts = (options or _Options()).replace(precision=a.precision)
         if a.execution and a.sha256:
-            # the files are byte-identical to those checked at export: engines may reuse what was read
-            # from them then (the graph's precision) instead of parsing them again
+            # the files are byte-identical to those checked at export (verified below or as they are read):
+            # engines may reuse what was read from them then (the graph's precision) instead of parsing again
             opts.extra = {**opts.extra, "verified_execution": a.execution}
-        return registry.engine(a.runtime).load(self.file(a), opts)
+        eng = registry.engine(a.runtime)
+        keys = self.keys
+        if keys is None:
+            from cvdeploy.security.bundlekeys import current_keys
+
+            keys = current_keys()
+        signed = keys is not None and keys.trust_key is not None
+        if self.encrypted or (signed and eng.loads_from_memory):
+            # read once, check against the manifest, decrypt in memory: nothing in clear on disk, and the
+            # bytes that run are the bytes that were checked
+            from cvdeploy.security.bundlekeys import artifact_blobs
+
+            if not eng.loads_from_memory:
+                raise BundleError(
+                    f"artifact {a.name!r}: {eng.name} cannot load an encrypted model from memory"
+                )
+            return eng.load_memory(self.file(a), artifact_blobs(self, a, keys), opts)
+        if self._verified.get(a.name) != a.sha256:
+            self.verify(a.name)  # what runs is what was recorded: never load an unverified file
+        return eng.load(self.file(a), opts)
 
     def verify(self, name: str) -> None:
         """Check every file of an artifact against its recorded sha256."""

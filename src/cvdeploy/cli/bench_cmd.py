@@ -13,7 +13,14 @@ from typing import Any
 import typer
 from typer.core import TyperCommand
 
-from cvdeploy.cli.common import console, err_console, handle_errors, parse_ints, parse_list
+from cvdeploy.cli.common import (
+    bundle_key_options,
+    console,
+    err_console,
+    handle_errors,
+    parse_ints,
+    parse_list,
+)
 
 HELP = (
     "Measure latency and throughput the right way: real images through the bundle's one pipeline, "
@@ -84,6 +91,7 @@ def compare_command() -> Any:
     return typer.main.get_command(sub)
 
 
+@bundle_key_options
 @handle_errors
 def bench(
     bundle: str = typer.Argument(..., help="Bundle folder or zoo:n / zoo:s."),

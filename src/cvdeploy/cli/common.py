@@ -43,6 +43,52 @@ def handle_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def bundle_key_options(fn: F | None = None, *, needs_files: str | None = None) -> Any:
+    """Give a command that loads bundles the options ``--decrypt-key KEYFILE`` and ``--trust-key PUBLIC_KEY``.
+
+    Every bundle the command loads is then opened with those keys (``cvdeploy.security.bundlekeys``):
+    an encrypted bundle is decrypted in memory; with ``--trust-key`` an unsigned or badly signed bundle
+    is refused. ``needs_files="optimize"`` refuses encrypted bundles up front for a command that works
+    on model files on disk. Use as ``@bundle_key_options`` above ``@handle_errors``.
+    """
+    import inspect
+    from pathlib import Path
+    from typing import get_type_hints
+
+    def wrap(func: F) -> F:
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            from cvdeploy.security.bundlekeys import BundleKeys, using_keys
+
+            decrypt, trust = kwargs.pop("decrypt_key", None), kwargs.pop("trust_key", None)
+            keys = BundleKeys(decrypt, trust, needs_files) if (decrypt or trust or needs_files) else None
+            with using_keys(keys):
+                return func(*args, **kwargs)
+
+        sig = inspect.signature(func)
+        extra = [
+            inspect.Parameter(
+                "decrypt_key", inspect.Parameter.KEYWORD_ONLY, annotation=Path | None,
+                default=typer.Option(None, "--decrypt-key", metavar="KEYFILE",
+                                     help="Model key of an encrypted bundle (decrypted in memory only)."),
+            ),
+            inspect.Parameter(
+                "trust_key", inspect.Parameter.KEYWORD_ONLY, annotation=Path | None,
+                default=typer.Option(None, "--trust-key", metavar="PUBLIC_KEY",
+                                     help="Refuse bundles not signed with this Ed25519 public key."),
+            ),
+        ]  # fmt: skip
+        wrapper.__signature__ = sig.replace(parameters=[*sig.parameters.values(), *extra])  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {
+            **get_type_hints(func),
+            "decrypt_key": Path | None,
+            "trust_key": Path | None,
+        }
+        return wrapper  # type: ignore[return-value]
+
+    return wrap(fn) if fn is not None else wrap
+
+
 def parse_list(value: str | None) -> list[str]:
     """``"a,b, c"`` → ``["a", "b", "c"]``; empty or None → ``[]``."""
     if not value:

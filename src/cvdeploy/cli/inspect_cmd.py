@@ -8,7 +8,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from cvdeploy.cli.common import console, handle_errors
+from cvdeploy.cli.common import bundle_key_options, console, handle_errors
 
 HELP = """Show a bundle: its contract, artifacts (size, parity, metrics) and provenance.
 
@@ -91,6 +91,7 @@ def artifacts_table(bundle: object) -> Table:
     return t
 
 
+@bundle_key_options
 @handle_errors
 def inspect(
     bundle: str = typer.Argument(..., help="Bundle folder or zoo:n / zoo:s."),

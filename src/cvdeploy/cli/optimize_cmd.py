@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from cvdeploy.cli.common import console, err_console, handle_errors, parse_list
+from cvdeploy.cli.common import bundle_key_options, console, err_console, handle_errors, parse_list
 
 HELP = """Make a bundle's model faster or smaller and show exactly what it cost.
 
@@ -182,6 +182,7 @@ def _check(b: Any, r: OptimizeRequest) -> None:
         raise ConfigError("--fresh starts a new student for distillation: use it with --distill-from")
 
 
+@bundle_key_options(needs_files="optimize")
 @handle_errors
 def optimize(
     bundle: str = typer.Argument(..., help="Bundle folder or zoo:n / zoo:s."),

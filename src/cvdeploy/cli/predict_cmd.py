@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from cvdeploy.cli.common import console, handle_errors
+from cvdeploy.cli.common import bundle_key_options, console, handle_errors
 
 HELP = """Run images or folders of images through a bundle and show what it finds.
 
@@ -21,6 +21,7 @@ HELP = """Run images or folders of images through a bundle and show what it find
 """
 
 
+@bundle_key_options
 @handle_errors
 def predict(
     bundle: str = typer.Argument(..., help="Bundle folder or zoo:n / zoo:s."),

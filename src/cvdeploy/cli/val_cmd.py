@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from cvdeploy.cli.common import console, handle_errors
+from cvdeploy.cli.common import bundle_key_options, console, handle_errors
 
 HELP = """Measure how accurate an artifact of a bundle is: COCO mAP (mAP50-95,
 mAP50, per class) for detectors, top-1/top-5 for classifiers.
@@ -40,6 +40,7 @@ box_agreement).
 """
 
 
+@bundle_key_options
 @handle_errors
 def val(
     bundle: str = typer.Argument(..., help="Bundle folder or zoo:n / zoo:s."),

@@ -37,7 +37,7 @@ def eval_pipeline(
     max_det: int | None = None,
 ) -> Pipeline:
     """The bundle's pipeline for ``artifact`` on a copy of the contract, with ``conf``/``max_det`` overridden."""
-    detached = Bundle(bundle.path, bundle.manifest.model_copy(deep=True))
+    detached = Bundle(bundle.path, bundle.manifest.model_copy(deep=True), bundle.keys)
     pipe = Pipeline.from_bundle(detached, artifact, RuntimeOptions(threads=threads, device=device))
     if conf is not None:
         pipe.contract.output.conf = conf

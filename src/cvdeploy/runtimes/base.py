@@ -10,6 +10,7 @@ prefix, files, Triton platform, profiler — is declared once in :mod:`cvdeploy.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,6 +110,16 @@ class Runtime(ABC):
     def open(cls, path: str | Path, options: RuntimeOptions | None = None) -> Runtime:
         """Load the artifact file at ``path`` (what the registry calls)."""
         return cls(path, options)
+
+    @classmethod
+    def open_memory(
+        cls, path: Path, blobs: Sequence[bytes], options: RuntimeOptions | None = None
+    ) -> Runtime:
+        """Load an artifact held in memory (decrypted or verified bytes: model file first, then its
+        sidecars); ``path`` only names it. Same precision pinning and read-back as :meth:`open`."""
+        from cvdeploy.errors import ModelError
+
+        raise ModelError(f"{path.name}: the {cls.name} runtime cannot load a model from memory")
 
     @staticmethod
     def read_input_dims(path: Path) -> Dims | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,12 +64,15 @@ def _provider_options(provider: str, precision: str) -> dict[str, str]:
     return {}
 
 
-def graph_precision(path: Path) -> tuple[str, str]:
+def graph_precision(path: Path, model_bytes: bytes | None = None) -> tuple[str, str]:
     """The precision an ONNX graph computes in, from its operators and weights, with the evidence."""
     import onnx
 
     try:
-        model = onnx.load(str(path), load_external_data=False)
+        if model_bytes is not None:
+            model = onnx.load_model_from_string(model_bytes)
+        else:
+            model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:
         raise ModelError(f"{path}: not a readable ONNX file ({exc})") from None
     ops = [n.op_type for n in model.graph.node]
@@ -90,7 +94,9 @@ class OnnxRuntime(Runtime):
 
     name = "onnxruntime"
 
-    def __init__(self, path: str | Path, options: RuntimeOptions | None = None) -> None:
+    def __init__(
+        self, path: str | Path, options: RuntimeOptions | None = None, model_bytes: bytes | None = None
+    ) -> None:
         super().__init__(path, options)
         import onnxruntime as ort
 
@@ -138,7 +144,10 @@ class OnnxRuntime(Runtime):
         self._provider_options = [_provider_options(p, precision) for p in providers]
         try:
             self.session = ort.InferenceSession(
-                str(self.path), sess_options=so, providers=providers, provider_options=self._provider_options
+                model_bytes if model_bytes is not None else str(self.path),
+                sess_options=so,
+                providers=providers,
+                provider_options=self._provider_options,
             )
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
             raise ModelError(f"{self.path}: ONNX Runtime cannot load this model: {exc}") from None
@@ -161,8 +170,14 @@ class OnnxRuntime(Runtime):
                 f"{recorded.get('evidence', '')} (read at export; file sha256 verified)",
             )
         else:
-            self._graph = graph_precision(self.path)
+            self._graph = graph_precision(self.path, model_bytes)
         self._check_precision()
+
+    @classmethod
+    def open_memory(
+        cls, path: Path, blobs: Sequence[bytes], options: RuntimeOptions | None = None
+    ) -> Runtime:
+        return cls(path, options, model_bytes=bytes(blobs[0]))
 
     @staticmethod
     def read_input_dims(path: Path) -> Dims | None:

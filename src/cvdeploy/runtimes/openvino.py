@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,12 @@ class OpenVinoRuntime(Runtime):
 
     name = "openvino"
 
-    def __init__(self, path: str | Path, options: RuntimeOptions | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        options: RuntimeOptions | None = None,
+        model_bytes: tuple[bytes, bytes] | None = None,
+    ) -> None:
         super().__init__(path, options)
         ov = require("openvino", "the OpenVINO runtime")
         opts = self.options
@@ -89,7 +95,12 @@ class OpenVinoRuntime(Runtime):
             # only the service account can write.
             config["CACHE_DIR"] = str(cache)
         try:
-            model = self.core.read_model(str(self.path))
+            if model_bytes is not None:
+                # IR from memory: the .xml text and the .bin weights as a tensor (kept alive with the model)
+                self._weights = np.frombuffer(model_bytes[1], dtype=np.uint8)
+                model = self.core.read_model(model_bytes[0], ov.Tensor(self._weights))
+            else:
+                model = self.core.read_model(str(self.path))
             self.compiled = self.core.compile_model(model, device, config)
         except Exception as exc:
             raise ModelError(f"{self.path}: OpenVINO cannot load this model: {exc}") from None
@@ -113,6 +124,16 @@ class OpenVinoRuntime(Runtime):
         ]
         self._execution = self._read_back()
         self._check_precision()
+
+    @classmethod
+    def open_memory(
+        cls, path: Path, blobs: Sequence[bytes], options: RuntimeOptions | None = None
+    ) -> Runtime:
+        if len(blobs) != 2:
+            raise ModelError(
+                f"{path.name}: an OpenVINO IR in memory needs its .xml and .bin ({len(blobs)} given)"
+            )
+        return cls(path, options, model_bytes=(bytes(blobs[0]), bytes(blobs[1])))
 
     @staticmethod
     def read_input_dims(path: Path) -> Dims | None:

@@ -14,6 +14,7 @@ test (``tests/runtimes/test_contract.py``) then runs it through the same checks 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -41,6 +42,7 @@ class Engine:
     sidecars: tuple[str, ...] = ()  # files next to the model file with the same stem (".bin")
     writable_inputs: bool = False  # the engine writes into / needs writable host buffers
     profiler: str | None = None  # what its operator profile comes from
+    loads_from_memory: bool = False  # can run a model held in memory (decrypted bundles)
 
     def runtime_class(self) -> type[Runtime]:
         module, _, cls = self.impl.partition(":")
@@ -50,6 +52,12 @@ class Engine:
     def load(self, path: str | Path, options: RuntimeOptions | None = None) -> Runtime:
         """Load the artifact at ``path`` (precision pinned and checked from ``options.precision``)."""
         return self.runtime_class().open(path, options)
+
+    def load_memory(
+        self, path: str | Path, blobs: Sequence[bytes], options: RuntimeOptions | None = None
+    ) -> Runtime:
+        """Load an artifact from bytes in memory (``blobs`` in :meth:`files` order); ``path`` names it."""
+        return self.runtime_class().open_memory(Path(path), blobs, options)
 
     def files(self, model_file: str) -> list[str]:
         """Every file of an artifact whose model file is ``model_file`` (bundle-relative)."""
@@ -87,6 +95,7 @@ ENGINES: dict[str, Engine] = {
             triton_backend="onnxruntime",
             suffix=".onnx",
             profiler="ONNX Runtime profiler",
+            loads_from_memory=True,
         ),
         Engine(
             name="openvino",
@@ -102,6 +111,7 @@ ENGINES: dict[str, Engine] = {
             sidecars=(".bin",),
             writable_inputs=True,
             profiler="OpenVINO performance counters",
+            loads_from_memory=True,
         ),
         Engine(
             name="torch",
