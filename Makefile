@@ -10,7 +10,7 @@ ULTRALYTICS := ultralytics==8.4.190
 # Ultralytics' own requirements minus opencv-python (we use opencv-python-headless; both ship cv2).
 ULTRA_DEPS  := pillow requests psutil polars ultralytics-thop
 
-.PHONY: install demo test test-fast lint format clean
+.PHONY: install demo test test-fast lint format bench clean
 
 install: $(STAMP)
 
@@ -30,6 +30,10 @@ test: install
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# every benchmark, its RESULT kept as JSON under benchmarks/results/, the README table regenerated (long: ~1 h)
+bench: install
+	$(BIN)/python benchmarks/run_all.py
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks
