@@ -13,6 +13,7 @@ _EXTRAS = {
     "torchvision": "ultralytics",
     "onnxslim": "torch",
     "openvino": "openvino",
+    "ai_edge_litert": "tflite",
     "nncf": "openvino",
     "torch_pruning": "optimize",
     "ultralytics": "ultralytics",
