@@ -150,8 +150,8 @@ def _artifact(bundle: Bundle, cons: Constraints, meas: list[Measured], ref: str)
     c = bundle.contract.input
     at_size = {m.artifact: m for m in sorted(meas, key=lambda m: -m.p50_ms)
                if m.imgsz == (c.height, c.width) and m.batch == 1 and m.concurrency == 1}  # fmt: skip
-    ref = next((a for a in bundle.manifest.artifacts if a.name == "onnx-fp32"), None)
-    ref_map = _map(ref) if ref else None
+    fp32 = next((a for a in bundle.manifest.artifacts if a.name == "onnx-fp32"), None)
+    ref_map = _map(fp32) if fp32 else None
     ruled: list[dict[str, str]] = []
     ok: list[tuple[Measured, Artifact]] = []
     missing: list[str] = []

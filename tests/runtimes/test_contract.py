@@ -45,6 +45,11 @@ def _artifact(name: str, tiny_bundle_path: Path, torchscript_file: Path | None) 
     if name == "torch":
         assert torchscript_file is not None
         return torchscript_file
+    if name == "litert":  # a converter cannot share this environment: LiteRT's own schema writes the model
+        from .tflite_builder import build
+
+        path = tiny_bundle_path.parent / "litert-fp32.tflite"
+        return path if path.is_file() else build(path, 320, 320, len(b.contract.classes))
     return b.file(f"{engine(name).prefix}-fp32")
 
 

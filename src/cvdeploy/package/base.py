@@ -174,7 +174,7 @@ class Context:
         import yaml
 
         (root / MANIFEST).write_text(
-            yaml.safe_dump(manifest.model_dump(by_alias=True, exclude_none=True), sort_keys=False), encoding="utf-8"
+            yaml.safe_dump(manifest.model_dump(mode="json", by_alias=True, exclude_none=True), sort_keys=False), encoding="utf-8"
         )
         Bundle.load(root)  # the copy must load and verify like the original
         for p in sorted(root.rglob("*")):

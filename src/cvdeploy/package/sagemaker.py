@@ -19,7 +19,8 @@ from cvdeploy.package.serveconf import CONFIG_PATH, write_serve_config
 SCRIPT = """#!/bin/sh
 # SageMaker runs `docker run IMAGE serve`: answer GET /ping and POST /invocations on port 8080
 # (SAGEMAKER_BIND_TO_PORT when SageMaker sets it) with the bundle it extracted into /opt/ml/model.
-exec cvdeploy serve --platform sagemaker --config {config} --threads {threads} "$@"
+# CVDEPLOY_CONFIG overrides where the server configuration is read from (tests run this script as is).
+exec cvdeploy serve --platform sagemaker --config "${{CVDEPLOY_CONFIG:-{config}}}" --threads {threads} "$@"
 """
 
 

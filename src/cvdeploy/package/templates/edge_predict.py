@@ -23,6 +23,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 if (HERE / "lib").is_dir():
     sys.path.insert(0, str(HERE / "lib"))
+os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")  # a missing file is reported below, once
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
@@ -233,13 +234,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--conf", type=float, default=None, help="confidence threshold (default: the contract's)")
     ap.add_argument("--threads", type=int, default=None, help="inference threads (default: CPUs available)")
     args = ap.parse_args(argv)
+    images = {}
+    for name in args.images:
+        img = cv2.imread(name, cv2.IMREAD_COLOR) if Path(name).is_file() else None
+        if img is None:
+            print(f"error: cannot read image {name} (missing, or not an image)", file=sys.stderr)
+            return 2
+        images[name] = img
     model = Model(threads=args.threads)
     results = {}
-    for name in args.images:
-        img = cv2.imread(name, cv2.IMREAD_COLOR)
-        if img is None:
-            print(f"error: cannot read image {name}", file=sys.stderr)
-            return 2
+    for name, img in images.items():
         res = model.predict(img, args.conf)
         results[name] = [r.tolist() for r in res] if model.meta["contract"]["output"]["format"] == "raw" else res
     if args.json:
