@@ -28,6 +28,9 @@ OPTIONAL = [
     "torch_pruning",
     "multipart",
     "python_multipart",
+    "ai_edge_litert",
+    "litert_torch",
+    "ai_edge_quantizer",
 ]
 
 SCRIPT = textwrap.dedent(

@@ -14,6 +14,8 @@ _EXTRAS = {
     "onnxslim": "torch",
     "openvino": "openvino",
     "ai_edge_litert": "tflite",
+    "litert_torch": "tflite-export",
+    "ai_edge_quantizer": "tflite-export",
     "nncf": "openvino",
     "torch_pruning": "optimize",
     "ultralytics": "ultralytics",

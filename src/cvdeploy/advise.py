@@ -102,9 +102,10 @@ def measurements(bundle: Bundle, reports: list[dict[str, Any]]) -> list[Measured
             if cfg.get("artifact") not in bundle.artifact_names:
                 continue
             lat = r.get("latency") or {}
+            h, w = cfg.get("imgsz", (c.height, c.width))
             out.append(Measured(
-                cfg["artifact"], tuple(cfg.get("imgsz", (c.height, c.width))), int(cfg.get("batch", 1)),  # type: ignore[arg-type]
-                float(r.get("p50_ms") or lat.get("p50_ms")), lat.get("p95_ms"), r.get("throughput_ips"),
+                cfg["artifact"], (int(h), int(w)), int(cfg.get("batch", 1)),
+                float(r.get("p50_ms") or lat.get("p50_ms") or 0.0), lat.get("p95_ms"), r.get("throughput_ips"),
                 cfg.get("threads"), int(cfg.get("concurrency", 1)), rep["_file"],
             ))  # fmt: skip
     return out
@@ -146,7 +147,9 @@ def advise(
     return Advice(b, asdict(cons), decisions, sorted(set(env)))
 
 
-def _artifact(bundle: Bundle, cons: Constraints, meas: list[Measured], ref: str) -> tuple[Decision, str | None, Measured | None]:
+def _artifact(
+    bundle: Bundle, cons: Constraints, meas: list[Measured], ref: str
+) -> tuple[Decision, str | None, Measured | None]:
     c = bundle.contract.input
     at_size = {m.artifact: m for m in sorted(meas, key=lambda m: -m.p50_ms)
                if m.imgsz == (c.height, c.width) and m.batch == 1 and m.concurrency == 1}  # fmt: skip
@@ -169,7 +172,9 @@ def _artifact(bundle: Bundle, cons: Constraints, meas: list[Measured], ref: str)
                           "why": f"loses {100 * (ref_map - m):.2f} mAP50-95 points against onnx-fp32 (allowed {cons.max_drop:g})"})  # fmt: skip
             continue
         if art.precision != "fp32" and m is None and art.metrics.get("fidelity") is None:
-            missing.append(f"accuracy of {art.name}: cvdeploy val {ref} --artifact {art.name} --data DATA --write")
+            missing.append(
+                f"accuracy of {art.name}: cvdeploy val {ref} --artifact {art.name} --data DATA --write"
+            )
         if eng.name not in ("onnxruntime", "openvino", "litert"):
             continue
         mm = at_size.get(art.name)
@@ -212,25 +217,47 @@ def _where(cons: Constraints, best: Measured | None) -> Decision:
         return Decision("where", "edge", "runs with no network: on the device that sees the images", ruled)
     if cons.private_data:
         ruled.append({"option": "cloud", "why": "--private-data: images would leave your premises"})
-        return Decision("where", "local", "your own servers (docker/kubernetes target): images stay in-house", ruled)
+        return Decision(
+            "where", "local", "your own servers (docker/kubernetes target): images stay in-house", ruled
+        )
     if cons.rps and best and best.throughput_ips:
         capacity = best.throughput_ips * HEADROOM
         if cons.rps > 4 * capacity:
             ruled.append({"option": "local", "why": f"{cons.rps:g} req/s needs {math.ceil(cons.rps / capacity)} replicas "
                           f"of {capacity:.1f} req/s each: managed autoscaling pays off"})  # fmt: skip
             ruled.append({"option": "edge", "why": "one device cannot serve that rate"})
-            return Decision("where", "cloud", f"{cons.rps:g} req/s exceeds four replicas' capacity ({4 * capacity:.0f} req/s)", ruled)
-    ruled.append({"option": "cloud", "why": "no constraint needs its scale; a local server is simpler and keeps data in-house"})
+            return Decision(
+                "where",
+                "cloud",
+                f"{cons.rps:g} req/s exceeds four replicas' capacity ({4 * capacity:.0f} req/s)",
+                ruled,
+            )
+    ruled.append(
+        {
+            "option": "cloud",
+            "why": "no constraint needs its scale; a local server is simpler and keeps data in-house",
+        }
+    )
     return Decision("where", "local", "no rate beyond a few replicas, no offline or edge requirement", ruled)
 
 
 def _model_size(bundle: Bundle, cons: Constraints, best: Measured | None, ref: str) -> Decision:
-    params = (bundle.manifest.artifacts[0].details.get("training") or {}).get("params") if bundle.manifest.artifacts else None
-    size = f"{bundle.name}" + (f" ({params / 1e6:.1f} M parameters)" if isinstance(params, int | float) else "")
+    params = (
+        (bundle.manifest.artifacts[0].details.get("training") or {}).get("params")
+        if bundle.manifest.artifacts
+        else None
+    )
+    size = f"{bundle.name}" + (
+        f" ({params / 1e6:.1f} M parameters)" if isinstance(params, int | float) else ""
+    )
     if best is None:
-        return Decision("model size", size, "no latency measured", missing=[f"cvdeploy bench {ref} -o bench.json"])
+        return Decision(
+            "model size", size, "no latency measured", missing=[f"cvdeploy bench {ref} -o bench.json"]
+        )
     if cons.latency_ms is None:
-        return Decision("model size", size, f"no latency budget given; fastest artifact p50 {best.p50_ms:.1f} ms")
+        return Decision(
+            "model size", size, f"no latency budget given; fastest artifact p50 {best.p50_ms:.1f} ms"
+        )
     figure = best.p95_ms or best.p50_ms
     if figure > cons.latency_ms:
         return Decision("model size", "smaller",
@@ -243,14 +270,19 @@ def _model_size(bundle: Bundle, cons: Constraints, best: Measured | None, ref: s
     return Decision("model size", size, f"{figure:.1f} ms fits the {cons.latency_ms:g} ms budget")
 
 
-def _input_size(bundle: Bundle, cons: Constraints, meas: list[Measured], chosen: str | None, ref: str) -> Decision:
+def _input_size(
+    bundle: Bundle, cons: Constraints, meas: list[Measured], chosen: str | None, ref: str
+) -> Decision:
     c = bundle.contract.input
     size = f"{c.height}x{c.width}"
     sizes = sorted({m.imgsz for m in meas if m.artifact == chosen and m.batch == 1})
     if len(sizes) <= 1:
         return Decision("input size", size, "the contract's size, where accuracy was measured; no other size benchmarked",
                         missing=[f"cvdeploy bench {ref} --artifact {chosen or 'ARTIFACT'} --imgsz 320,480,{c.height} -o bench.json"])  # fmt: skip
-    by = {s: min(m.p50_ms for m in meas if m.artifact == chosen and m.imgsz == s and m.batch == 1) for s in sizes}
+    by = {
+        s: min(m.p50_ms for m in meas if m.artifact == chosen and m.imgsz == s and m.batch == 1)
+        for s in sizes
+    }
     ruled = []
     pick = (c.height, c.width)
     if cons.latency_ms is not None and by.get(pick, 0) > cons.latency_ms:
@@ -262,10 +294,17 @@ def _input_size(bundle: Bundle, cons: Constraints, meas: list[Measured], chosen:
             why = (f"p50 {by[s]:.1f} ms; accuracy at this size not measured (cvdeploy val --imgsz {s[0]})"
                    if s < pick else f"p50 {by[s]:.1f} ms, slower")  # fmt: skip
             ruled.append({"option": f"{s[0]}x{s[1]}", "why": why})
-    return Decision("input size", f"{pick[0]}x{pick[1]}", f"p50 {by.get(pick, float('nan')):.1f} ms at {pick[0]}x{pick[1]}", ruled)
+    return Decision(
+        "input size",
+        f"{pick[0]}x{pick[1]}",
+        f"p50 {by.get(pick, float('nan')):.1f} ms at {pick[0]}x{pick[1]}",
+        ruled,
+    )
 
 
-def _batch(bundle: Bundle, cons: Constraints, meas: list[Measured], chosen: str | None, ref: str) -> tuple[Decision, float | None]:
+def _batch(
+    bundle: Bundle, cons: Constraints, meas: list[Measured], chosen: str | None, ref: str
+) -> tuple[Decision, float | None]:
     c = bundle.contract.input
     rows = [m for m in meas if m.artifact == chosen and m.imgsz == (c.height, c.width) and m.throughput_ips]
     single = min((m for m in rows if m.batch == 1), key=lambda m: m.p50_ms, default=None)
@@ -275,7 +314,9 @@ def _batch(bundle: Bundle, cons: Constraints, meas: list[Measured], chosen: str 
         return Decision("batch", "1", (f"{cap:.1f} images/s at batch 1" if cap else "no throughput measured"),
                         missing=[f"cvdeploy bench {ref} --artifact {chosen or 'ARTIFACT'} --batch 1,4,8 -o bench.json"]), cap  # fmt: skip
     best = {b: max((m for m in rows if m.batch == b), key=lambda m: m.throughput_ips or 0) for b in batches}
-    ok = [b for b in batches if cons.latency_ms is None or (best[b].p95_ms or best[b].p50_ms) <= cons.latency_ms]
+    ok = [
+        b for b in batches if cons.latency_ms is None or (best[b].p95_ms or best[b].p50_ms) <= cons.latency_ms
+    ]
     pick = max(ok or [1], key=lambda b: best[b].throughput_ips or 0)
     ruled = []
     for b in batches:
@@ -287,7 +328,12 @@ def _batch(bundle: Bundle, cons: Constraints, meas: list[Measured], chosen: str 
             why += f" (over the {cons.latency_ms:g} ms budget)"
         ruled.append({"option": str(b), "why": why})
     m = best[pick]
-    return Decision("batch", str(pick), f"{m.throughput_ips:.1f} images/s, p50 {m.p50_ms:.1f} ms per call [{m.source}]", ruled), m.throughput_ips
+    return Decision(
+        "batch",
+        str(pick),
+        f"{m.throughput_ips:.1f} images/s, p50 {m.p50_ms:.1f} ms per call [{m.source}]",
+        ruled,
+    ), m.throughput_ips
 
 
 def _replicas(ref: str, cons: Constraints, per_replica: float | None, chosen: str | None) -> Decision:
@@ -315,4 +361,8 @@ def _profile(bundle: Bundle) -> Decision | None:
     c = bundle.contract.input
     note = ("already at the model's input size" if (round(w), round(h)) == (c.width, c.height)
             else f"the model resizes them to {c.width}x{c.height}")  # fmt: skip
-    return Decision("images seen", f"{w:.0f}x{h:.0f}", f"mean size of the {prof.get('images', '?')} reference images: {note}")
+    return Decision(
+        "images seen",
+        f"{w:.0f}x{h:.0f}",
+        f"mean size of the {prof.get('images', '?')} reference images: {note}",
+    )

@@ -33,8 +33,8 @@ def consistent_tf32_flags(torch: Any) -> Iterator[None]:
     and new APIs"). Setting the legacy switch to False (no TF32: still exact FP32) makes the two agree;
     the per-operator settings are restored afterwards. Conversion runs on the CPU: cuDNN is not used.
     """
-    cudnn = getattr(torch.backends, "cudnn", None)
-    ops = [getattr(cudnn, n, None) for n in ("conv", "rnn")]
+    cudnn: Any = getattr(torch.backends, "cudnn", None)
+    ops: list[Any] = [getattr(cudnn, n, None) for n in ("conv", "rnn")]
     if cudnn is None or not all(hasattr(o, "fp32_precision") for o in ops):
         yield
         return
@@ -71,7 +71,9 @@ def torch_to_tflite(module: Any, path: Path, height: int, width: int) -> None:
         with consistent_tf32_flags(torch), torch.inference_mode(False):
             litert_torch.convert(copy.deepcopy(module).eval(), (sample,)).export(str(path))
     except Exception as exc:
-        raise ModelError(f"TFLite conversion (litert-torch) failed: {type(exc).__name__}: {str(exc)[:300]}") from None
+        raise ModelError(
+            f"TFLite conversion (litert-torch) failed: {type(exc).__name__}: {str(exc)[:300]}"
+        ) from None
 
 
 def quantize_int8(src: Path, dst: Path) -> None:

@@ -37,12 +37,17 @@ def measured(tmp_path: Path) -> Bundle:
     return Bundle.load(dst)
 
 
-def test_without_measurements_it_says_which_runs_would_supply_them(capsys: pytest.CaptureFixture[str]) -> None:
+def test_without_measurements_it_says_which_runs_would_supply_them(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     assert run(["advise", "zoo:n", "--rps", "50", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     by = {d["topic"]: d for d in doc["decisions"]}
     assert by["artifact"]["choice"] is None
-    assert any(m.startswith("latency of onnx-fp32: cvdeploy bench zoo:n --artifact onnx-fp32") for m in by["artifact"]["missing"])
+    assert any(
+        m.startswith("latency of onnx-fp32: cvdeploy bench zoo:n --artifact onnx-fp32")
+        for m in by["artifact"]["missing"]
+    )
     assert by["replicas"]["choice"] is None and "--concurrency" in by["replicas"]["missing"][0]
     assert "--imgsz" in by["input size"]["missing"][0] and "--batch" in by["batch"]["missing"][0]
     assert by["images seen"]["choice"] == "640x640"  # from the bundle's profile.json
@@ -97,7 +102,9 @@ def test_replicas_and_batch_come_from_a_real_bench_report(tmp_path: Path) -> Non
     best = max(report.results, key=lambda r: r.throughput_ips)
     assert batch.choice == str(best.config.batch) and f"{best.throughput_ips:.1f} images/s" in batch.evidence
     assert adv.decision("replicas").choice == str(max(1, math.ceil(40 / (best.throughput_ips * HEADROOM))))
-    assert adv.decision("artifact").choice == "onnx-fp32" and "bench.json" in adv.decision("artifact").evidence
+    assert (
+        adv.decision("artifact").choice == "onnx-fp32" and "bench.json" in adv.decision("artifact").evidence
+    )
 
 
 @pytest.mark.parametrize(
@@ -108,6 +115,8 @@ def test_replicas_and_batch_come_from_a_real_bench_report(tmp_path: Path) -> Non
         (["--bench", "{tmp}/nope.json"], "report not found"),
     ],
 )
-def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_input_is_one_line_and_exit_2(
+    args: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert run(["advise", "zoo:n", *[a.replace("{tmp}", str(tmp_path)) for a in args]]) == 2
     assert message in one_error_line(capsys)

@@ -30,8 +30,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def http(url: str, data: bytes | None = None, headers: dict[str, str] | None = None, timeout: float = 60) -> tuple[int, bytes]:
-    req = urllib.request.Request(url, data=data, headers=headers or {}, method="POST" if data is not None else "GET")
+def http(
+    url: str, data: bytes | None = None, headers: dict[str, str] | None = None, timeout: float = 60
+) -> tuple[int, bytes]:
+    req = urllib.request.Request(
+        url, data=data, headers=headers or {}, method="POST" if data is not None else "GET"
+    )
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             return r.status, r.read()
@@ -40,7 +44,9 @@ def http(url: str, data: bytes | None = None, headers: dict[str, str] | None = N
 
 
 @contextlib.contextmanager
-def running(cmd: Sequence[str], ready_url: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> Iterator[subprocess.Popen[bytes]]:
+def running(
+    cmd: Sequence[str], ready_url: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
     """Start ``cmd``; wait (at most 120 s) until ``ready_url`` answers 200; stop it afterwards."""
     full_env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", **(env or {})}
     log = open(os.devnull, "wb")  # noqa: SIM115 - closed below
@@ -110,7 +116,9 @@ def packages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("packages")
     out = {}
     for t in ("docker", "kubernetes", "kserve", "sagemaker", "vertex", "azureml", "edge"):
-        package("zoo:n", t, root / t, PackageOptions(vendor=False, autoscale=(2, 6) if t != "docker" else None))
+        package(
+            "zoo:n", t, root / t, PackageOptions(vendor=False, autoscale=(2, 6) if t != "docker" else None)
+        )
         out[t] = root / t
     return out
 

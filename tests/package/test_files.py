@@ -36,15 +36,39 @@ def one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
         (["--target", "docker", "--wheel", "{tmp}/nope.whl"], "not a wheel file"),
     ],
 )
-def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["package", "zoo:n", "-o", str(tmp_path / "out"), *[a.replace("{tmp}", str(tmp_path)) for a in args]]
+def test_bad_input_is_one_line_and_exit_2(
+    args: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [
+        "package",
+        "zoo:n",
+        "-o",
+        str(tmp_path / "out"),
+        *[a.replace("{tmp}", str(tmp_path)) for a in args],
+    ]
     assert run(argv) == 2
     assert message in one_error_line(capsys)
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir()), "nothing half-written"
 
 
-def test_a_target_refuses_an_artifact_it_cannot_run(litert_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert run(["package", str(litert_bundle), "--target", "docker", "--artifact", "tflite-fp32", "-o", str(tmp_path / "o")]) == 2
+def test_a_target_refuses_an_artifact_it_cannot_run(
+    litert_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (
+        run(
+            [
+                "package",
+                str(litert_bundle),
+                "--target",
+                "docker",
+                "--artifact",
+                "tflite-fp32",
+                "-o",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 2
+    )
     assert "runs onnx or openvino artifacts, not tflite-fp32" in one_error_line(capsys)
 
 
@@ -56,9 +80,13 @@ def test_a_non_empty_output_folder_is_kept(tmp_path: Path, capsys: pytest.Captur
 
 
 @pytest.mark.parametrize("target", IMAGE_TARGETS)
-def test_dockerfile_passes_hadolint_and_copies_only_what_exists(packages: dict[str, Path], target: str) -> None:
+def test_dockerfile_passes_hadolint_and_copies_only_what_exists(
+    packages: dict[str, Path], target: str
+) -> None:
     pkg = packages[target]
-    lint = subprocess.run([str(BIN / "hadolint"), "--no-color", str(pkg / "Dockerfile")], capture_output=True, text=True)
+    lint = subprocess.run(
+        [str(BIN / "hadolint"), "--no-color", str(pkg / "Dockerfile")], capture_output=True, text=True
+    )
     assert lint.returncode == 0 and not lint.stdout.strip(), lint.stdout + lint.stderr
     text = (pkg / "Dockerfile").read_text()
     assert "\nUSER 10001\n" in text and "HEALTHCHECK" in text and "FROM python:3." in text and "-slim" in text
@@ -67,19 +95,27 @@ def test_dockerfile_passes_hadolint_and_copies_only_what_exists(packages: dict[s
         if line.startswith("COPY "):
             src = line.split()[-2]
             assert (pkg / src).exists(), f"{line}: {src} is not in the build context"
-            assert f"!{src}" in ignore or f"!{src.rstrip('/')}/" in ignore, f"{src} is excluded by .dockerignore"
+            assert f"!{src}" in ignore or f"!{src.rstrip('/')}/" in ignore, (
+                f"{src} is excluded by .dockerignore"
+            )
     reqs = [r for r in (pkg / "requirements.txt").read_text().splitlines() if r and not r.startswith("#")]
     assert reqs and all("==" in r for r in reqs), "every requirement pinned"
     names = {r.split("[")[0].split("==")[0].lower() for r in reqs}
     assert {"onnxruntime", "fastapi", "uvicorn", "numpy"} <= names
-    assert not names & {"torch", "openvino", "ultralytics", "ai-edge-litert"}, "only the extras an ONNX artifact needs"
+    assert not names & {"torch", "openvino", "ultralytics", "ai-edge-litert"}, (
+        "only the extras an ONNX artifact needs"
+    )
 
 
 def test_openvino_artifact_brings_the_openvino_extra(tmp_path: Path) -> None:
     from cvdeploy.export import ExportOptions, export
 
     pytest.importorskip("openvino")
-    b = export(str(Bundle.load("zoo:n").path / "onnx-fp32.onnx"), tmp_path / "ov.cvd", ExportOptions(formats=("onnx", "openvino"), parity_count=2))
+    b = export(
+        str(Bundle.load("zoo:n").path / "onnx-fp32.onnx"),
+        tmp_path / "ov.cvd",
+        ExportOptions(formats=("onnx", "openvino"), parity_count=2),
+    )
     res = package(b, "docker", tmp_path / "pkg", PackageOptions(artifact="openvino-fp32"))
     reqs = (tmp_path / "pkg" / "requirements.txt").read_text()
     assert "\nopenvino==" in reqs and "cvdeploy[openvino,serve]==" in reqs
@@ -112,7 +148,13 @@ def test_kubernetes_manifests_validate_against_the_schemas(packages: dict[str, P
     from cvdeploy.package.kubernetes import KUBERNETES_VERSION
 
     docs = [d for d in _docs(packages["kubernetes"] / "kubernetes") if d["kind"] != "Kustomization"]
-    assert sorted(d["kind"] for d in docs) == ["ConfigMap", "Deployment", "HorizontalPodAutoscaler", "Secret", "Service"]
+    assert sorted(d["kind"] for d in docs) == [
+        "ConfigMap",
+        "Deployment",
+        "HorizontalPodAutoscaler",
+        "Secret",
+        "Service",
+    ]
     for d in docs:
         kv.validate(d, KUBERNETES_VERSION, strict=True)
     dep = next(d for d in docs if d["kind"] == "Deployment")
@@ -129,7 +171,9 @@ def test_kubernetes_manifests_validate_against_the_schemas(packages: dict[str, P
     assert parse_config(yaml.safe_load(cm["data"]["serve.yaml"])).defaults.artifact == "onnx-fp32"
     # the container runs the image's own command with the image's arguments
     cmd, _ = image_command(packages["kubernetes"])
-    assert c["args"] == json.loads((packages["kubernetes"] / "Dockerfile").read_text().split("\nCMD ")[1].splitlines()[0])
+    assert c["args"] == json.loads(
+        (packages["kubernetes"] / "Dockerfile").read_text().split("\nCMD ")[1].splitlines()[0]
+    )
     assert cmd[:2] == ["cvdeploy", "serve"]
 
 
@@ -145,7 +189,11 @@ def test_kserve_inference_service_has_a_valid_v2_predictor(packages: dict[str, P
     assert pred["containers"][0]["name"] == "kserve-container"
     # KServe's predictor embeds a PodSpec: validate it as one (the CRD's own schema is not shipped offline)
     pod_spec = {k: v for k, v in pred.items() if k not in ("minReplicas", "maxReplicas", "protocolVersion")}
-    kv.validate({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": pod_spec}, KUBERNETES_VERSION, strict=True)
+    kv.validate(
+        {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": pod_spec},
+        KUBERNETES_VERSION,
+        strict=True,
+    )
     for d in docs:
         if d["kind"] == "ConfigMap":
             kv.validate(d, KUBERNETES_VERSION, strict=True)
@@ -168,7 +216,9 @@ def test_azureml_files_reference_what_exists(packages: dict[str, Path]) -> None:
     pkg = packages["azureml"]
     dep = yaml.safe_load((pkg / "deployment.yml").read_text())
     assert (pkg / dep["code_configuration"]["code"] / dep["code_configuration"]["scoring_script"]).is_file()
-    assert (pkg / dep["environment"]["conda_file"]).is_file() and (pkg / dep["model"]["path"] / "cvdeploy.yaml").is_file()
+    assert (pkg / dep["environment"]["conda_file"]).is_file() and (
+        pkg / dep["model"]["path"] / "cvdeploy.yaml"
+    ).is_file()
     env = yaml.safe_load((pkg / "environment.yml").read_text())
     pip = env["dependencies"][-1]["pip"]
     assert "azureml-inference-server-http" in pip and any(p.startswith("onnxruntime==") for p in pip)

@@ -45,7 +45,9 @@ def _boxes(dets: list[dict]) -> list[dict]:
     return [{"class_id": d["class_id"], "confidence": d["confidence"], "box": d["box"]} for d in dets]
 
 
-def test_docker_entrypoint_starts_answers_and_exports_the_dashboards_metrics(packages: dict[str, Path], photo_jpeg: Path) -> None:
+def test_docker_entrypoint_starts_answers_and_exports_the_dashboards_metrics(
+    packages: dict[str, Path], photo_jpeg: Path
+) -> None:
     pkg = packages["docker"]
     cmd, env = image_command(pkg)
     port = free_port()
@@ -55,8 +57,12 @@ def test_docker_entrypoint_starts_answers_and_exports_the_dashboards_metrics(pac
     with running(cmd, f"{base}/v2/health/ready", env):
         health = json.loads((pkg / "Dockerfile").read_text().split("CMD [")[1].split("]")[0].join("[]"))
         health = [a.replace("'8080'", f"'{port}'") for a in health]
-        assert subprocess.run(health, env={**os.environ, **env}, timeout=30).returncode == 0, "HEALTHCHECK fails"
-        status, body = http(f"{base}/v1/models/zoo-n/detect", photo_jpeg.read_bytes(), {"content-type": "image/jpeg"})
+        assert subprocess.run(health, env={**os.environ, **env}, timeout=30).returncode == 0, (
+            "HEALTHCHECK fails"
+        )
+        status, body = http(
+            f"{base}/v1/models/zoo-n/detect", photo_jpeg.read_bytes(), {"content-type": "image/jpeg"}
+        )
         assert status == 200, body
         same_detections(_boxes(json.loads(body)["detections"]), want)
         # KServe's predictor runs these very arguments: Open Inference Protocol v2 on the same server
@@ -65,13 +71,24 @@ def test_docker_entrypoint_starts_answers_and_exports_the_dashboards_metrics(pac
 
         b = Pipeline.from_bundle("zoo:n")
         (t,), _ = batches(b.contract, [read_image(photo_jpeg)], 1)
-        req = {"inputs": [{"name": "images", "shape": list(t.shape), "datatype": "FP32", "data": t.ravel().tolist()}]}
-        status, body = http(f"{base}/v2/models/zoo-n/infer", json.dumps(req).encode(), {"content-type": "application/json"})
+        req = {
+            "inputs": [
+                {"name": "images", "shape": list(t.shape), "datatype": "FP32", "data": t.ravel().tolist()}
+            ]
+        }
+        status, body = http(
+            f"{base}/v2/models/zoo-n/infer", json.dumps(req).encode(), {"content-type": "application/json"}
+        )
         assert status == 200, body[:300]
         out = json.loads(body)["outputs"][0]
         assert out["shape"] == [1, 10, 8400]
-        np.testing.assert_allclose(np.asarray(out["data"], np.float32).reshape(out["shape"]), b.infer(t)[0], atol=1e-4)
-        assert http(f"{base}/v1/models/zoo-n/detect", b"not an image", {"content-type": "image/jpeg"})[0] in (400, 415)
+        np.testing.assert_allclose(
+            np.asarray(out["data"], np.float32).reshape(out["shape"]), b.infer(t)[0], atol=1e-4
+        )
+        assert http(f"{base}/v1/models/zoo-n/detect", b"not an image", {"content-type": "image/jpeg"})[0] in (
+            400,
+            415,
+        )
         status, metrics = http(f"{base}/metrics")
         assert status == 200
         text = metrics.decode()
@@ -83,20 +100,28 @@ def test_docker_entrypoint_starts_answers_and_exports_the_dashboards_metrics(pac
                     assert re.search(rf"^{name}[{{ ]", text, re.M), f"{name}: no such series"
 
 
-def test_sagemaker_serve_answers_ping_and_invocations(packages: dict[str, Path], photo_jpeg: Path, tmp_path: Path) -> None:
+def test_sagemaker_serve_answers_ping_and_invocations(
+    packages: dict[str, Path], photo_jpeg: Path, tmp_path: Path
+) -> None:
     pkg = packages["sagemaker"]
     model_dir = tmp_path / "opt/ml/model"
     with tarfile.open(pkg / "model.tar.gz") as tar:
         tar.extractall(model_dir, filter="data")  # what SageMaker does with ModelDataUrl
     port = free_port()
-    env = {"SM_MODEL_DIR": str(model_dir), "SAGEMAKER_BIND_TO_PORT": str(port), "CVDEPLOY_CONFIG": str(pkg / "serve.yaml")}
+    env = {
+        "SM_MODEL_DIR": str(model_dir),
+        "SAGEMAKER_BIND_TO_PORT": str(port),
+        "CVDEPLOY_CONFIG": str(pkg / "serve.yaml"),
+    }
     base = f"http://127.0.0.1:{port}"
     with running([str(pkg / "serve")], f"{base}/ping", env):  # `docker run IMAGE serve`
         status, body = http(f"{base}/invocations", photo_jpeg.read_bytes(), {"content-type": "image/jpeg"})
         assert status == 200, body
         same_detections(_boxes(json.loads(body)["detections"]), reference("zoo:n", photo_jpeg))
         doc = {"instances": [{"b64": base64.b64encode(photo_jpeg.read_bytes()).decode()}]}
-        status, body = http(f"{base}/invocations", json.dumps(doc).encode(), {"content-type": "application/json"})
+        status, body = http(
+            f"{base}/invocations", json.dumps(doc).encode(), {"content-type": "application/json"}
+        )
         assert status == 200 and len(json.loads(body)["predictions"]) == 1
         status, body = http(f"{base}/invocations", b"{}", {"content-type": "application/json"})
         assert status == 400 and b"instances" in body
@@ -111,7 +136,10 @@ def test_vertex_container_uses_the_aip_variables(packages: dict[str, Path], phot
                 "AIP_MODE": "PREDICTION", "AIP_STORAGE_URI": "gs://bucket/model"})  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     with running(cmd, base + health, env):
-        doc = {"instances": [{"b64": base64.b64encode(photo_jpeg.read_bytes()).decode()}], "parameters": {"conf": 0.25}}
+        doc = {
+            "instances": [{"b64": base64.b64encode(photo_jpeg.read_bytes()).decode()}],
+            "parameters": {"conf": 0.25},
+        }
         status, body = http(base + predict, json.dumps(doc).encode(), {"content-type": "application/json"})
         assert status == 200, body
         preds = json.loads(body)["predictions"]
@@ -129,7 +157,9 @@ print(json.dumps({"ok": score.run(body), "bad": score.run("not json"), "empty": 
 """
 
 
-def test_azureml_scoring_script_init_and_run(packages: dict[str, Path], photo_jpeg: Path, tmp_path: Path) -> None:
+def test_azureml_scoring_script_init_and_run(
+    packages: dict[str, Path], photo_jpeg: Path, tmp_path: Path
+) -> None:
     pkg = packages["azureml"]
     model_dir = tmp_path / "azureml-models" / "zoo-n" / "1"  # Azure ML: AZUREML_MODEL_DIR/<registered folder>
     import shutil
@@ -159,8 +189,11 @@ def test_edge_predict_runs_with_a_bare_python_and_matches_the_pipeline(
     assert proc.returncode == 0, proc.stderr[-2000:]
     got = json.loads(proc.stdout)[str(photo_jpeg)]
     art = "tflite-fp32" if which == "litert" else "onnx-fp32"
-    same_detections([{k: d[k] for k in ("class_id", "confidence", "box")} for d in got], reference(bundle, photo_jpeg, art), tol=0.01)
+    same_detections(
+        [{k: d[k] for k in ("class_id", "confidence", "box")} for d in got],
+        reference(bundle, photo_jpeg, art),
+        tol=0.01,
+    )
     bad = subprocess.run([sys.executable, "-S", str(pkg / "predict.py"), str(tmp_path / "missing.jpg")],
                          capture_output=True, text=True, timeout=120, env={"PATH": os.environ["PATH"]})  # fmt: skip
     assert bad.returncode == 2 and bad.stderr.strip().startswith("error: cannot read image")
-

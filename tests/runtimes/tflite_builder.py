@@ -18,7 +18,9 @@ from pathlib import Path
 import numpy as np
 
 
-def build(path: Path, height: int = 320, width: int = 320, classes: int = 6, weights: str = "fp32", seed: int = 0) -> Path:
+def build(
+    path: Path, height: int = 320, width: int = 320, classes: int = 6, weights: str = "fp32", seed: int = 0
+) -> Path:
     from ai_edge_litert import schema_py_generated as fb
     from ai_edge_litert.tools.flatbuffer_utils import write_model
 

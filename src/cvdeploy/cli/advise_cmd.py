@@ -26,12 +26,16 @@ HELP = "\n\n".join(
 @handle_errors
 def advise(
     bundle: str = typer.Argument(..., help="Bundle folder or zoo:n / zoo:s."),
-    latency_ms: float = typer.Option(None, "--latency-ms", help="Latency budget per request (p95 when measured)."),
+    latency_ms: float = typer.Option(
+        None, "--latency-ms", help="Latency budget per request (p95 when measured)."
+    ),
     rps: float = typer.Option(None, "--rps", help="Requests per second to sustain."),
     where: str = typer.Option(None, "--where", help="cloud, edge or local (default: decided from the rest)."),
     offline: bool = typer.Option(False, "--offline", help="Must run with no network."),
     private_data: bool = typer.Option(False, "--private-data", help="Images must not leave your premises."),
-    max_drop: float = typer.Option(1.0, "--max-drop", min=0.0, help="mAP50-95 points an artifact may lose vs FP32."),
+    max_drop: float = typer.Option(
+        1.0, "--max-drop", min=0.0, help="mAP50-95 points an artifact may lose vs FP32."
+    ),
     bench: list[Path] = typer.Option(None, "--bench", help="Bench report(s) from 'cvdeploy bench -o'."),
     as_json: bool = typer.Option(False, "--json", help="Print the recommendation as JSON."),
 ) -> None:
@@ -50,7 +54,9 @@ def advise(
 
     console.print(f"[bold]advice for {result.bundle}[/]")
     for d in result.decisions:
-        console.print(f"[bold cyan]{d.topic}:[/] [bold]{escape(d.choice or '— (not decided)')}[/]  {escape(d.evidence)}")
+        console.print(
+            f"[bold cyan]{d.topic}:[/] [bold]{escape(d.choice or '— (not decided)')}[/]  {escape(d.evidence)}"
+        )
         for r in d.ruled_out:
             console.print(f"    [dim]not {escape(r['option'])}: {escape(r['why'])}[/]")
         for m in d.missing:

@@ -29,17 +29,33 @@ HELP = "\n\n".join(
 @handle_errors
 def package(
     bundle: str = typer.Argument(..., help="Bundle folder or zoo:n / zoo:s."),
-    target: str = typer.Option(..., "--target", "-t", help="docker, kubernetes, kserve, sagemaker, vertex, azureml or edge."),
+    target: str = typer.Option(
+        ..., "--target", "-t", help="docker, kubernetes, kserve, sagemaker, vertex, azureml or edge."
+    ),
     output: Path = typer.Option(..., "--output", "-o", help="Folder to write (created; must be empty)."),
-    artifact: str = typer.Option(None, "--artifact", "-a", help="Artifact to package (default: the target's choice)."),
+    artifact: str = typer.Option(
+        None, "--artifact", "-a", help="Artifact to package (default: the target's choice)."
+    ),
     image: str = typer.Option(None, "--image", help="Container image name (default cvdeploy/NAME:VERSION)."),
-    model: str = typer.Option("bake", "--model", help="bake the bundle into the image, or mount it at run time."),
-    replicas: int = typer.Option(1, "--replicas", min=1, max=1000, help="Replicas (Kubernetes, KServe, Azure ML)."),
+    model: str = typer.Option(
+        "bake", "--model", help="bake the bundle into the image, or mount it at run time."
+    ),
+    replicas: int = typer.Option(
+        1, "--replicas", min=1, max=1000, help="Replicas (Kubernetes, KServe, Azure ML)."
+    ),
     autoscale: str = typer.Option(None, "--autoscale", help="MIN,MAX replicas for the autoscaler."),
-    threads: int = typer.Option(None, "--threads", min=1, max=256, help="Inference threads (= CPU request) per replica."),
-    max_batch_size: int = typer.Option(8, "--max-batch-size", min=1, max=4096, help="Server batching: rows per call."),
-    wheel: Path = typer.Option(None, "--wheel", help="Install this cvdeploy wheel in the image instead of the release."),
-    vendor: bool = typer.Option(True, "--vendor/--no-vendor", help="edge: copy numpy, OpenCV and the runtime into lib/."),
+    threads: int = typer.Option(
+        None, "--threads", min=1, max=256, help="Inference threads (= CPU request) per replica."
+    ),
+    max_batch_size: int = typer.Option(
+        8, "--max-batch-size", min=1, max=4096, help="Server batching: rows per call."
+    ),
+    wheel: Path = typer.Option(
+        None, "--wheel", help="Install this cvdeploy wheel in the image instead of the release."
+    ),
+    vendor: bool = typer.Option(
+        True, "--vendor/--no-vendor", help="edge: copy numpy, OpenCV and the runtime into lib/."
+    ),
     db_url: str = typer.Option("", "--db-url", help="kubernetes: security database URL for the Secret."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the output folder's contents."),
     as_json: bool = typer.Option(False, "--json", help="Print what was written as JSON."),

@@ -75,7 +75,9 @@ def choose_artifact(bundle: Bundle, tgt: Target, wanted: str | None) -> Artifact
     )
 
 
-def package(bundle: str | Path | Bundle, target_name: str, out: str | Path, options: PackageOptions | None = None) -> Package:
+def package(
+    bundle: str | Path | Bundle, target_name: str, out: str | Path, options: PackageOptions | None = None
+) -> Package:
     """Write what ``target_name`` deploys for ``bundle`` into the folder ``out`` (created; must be empty
     unless ``options.overwrite``). Returns what was written."""
     opts = options or PackageOptions()

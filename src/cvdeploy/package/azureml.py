@@ -1,9 +1,9 @@
 """``--target azureml``: an Azure ML managed online deployment (scoring script ``init()``/``run()``).
 
-    score.py          init() loads the bundle from AZUREML_MODEL_DIR; run(raw_data) answers one request
-    environment.yml   conda environment: this Python, pinned pip requirements, azureml-inference-server-http
-    endpoint.yml, deployment.yml   for ``az ml online-endpoint create`` / ``az ml online-deployment create``
-    model/            the bundle (registered as the deployment's model)
+score.py          init() loads the bundle from AZUREML_MODEL_DIR; run(raw_data) answers one request
+environment.yml   conda environment: this Python, pinned pip requirements, azureml-inference-server-http
+endpoint.yml, deployment.yml   for ``az ml online-endpoint create`` / ``az ml online-deployment create``
+model/            the bundle (registered as the deployment's model)
 """
 
 from __future__ import annotations
@@ -21,7 +21,10 @@ BASE_IMAGE = "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04:latest"
 
 def write(ctx: Context) -> None:
     ctx.copy_bundle("model")
-    ctx.text("score.py", resources.files("cvdeploy.package").joinpath("templates/azureml_score.py").read_text("utf-8"))
+    ctx.text(
+        "score.py",
+        resources.files("cvdeploy.package").joinpath("templates/azureml_score.py").read_text("utf-8"),
+    )
     pins, missing = pinned_closure([e for e in ctx.extras if e != "serve"])
     pip = [*missing, *pins, "azureml-inference-server-http"]
     pip.append(f"cvdeploy[{','.join(e for e in ctx.extras if e != 'serve') or 'reports'}]=={__version__}")

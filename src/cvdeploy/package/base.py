@@ -120,7 +120,16 @@ class Context:
 
     def serve_args(self, *extra: str) -> list[str]:
         """The ``cvdeploy serve`` arguments every server target runs (after ``cvdeploy serve``)."""
-        return [self.model_dir, "--host", "0.0.0.0", "--port", str(PORT), "--threads", str(self.threads), *extra]
+        return [
+            self.model_dir,
+            "--host",
+            "0.0.0.0",
+            "--port",
+            str(PORT),
+            "--threads",
+            str(self.threads),
+            *extra,
+        ]
 
     # ---- writing -----------------------------------------------------------------------------------
     def render(self, template: str, dest: str, mode: int | None = None, **values: Any) -> Path:
@@ -132,7 +141,7 @@ class Context:
             loader=jinja2.PackageLoader("cvdeploy.package", "templates"),
             undefined=jinja2.StrictUndefined,
             keep_trailing_newline=True,
-            autoescape=False,  # noqa: S701 - Dockerfiles, YAML and scripts, never HTML
+            autoescape=False,
         )
         env.filters["tojson"] = lambda v: json.dumps(v)
         text = env.get_template(template).render(ctx=self, opts=self.options, **values)
@@ -174,7 +183,10 @@ class Context:
         import yaml
 
         (root / MANIFEST).write_text(
-            yaml.safe_dump(manifest.model_dump(mode="json", by_alias=True, exclude_none=True), sort_keys=False), encoding="utf-8"
+            yaml.safe_dump(
+                manifest.model_dump(mode="json", by_alias=True, exclude_none=True), sort_keys=False
+            ),
+            encoding="utf-8",
         )
         Bundle.load(root)  # the copy must load and verify like the original
         for p in sorted(root.rglob("*")):
@@ -187,7 +199,9 @@ class Context:
         from cvdeploy.package.pins import pinned_closure
 
         pins, missing = pinned_closure(self.extras)
-        lines = [f"# what `cvdeploy[{','.join(self.extras)}]=={__version__}` needs, pinned to the versions tested"]
+        lines = [
+            f"# what `cvdeploy[{','.join(self.extras)}]=={__version__}` needs, pinned to the versions tested"
+        ]
         if missing:
             lines.append(f"# not installed where this was packaged (unpinned): {', '.join(missing)}")
             lines += missing
@@ -202,7 +216,9 @@ class Context:
         if w is None:
             return None
         if not w.is_file() or w.suffix != ".whl":
-            raise ConfigError(f"--wheel {w}: not a wheel file (build one with 'pip wheel . --no-deps -w dist')")
+            raise ConfigError(
+                f"--wheel {w}: not a wheel file (build one with 'pip wheel . --no-deps -w dist')"
+            )
         (self.out / dest_dir).mkdir(parents=True, exist_ok=True)
         shutil.copy2(w, self.out / dest_dir / w.name)
         self._add(f"{dest_dir}/{w.name}")

@@ -1,9 +1,9 @@
 """``--target docker``: an image that runs ``cvdeploy serve``, and a compose file with Prometheus and Grafana.
 
-    Dockerfile  .dockerignore  requirements.txt  serve.yaml  model/
-    compose.yaml                       server (read-only root, /tmp tmpfs) + Prometheus + Grafana
-    monitoring/prometheus.yml          scrapes the server's /metrics
-    monitoring/grafana/...             datasource + the cvdeploy dashboard, provisioned
+Dockerfile  .dockerignore  requirements.txt  serve.yaml  model/
+compose.yaml                       server (read-only root, /tmp tmpfs) + Prometheus + Grafana
+monitoring/prometheus.yml          scrapes the server's /metrics
+monitoring/grafana/...             datasource + the cvdeploy dashboard, provisioned
 """
 
 from __future__ import annotations

@@ -96,7 +96,10 @@ def write(ctx: Context) -> None:
 
         meta["openvino_precision_hint"] = HINTS.get(art.precision, "f32")
     ctx.text("model/contract.json", json.dumps(meta, indent=1))
-    ctx.text("predict.py", resources.files("cvdeploy.package").joinpath("templates/edge_predict.py").read_text("utf-8"))
+    ctx.text(
+        "predict.py",
+        resources.files("cvdeploy.package").joinpath("templates/edge_predict.py").read_text("utf-8"),
+    )
     dists = closure([*BASE_DISTS, RUNTIME_DIST[eng.name]])
     ctx.text("requirements.txt", "".join(f"{d.metadata['Name']}=={d.version}\n" for d in dists))
     sizes = {"model": sum((model / Path(f).name).stat().st_size for f in files),
@@ -111,10 +114,16 @@ def write(ctx: Context) -> None:
     total = sum(sizes.values())
     lines = [f"{k:40s} {v / 1e6:9.2f} MB" for k, v in sizes.items()]
     where = f"Python {sys.version_info.major}.{sys.version_info.minor} on {sys.platform}"
-    lines.append(f"{'total':40s} {total / 1e6:9.2f} MB" + ("" if ctx.options.vendor else " (packages not vendored)"))
+    lines.append(
+        f"{'total':40s} {total / 1e6:9.2f} MB" + ("" if ctx.options.vendor else " (packages not vendored)")
+    )
     ctx.text("SIZE.txt", f"edge package of {ctx.bundle.name} · {art.name} · {eng.name} · vendored for {where}\n"
              + "\n".join(lines) + "\n")  # fmt: skip
-    run = "python -S predict.py IMAGE" if ctx.options.vendor else "pip install -r requirements.txt && python predict.py IMAGE"
+    run = (
+        "python -S predict.py IMAGE"
+        if ctx.options.vendor
+        else "pip install -r requirements.txt && python predict.py IMAGE"
+    )
     ctx.result.run = f"cd {ctx.out} && {run}"
 
 

@@ -14,10 +14,14 @@ from cvdeploy import __version__
 from cvdeploy.package.base import PORT, READY, UID, Context
 
 #: The base image: the official slim Python image of the interpreter packaged with.
-BASE_IMAGE = f"python:{sys.version_info.major}.{sys.version_info.minor}.{sys.version_info.micro}-slim-bookworm"
+BASE_IMAGE = (
+    f"python:{sys.version_info.major}.{sys.version_info.minor}.{sys.version_info.micro}-slim-bookworm"
+)
 
 
-def healthcheck(route: str = READY, port: int = PORT, route_env: str | None = None, port_env: str | None = None) -> list[str]:
+def healthcheck(
+    route: str = READY, port: int = PORT, route_env: str | None = None, port_env: str | None = None
+) -> list[str]:
     """An exec-form HEALTHCHECK command: Python's urllib (slim images have no curl); non-2xx fails."""
     r = f"os.environ.get({route_env!r}, {route!r})" if route_env else repr(route)
     p = f"os.environ.get({port_env!r}, '{port}')" if port_env else repr(str(port))

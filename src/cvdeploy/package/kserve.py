@@ -1,9 +1,9 @@
 """``--target kserve``: an InferenceService whose custom predictor is the cvdeploy server (Open Inference Protocol v2).
 
-    kserve/inferenceservice.yaml   serving.kserve.io/v1beta1, predictor container ``kserve-container``,
-                                   protocolVersion v2, probes, resources, non-root read-only root
-    kserve/configmap.yaml          serve.yaml
-    (and the server image: Dockerfile, requirements.txt, model/)
+kserve/inferenceservice.yaml   serving.kserve.io/v1beta1, predictor container ``kserve-container``,
+                               protocolVersion v2, probes, resources, non-root read-only root
+kserve/configmap.yaml          serve.yaml
+(and the server image: Dockerfile, requirements.txt, model/)
 """
 
 from __future__ import annotations

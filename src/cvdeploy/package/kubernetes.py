@@ -1,12 +1,12 @@
 """``--target kubernetes``: the server image (as ``docker``) and manifests for it.
 
-    kubernetes/configmap.yaml   serve.yaml, mounted at /etc/cvdeploy
-    kubernetes/secret.yaml      the security database URL and keys (values given at package time or
-                                filled in with kubectl; exposed to the pod as environment variables)
-    kubernetes/deployment.yaml  probes on /v2/health/{live,ready}, requests/limits, non-root, read-only root
-    kubernetes/service.yaml     ClusterIP on port 8080
-    kubernetes/hpa.yaml         autoscaling/v2 on CPU utilisation (--autoscale MIN,MAX)
-    kubernetes/kustomization.yaml
+kubernetes/configmap.yaml   serve.yaml, mounted at /etc/cvdeploy
+kubernetes/secret.yaml      the security database URL and keys (values given at package time or
+                            filled in with kubectl; exposed to the pod as environment variables)
+kubernetes/deployment.yaml  probes on /v2/health/{live,ready}, requests/limits, non-root, read-only root
+kubernetes/service.yaml     ClusterIP on port 8080
+kubernetes/hpa.yaml         autoscaling/v2 on CPU utilisation (--autoscale MIN,MAX)
+kubernetes/kustomization.yaml
 """
 
 from __future__ import annotations
@@ -30,7 +30,9 @@ def resources(ctx: Context) -> dict[str, Any]:
     """CPU from the inference threads; memory from the model file size (runtime arena ~6x the weights,
     plus the Python server)."""
     files = registry.engine(ctx.artifact.runtime).files(ctx.artifact.file)
-    size_mb = sum((ctx.bundle.path / f).stat().st_size for f in files if (ctx.bundle.path / f).is_file()) / 2**20
+    size_mb = (
+        sum((ctx.bundle.path / f).stat().st_size for f in files if (ctx.bundle.path / f).is_file()) / 2**20
+    )
     mem = int(384 + 6 * size_mb)
     return {
         "requests": {"cpu": str(ctx.threads), "memory": f"{mem}Mi"},

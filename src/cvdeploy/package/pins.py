@@ -26,7 +26,9 @@ def pinned_closure(extras: Iterable[str], root: str = "cvdeploy") -> tuple[list[
     try:
         md.distribution(root)
     except md.PackageNotFoundError:
-        raise MissingDependency(f"{root} is not installed as a distribution; install it with: pip install -e .") from None
+        raise MissingDependency(
+            f"{root} is not installed as a distribution; install it with: pip install -e ."
+        ) from None
     pins: dict[str, str] = {}
     missing: list[str] = []
     todo: list[tuple[str, frozenset[str]]] = [(root, frozenset(extras))]

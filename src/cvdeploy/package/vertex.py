@@ -30,12 +30,14 @@ def write(ctx: Context) -> None:
     ctx.text(
         "upload.sh",
         "#!/bin/sh\n# Upload the model to Vertex AI (push the image to Artifact Registry first).\n"
-        "set -eu\n: \"${REGION:?set REGION}\" \"${IMAGE_URI:?set IMAGE_URI to the pushed image}\"\n"
-        f"gcloud ai models upload --region=\"$REGION\" --display-name={ctx.name} --container-image-uri=\"$IMAGE_URI\" \\\n"
+        'set -eu\n: "${REGION:?set REGION}" "${IMAGE_URI:?set IMAGE_URI to the pushed image}"\n'
+        f'gcloud ai models upload --region="$REGION" --display-name={ctx.name} --container-image-uri="$IMAGE_URI" \\\n'
         f"  --container-ports={PORT} --container-health-route={HEALTH} --container-predict-route={PREDICT}\n",
         mode=0o755,
     )
-    ctx.result.run = f"docker build -t {ctx.image} {ctx.out} && REGION=... IMAGE_URI=... {ctx.out / 'upload.sh'}"
+    ctx.result.run = (
+        f"docker build -t {ctx.image} {ctx.out} && REGION=... IMAGE_URI=... {ctx.out / 'upload.sh'}"
+    )
 
 
 TARGET = Target(

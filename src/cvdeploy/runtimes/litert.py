@@ -111,7 +111,10 @@ class LiteRtRuntime(Runtime):
         self._outputs = [_info(d) for d in self._out]
         self._allocated: dict[int, tuple[int, ...]] = {}
         precision, evidence = model_precision(self._interp)
-        settings = {"op_resolver": "AUTO (builtin kernels + default XNNPACK delegate)", "xnnpack_force_fp16": False}
+        settings = {
+            "op_resolver": "AUTO (builtin kernels + default XNNPACK delegate)",
+            "xnnpack_force_fp16": False,
+        }
         self._execution = Execution(precision, evidence, settings, self._threads, None)
         self._check_precision()
 
@@ -149,7 +152,9 @@ class LiteRtRuntime(Runtime):
         with self._lock:  # an interpreter is not thread-safe; thread_copy gives each thread its own
             for detail, info in zip(self._in, self._inputs, strict=True):
                 if info.name not in feeds:
-                    raise ModelError(f"missing input {info.name!r}; the model takes {[i.name for i in self._inputs]}")
+                    raise ModelError(
+                        f"missing input {info.name!r}; the model takes {[i.name for i in self._inputs]}"
+                    )
                 self._feed(detail, np.asarray(feeds[info.name]))
             self._interp.invoke()
             return [_dequantize(self._interp.get_tensor(d["index"]), d) for d in self._out]

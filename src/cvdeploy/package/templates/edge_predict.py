@@ -50,7 +50,14 @@ def _letterbox(img: np.ndarray, height: int, width: int, pad: int) -> tuple[np.n
 
 def _stretch(img: np.ndarray, height: int, width: int) -> tuple[np.ndarray, tuple[float, ...]]:
     h, w = img.shape[:2]
-    return cv2.resize(img, (width, height), interpolation=cv2.INTER_LINEAR), (h, w, width / w, height / h, 0.0, 0.0)
+    return cv2.resize(img, (width, height), interpolation=cv2.INTER_LINEAR), (
+        h,
+        w,
+        width / w,
+        height / h,
+        0.0,
+        0.0,
+    )
 
 
 def _center_crop(img: np.ndarray, height: int, width: int) -> tuple[np.ndarray, tuple[float, ...]]:
@@ -59,7 +66,14 @@ def _center_crop(img: np.ndarray, height: int, width: int) -> tuple[np.ndarray, 
     new_w, new_h = max(width, round(w * r)), max(height, round(h * r))
     resized = cv2.resize(img, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
     top, left = (new_h - height) // 2, (new_w - width) // 2
-    return resized[top : top + height, left : left + width], (h, w, new_w / w, new_h / h, -float(left), -float(top))
+    return resized[top : top + height, left : left + width], (
+        h,
+        w,
+        new_w / w,
+        new_h / h,
+        -float(left),
+        -float(top),
+    )
 
 
 def preprocess(img: np.ndarray, spec: dict[str, Any]) -> tuple[np.ndarray, tuple[float, ...]]:
@@ -69,7 +83,10 @@ def preprocess(img: np.ndarray, spec: dict[str, Any]) -> tuple[np.ndarray, tuple
     elif img.shape[2] == 4:
         img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
     h, w = spec["height"], spec["width"]
-    resize = {"letterbox": lambda i: _letterbox(i, h, w, spec["pad_value"]), "stretch": lambda i: _stretch(i, h, w)}
+    resize = {
+        "letterbox": lambda i: _letterbox(i, h, w, spec["pad_value"]),
+        "stretch": lambda i: _stretch(i, h, w),
+    }
     out, geom = resize.get(spec["resize"], lambda i: _center_crop(i, h, w))(img)
     x = out[None]
     if spec["color"] == "RGB":
@@ -103,7 +120,9 @@ def _nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
     return order[np.asarray(keep, dtype=np.int64)]
 
 
-def decode(pred: np.ndarray, geom: tuple[float, ...], out: dict[str, Any], classes: list[str]) -> list[dict[str, Any]]:
+def decode(
+    pred: np.ndarray, geom: tuple[float, ...], out: dict[str, Any], classes: list[str]
+) -> list[dict[str, Any]]:
     """One image's raw output → detections ``{class_id, class_name, confidence, box: [x1, y1, x2, y2]}``."""
     pred = pred.astype(np.float32)
     if out["format"] == "yolov8":
@@ -130,9 +149,13 @@ def decode(pred: np.ndarray, geom: tuple[float, ...], out: dict[str, Any], class
     boxes[:, [0, 2]] = np.clip((boxes[:, [0, 2]] - px) / sx, 0, ow)
     boxes[:, [1, 3]] = np.clip((boxes[:, [1, 3]] - py) / sy, 0, oh)
     return [
-        {"class_id": int(c), "class_name": classes[c] if c < len(classes) else str(c), "confidence": float(s),
-         "box": [float(v) for v in bx]}
-        for bx, s, c in zip(boxes, score[kept], cid[kept])
+        {
+            "class_id": int(c),
+            "class_name": classes[c] if c < len(classes) else str(c),
+            "confidence": float(s),
+            "box": [float(v) for v in bx],
+        }
+        for bx, s, c in zip(boxes, score[kept], cid[kept], strict=True)
         if bx[2] > bx[0] and bx[3] > bx[1]
     ]
 
@@ -144,8 +167,14 @@ def classify(logits: np.ndarray, out: dict[str, Any], classes: list[str]) -> lis
         e = np.exp(v - v.max())
         probs = e / e.sum()
     top = np.argsort(-probs, kind="stable")[: out["top_k"]]
-    return [{"class_id": int(i), "class_name": classes[i] if i < len(classes) else str(i),
-             "confidence": float(probs[i])} for i in top]
+    return [
+        {
+            "class_id": int(i),
+            "class_name": classes[i] if i < len(classes) else str(i),
+            "confidence": float(probs[i]),
+        }
+        for i in top
+    ]
 
 
 # ---- the one runtime -----------------------------------------------------------------------------------
@@ -189,7 +218,11 @@ class _OpenVINO:
     def __init__(self, path: Path, threads: int) -> None:
         import openvino as ov
 
-        config = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": self.hint, "PERFORMANCE_HINT": "LATENCY"}
+        config = {
+            "INFERENCE_NUM_THREADS": threads,
+            "INFERENCE_PRECISION_HINT": self.hint,
+            "PERFORMANCE_HINT": "LATENCY",
+        }
         self.compiled = ov.Core().compile_model(str(path), "CPU", config)
 
     hint = "f32"
@@ -199,7 +232,7 @@ class _OpenVINO:
         return [np.asarray(result[o]) for o in self.compiled.outputs]
 
 
-RUNTIMES = {"litert": _LiteRT, "onnxruntime": _OnnxRuntime, "openvino": _OpenVINO}
+RUNTIMES: dict[str, Any] = {"litert": _LiteRT, "onnxruntime": _OnnxRuntime, "openvino": _OpenVINO}
 
 
 class Model:
@@ -209,13 +242,15 @@ class Model:
         folder = Path(folder)
         self.meta = json.loads((folder / "contract.json").read_text(encoding="utf-8"))
         if threads is None:
-            threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+            threads = (
+                len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+            )
         runtime = RUNTIMES[self.meta["runtime"]]
         if self.meta["runtime"] == "openvino":
             _OpenVINO.hint = self.meta.get("openvino_precision_hint", "f32")
-        self.run = runtime(folder / self.meta["file"], int(threads))
+        self.run: Any = runtime(folder / self.meta["file"], int(threads))
 
-    def predict(self, image: np.ndarray, conf: float | None = None) -> list[dict[str, Any]] | list[np.ndarray]:
+    def predict(self, image: np.ndarray, conf: float | None = None) -> list[Any]:
         c = self.meta["contract"]
         x, geom = preprocess(image, c["input"])
         outputs = self.run(x)
@@ -245,7 +280,9 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     for name, img in images.items():
         res = model.predict(img, args.conf)
-        results[name] = [r.tolist() for r in res] if model.meta["contract"]["output"]["format"] == "raw" else res
+        results[name] = (
+            [r.tolist() for r in res] if model.meta["contract"]["output"]["format"] == "raw" else res
+        )
     if args.json:
         print(json.dumps(results))
     else:
