@@ -31,6 +31,7 @@ OPTIONAL = [
     "ai_edge_litert",
     "litert_torch",
     "ai_edge_quantizer",
+    "tensorrt",
 ]
 
 SCRIPT = textwrap.dedent(

@@ -14,6 +14,7 @@ _EXTRAS = {
     "onnxslim": "torch",
     "openvino": "openvino",
     "ai_edge_litert": "tflite",
+    "tensorrt": "tensorrt",
     "litert_torch": "tflite-export",
     "ai_edge_quantizer": "tflite-export",
     "nncf": "openvino",

@@ -127,6 +127,18 @@ ENGINES: dict[str, Engine] = {
             triton_backend="armnn_tflite",  # Triton has no first-party TFLite backend; Arm's is this one
             suffix=".tflite",
         ),
+        Engine(
+            name="tensorrt",
+            prefix="tensorrt",
+            aliases=("trt",),
+            module="tensorrt",
+            extra="tensorrt",
+            impl="cvdeploy.runtimes.tensorrt:TensorRtRuntime",
+            precisions=("fp32", "fp16"),
+            triton_platform="tensorrt_plan",
+            triton_backend="tensorrt",
+            suffix=".engine",
+        ),
     )
 }
 
