@@ -310,8 +310,15 @@ def _batch(
     single = min((m for m in rows if m.batch == 1), key=lambda m: m.p50_ms, default=None)
     batches = sorted({m.batch for m in rows})
     if len(batches) <= 1:
-        cap = single.throughput_ips if single else None
-        return Decision("batch", "1", (f"{cap:.1f} images/s at batch 1" if cap else "no throughput measured"),
+        top = max(rows, key=lambda m: m.throughput_ips or 0, default=None)
+        cap = top.throughput_ips if top else None
+        ev = "no throughput measured"
+        if top is not None and single is not None:
+            ev = f"{single.throughput_ips:.1f} images/s one request at a time"
+            if top is not single and top.concurrency > 1:
+                ev += f", {top.throughput_ips:.1f} images/s with {top.concurrency} in flight (used for replicas)"
+            ev += f" [{top.source}]"
+        return Decision("batch", "1", ev,
                         missing=[f"cvdeploy bench {ref} --artifact {chosen or 'ARTIFACT'} --batch 1,4,8 -o bench.json"]), cap  # fmt: skip
     best = {b: max((m for m in rows if m.batch == b), key=lambda m: m.throughput_ips or 0) for b in batches}
     ok = [

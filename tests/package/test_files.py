@@ -107,6 +107,7 @@ def test_dockerfile_passes_hadolint_and_copies_only_what_exists(
     )
 
 
+@pytest.mark.slow
 def test_openvino_artifact_brings_the_openvino_extra(tmp_path: Path) -> None:
     from cvdeploy.export import ExportOptions, export
 
