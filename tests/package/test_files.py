@@ -223,6 +223,9 @@ def test_azureml_files_reference_what_exists(packages: dict[str, Path]) -> None:
     env = yaml.safe_load((pkg / "environment.yml").read_text())
     pip = env["dependencies"][-1]["pip"]
     assert "azureml-inference-server-http" in pip and any(p.startswith("onnxruntime==") for p in pip)
+    assert pip[-1].startswith("cvdeploy==") and not any(
+        p.lower().startswith(("fastapi", "uvicorn", "matplotlib")) for p in pip
+    )
 
 
 def test_edge_folder_without_vendoring_lists_its_runtime(packages: dict[str, Path]) -> None:

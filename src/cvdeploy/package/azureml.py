@@ -25,9 +25,10 @@ def write(ctx: Context) -> None:
         "score.py",
         resources.files("cvdeploy.package").joinpath("templates/azureml_score.py").read_text("utf-8"),
     )
-    pins, missing = pinned_closure([e for e in ctx.extras if e != "serve"])
+    extras = [e for e in ctx.extras if e != "serve"]  # Azure's own server replaces cvdeploy's
+    pins, missing = pinned_closure(extras)
     pip = [*missing, *pins, "azureml-inference-server-http"]
-    pip.append(f"cvdeploy[{','.join(e for e in ctx.extras if e != 'serve') or 'reports'}]=={__version__}")
+    pip.append(f"cvdeploy[{','.join(extras)}]=={__version__}" if extras else f"cvdeploy=={__version__}")
     ctx.yaml("environment.yml", [{
         "name": f"cvdeploy-{ctx.name}",
         "channels": ["conda-forge"],
