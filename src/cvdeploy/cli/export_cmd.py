@@ -33,7 +33,7 @@ def export(
         "onnx",
         "--format",
         "-f",
-        help="Comma-separated: onnx, openvino, tflite (tflite needs a PyTorch source and litert-torch).",
+        help="Comma-separated: onnx, openvino, tflite (PyTorch sources, litert-torch), tensorrt (NVIDIA GPU).",
     ),
     imgsz: str = typer.Option(None, "--imgsz", help="Input size: 640 or height,width."),
     dynamic_batch: bool = typer.Option(False, "--dynamic-batch", help="Allow any batch size."),
