@@ -32,6 +32,10 @@ OPTIONAL = [
     "jwt",
     "pyotp",
     "psycopg",
+    "ai_edge_litert",
+    "litert_torch",
+    "ai_edge_quantizer",
+    "tensorrt",
 ]
 
 SCRIPT = textwrap.dedent(

@@ -3,6 +3,8 @@
 source (ONNX | torch module | TorchScript | Ultralytics .pt | bundle)
     └─▶ onnx-fp32 (torch.onnx + onnxslim, or the ONNX file as given)  ── parity vs source
     └─▶ openvino-fp32 (OpenVINO IR converted from the ONNX)           ── parity vs source
+    └─▶ tflite-fp32, tflite-int8 (litert-torch, PyTorch sources)      ── parity vs source
+    └─▶ tensorrt-fp32, tensorrt-fp16 (engines built from the ONNX, GPU) ── parity vs source
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from cvdeploy.sources.onnx import ContractHints, contract_from_onnx, load_onnx, 
 
 log = logging.getLogger("cvdeploy")
 
-FORMATS = ("onnx", "openvino")
+FORMATS = ("onnx", "openvino", "tflite", "tensorrt")
 Step = Callable[[str], None]
 
 
@@ -84,6 +86,16 @@ def export(
     if "onnx" not in opts.formats:
         opts.formats = ["onnx", *opts.formats]  # every other format is converted from the ONNX
     kind = detect_kind(source)
+    if kind == "onnx" and "tflite" in opts.formats:
+        raise ConfigError(
+            "TFLite export converts a PyTorch model (litert-torch); export from the .pt checkpoint, TorchScript "
+            "or module instead of the ONNX file"
+        )
+    if "tensorrt" in opts.formats:
+        from cvdeploy.runtimes.tensorrt import gpu_missing
+
+        if reason := gpu_missing():
+            raise ConfigError(f"--format tensorrt: {reason}")
     images = _parity_images(opts)
     if kind == "onnx":
         return _staged(Path(out), opts, lambda root: _export_onnx_source(source, root, opts, images, say))
@@ -371,6 +383,10 @@ def _export_torch_source(
     )
     if "openvino" in opts.formats:
         _add_openvino(bundle, ref_run, "source", images, opts, say)
+    if "tflite" in opts.formats:
+        _add_tflite(bundle, ts.module, ref_run, images, opts, say)
+    if "tensorrt" in opts.formats:
+        _add_tensorrt(bundle, ref_run, images, opts, say)
     return bundle
 
 
@@ -422,6 +438,8 @@ def _export_onnx_source(
     )
     if "openvino" in opts.formats:
         _add_openvino(bundle, ref_run, "source", images, opts, say, precision)
+    if "tensorrt" in opts.formats:
+        _add_tensorrt(bundle, ref_run, images, opts, say)
     return bundle
 
 
@@ -458,6 +476,59 @@ def _add_openvino(
         made_by="export",
     )
     _add_checked(bundle, art, ref_run, ref_name, images, opts, say)
+
+
+def _add_tflite(
+    bundle: Bundle,
+    module: Any,
+    ref_run: Callable[[np.ndarray], list[np.ndarray]],
+    images: list[np.ndarray],
+    opts: ExportOptions,
+    say: Step,
+) -> None:
+    """tflite-fp32 (litert-torch) and tflite-int8 (dynamic range), each parity-checked against the source;
+    tflite-fp16 only where LiteRT would execute FP16 (see :mod:`cvdeploy.runtimes.litert`)."""
+    from cvdeploy import tflite
+    from cvdeploy.runtimes import engine
+
+    spec = bundle.contract.input
+    fp32 = artifact_name("litert", "fp32")
+    say(f"converting to {fp32} (litert-torch)")
+    tflite.torch_to_tflite(module, bundle.path / f"{fp32}.tflite", spec.height, spec.width)
+    art = Artifact(name=fp32, file=f"{fp32}.tflite", runtime="litert", details={"converter": "litert-torch"})
+    _add_checked(bundle, art, ref_run, "source", images, opts, say)
+    reason = engine("litert").unsupported("fp16")
+    if reason:
+        say(f"tflite-fp16 not added: {reason}")
+    int8 = artifact_name("litert", "int8")
+    say(f"quantizing {int8} ({tflite.INT8_METHOD.split(':')[0]})")
+    tflite.quantize_int8(bundle.path / f"{fp32}.tflite", bundle.path / f"{int8}.tflite")
+    art = Artifact(name=int8, file=f"{int8}.tflite", runtime="litert", precision="int8",
+                   details={"converter": "litert-torch", "quantization": tflite.INT8_METHOD})  # fmt: skip
+    _add_checked(bundle, art, ref_run, "source", images, opts, say)
+
+
+def _add_tensorrt(
+    bundle: Bundle,
+    ref_run: Callable[[np.ndarray], list[np.ndarray]],
+    images: list[np.ndarray],
+    opts: ExportOptions,
+    say: Step,
+) -> None:
+    """tensorrt-fp32 and tensorrt-fp16 engines built from onnx-fp32 on this GPU, each parity-checked."""
+    from cvdeploy.runtimes.tensorrt import build_engine, gpu_missing
+
+    reason = gpu_missing()
+    if reason:
+        raise ConfigError(f"--format tensorrt: {reason}")
+    onnx_art = bundle.artifact(artifact_name("onnxruntime", "fp32"))
+    for precision in ("fp32", "fp16"):
+        name = artifact_name("tensorrt", precision)
+        say(f"building {name} (TensorRT engine for this GPU)")
+        build_engine(bundle.file(onnx_art), bundle.path / f"{name}.engine", precision)
+        art = Artifact(name=name, file=f"{name}.engine", runtime="tensorrt", precision=precision,
+                       dynamic_batch=onnx_art.dynamic_batch)  # fmt: skip
+        _add_checked(bundle, art, ref_run, "source", images, opts, say)
 
 
 def _add_checked(

@@ -125,7 +125,8 @@ def test_profile_on_the_command_line(tiny_bundle_path: Path) -> None:
     [
         (["-a", "onnx-int8"], "has no artifact 'onnx-int8'; it has: onnx-fp32, openvino-fp32"),
         (["--runtime", "torch"], "has no artifact for runtime 'torch'; it has: onnx-fp32 (onnxruntime)"),
-        (["--runtime", "tflite"], "unknown runtime 'tflite'"),
+        (["--runtime", "tflite"], "has no artifact for runtime 'litert'"),
+        (["--runtime", "tvm"], "unknown runtime 'tvm'"),
         (["--budget-ms", "50", "--min-map", "0.6"], "run 'cvdeploy val"),
         (["--imgsz", "big"], "--imgsz"),
         (["--batch", "0"], "--batch"),

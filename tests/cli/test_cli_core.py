@@ -37,7 +37,11 @@ def corrupt_files(tmp_path: Path) -> dict[str, Path]:
         (["export", "{tmp}/missing.onnx", "-o", "{tmp}/o.cvd"], "model not found"),
         (["export", "{text}", "-o", "{tmp}/o.cvd"], "cannot tell what kind of model"),
         (["export", "{onnx}", "-o", "{tmp}/o.cvd"], "not a readable ONNX model"),
-        (["export", "{onnx}", "-o", "{tmp}/o.cvd", "--format", "tflite"], "unknown export format"),
+        (["export", "{onnx}", "-o", "{tmp}/o.cvd", "--format", "tfjs"], "unknown export format"),
+        (
+            ["export", "{onnx}", "-o", "{tmp}/o.cvd", "--format", "tflite"],
+            "TFLite export converts a PyTorch model",
+        ),
         (["export", "{onnx}", "-o", "{tmp}/o.cvd", "--imgsz", "big"], "--imgsz: 'big' is not a whole number"),
         (["export", "{onnx}", "-o", "{tmp}/o.cvd", "--task", "segment"], "--task 'segment'"),
         (["export", "{onnx}", "--no-such-flag"], "No such option: --no-such-flag"),

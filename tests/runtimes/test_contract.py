@@ -45,6 +45,20 @@ def _artifact(name: str, tiny_bundle_path: Path, torchscript_file: Path | None) 
     if name == "torch":
         assert torchscript_file is not None
         return torchscript_file
+    if name == "tensorrt":  # a GPU engine: built from the tiny bundle's ONNX on this GPU
+        from cvdeploy.runtimes.tensorrt import build_engine, gpu_missing
+
+        if reason := gpu_missing():
+            pytest.skip(reason)
+        path = tiny_bundle_path.parent / "tensorrt-fp32.engine"
+        if not path.is_file():
+            build_engine(b.file("onnx-fp32"), path, "fp32")
+        return path
+    if name == "litert":  # a converter cannot share this environment: LiteRT's own schema writes the model
+        from .tflite_builder import build
+
+        path = tiny_bundle_path.parent / "litert-fp32.tflite"
+        return path if path.is_file() else build(path, 320, 320, len(b.contract.classes))
     return b.file(f"{engine(name).prefix}-fp32")
 
 
@@ -82,7 +96,7 @@ def test_load_and_run_at_pinned_fp32_with_the_requested_threads(
     assert outs and outs[0].shape[0] == 2 and np.isfinite(outs[0]).all()
     ex = rt.execution()
     assert ex.precision == "fp32", ex.evidence
-    assert ex.threads == 1
+    assert ex.threads == 1 or (name == "tensorrt" and ex.threads is None)  # a GPU engine uses no CPU threads
     assert rt.describe()["precision"] == "fp32"
 
 
@@ -90,6 +104,8 @@ def test_default_threads_are_the_cpus_this_process_may_use(artifact: tuple[str, 
     name, path = artifact
     if name == "torch":
         pytest.skip("the torch reference keeps the process-wide torch thread setting unless told")
+    if name == "tensorrt":
+        pytest.skip("a GPU engine has no intra-op CPU thread pool to size")
     assert load_runtime(name, path).execution().threads == env.available_cpus()
 
 
@@ -148,7 +164,7 @@ def test_operator_profile_or_a_clear_refusal(artifact: tuple[str, Path], tensor:
 def test_input_dims_are_read_without_compiling(artifact: tuple[str, Path]) -> None:
     name, path = artifact
     dims = engine(name).input_dims(path)
-    if name == "torch":
-        assert dims is None  # TorchScript does not state its input
+    if name in ("torch", "tensorrt"):
+        assert dims is None  # TorchScript does not state its input; an engine needs its GPU to be read
         return
     assert dims is not None and tuple(dims[1:]) == (3, 320, 320)

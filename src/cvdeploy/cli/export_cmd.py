@@ -29,7 +29,12 @@ def export(
     source: str = typer.Argument(..., help="Model to export (see above)."),
     output: Path = typer.Option(..., "--output", "-o", help="Bundle directory to create, e.g. model.cvd."),
     name: str = typer.Option(None, "--name", help="Bundle name (default: the output directory's stem)."),
-    formats: str = typer.Option("onnx", "--format", "-f", help="Comma-separated: onnx, openvino."),
+    formats: str = typer.Option(
+        "onnx",
+        "--format",
+        "-f",
+        help="Comma-separated: onnx, openvino, tflite (PyTorch sources, litert-torch), tensorrt (NVIDIA GPU).",
+    ),
     imgsz: str = typer.Option(None, "--imgsz", help="Input size: 640 or height,width."),
     dynamic_batch: bool = typer.Option(False, "--dynamic-batch", help="Allow any batch size."),
     dynamic_shape: bool = typer.Option(False, "--dynamic-shape", help="Allow any input height/width."),

@@ -125,6 +125,30 @@ ENGINES: dict[str, Engine] = {
             triton_backend="pytorch",
             suffix=".pt",
         ),
+        Engine(
+            name="litert",
+            prefix="tflite",
+            aliases=("tflite", "tensorflow-lite", "ai-edge-litert"),
+            module="ai_edge_litert",
+            extra="tflite",
+            impl="cvdeploy.runtimes.litert:LiteRtRuntime",
+            precisions=("fp32", "fp16", "int8"),
+            triton_platform="tensorflow_lite",
+            triton_backend="armnn_tflite",  # Triton has no first-party TFLite backend; Arm's is this one
+            suffix=".tflite",
+        ),
+        Engine(
+            name="tensorrt",
+            prefix="tensorrt",
+            aliases=("trt",),
+            module="tensorrt",
+            extra="tensorrt",
+            impl="cvdeploy.runtimes.tensorrt:TensorRtRuntime",
+            precisions=("fp32", "fp16"),
+            triton_platform="tensorrt_plan",
+            triton_backend="tensorrt",
+            suffix=".engine",
+        ),
     )
 }
 
