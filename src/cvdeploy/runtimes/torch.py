@@ -16,24 +16,36 @@ from cvdeploy.runtimes.base import Dims, Execution, Runtime, RuntimeOptions, Ten
 
 
 def pin_fp32(torch: Any) -> dict[str, Any]:
-    """Set every global torch switch that could lower FP32 arithmetic to exact FP32; returns them."""
+    """Set every global torch switch that could lower FP32 arithmetic to exact FP32; returns them.
+
+    Only the legacy switches are set (``allow_tf32`` off, matmul precision "highest"): torch 2.9+ refuses
+    any later read of them once its newer per-operator API was used (``torch.export`` reads them: "a mix
+    of the legacy and new APIs"). The per-operator settings that result are read back and recorded; the
+    oneDNN (CPU) ones default to IEEE FP32 and are checked, not set.
+    """
     torch.set_float32_matmul_precision("highest")
-    settings: dict[str, Any] = {"float32_matmul_precision": torch.get_float32_matmul_precision()}
     backends = torch.backends
-    for path in ("mkldnn.matmul", "mkldnn.conv", "cuda.matmul", "cudnn.conv"):
+    backends.cuda.matmul.allow_tf32 = False
+    backends.cudnn.allow_tf32 = False
+    settings: dict[str, Any] = {
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        "cuda.matmul.allow_tf32": bool(backends.cuda.matmul.allow_tf32),
+        "cudnn.allow_tf32": bool(backends.cudnn.allow_tf32),
+    }
+    for path in ("mkldnn.matmul", "mkldnn.conv"):
         obj: Any = backends
         for part in path.split("."):
             obj = getattr(obj, part, None)
-        if obj is not None and hasattr(obj, "fp32_precision"):
-            try:
-                obj.fp32_precision = "ieee"
-                settings[f"{path}.fp32_precision"] = obj.fp32_precision
-            except (RuntimeError, ValueError, TypeError):  # an older torch: the legacy switches below
-                pass
-    if not any(k.startswith("cuda") for k in settings):
-        backends.cuda.matmul.allow_tf32 = False
-        backends.cudnn.allow_tf32 = False
-        settings["allow_tf32"] = False
+        value = getattr(obj, "fp32_precision", None)
+        if value is not None:
+            settings[f"{path}.fp32_precision"] = value
+            if value not in ("ieee", "none"):
+                from cvdeploy.errors import PrecisionError
+
+                raise PrecisionError(
+                    f"torch.backends.{path}.fp32_precision is {value!r}: the PyTorch reference would not run exact "
+                    "FP32; set it to 'ieee' (or unset it) in your program"
+                )
     return settings
 
 
