@@ -206,17 +206,19 @@ def run_model(name: str, work: Path, data_yaml: Path, rounds: int) -> dict[str, 
                     and (a["fidelity"] or 0) >= MIN_FIDELITY)  # fmt: skip
         return k.startswith("ultralytics") or (a.get("cosine") or 0) >= MIN_COSINE
 
-    rec = f"cvdeploy {res.recommended}" if res.recommended else None
-    if rec is None or not ok(rec):  # the auto choice could not be checked (untrained): fastest that passes
+    rec = f"cvdeploy {res.recommended}" if res.recommended and labelled else None
+    if rec is None or not ok(rec):
+        # untrained: --auto cannot score accuracy, so it keeps FP32; the fastest candidate within the cosine
+        # budget is what a user would pick from the variants table
         passing = [k for k in cvd if ok(k)]
         rec = min(passing, key=lambda k: lat[k]) if passing else "cvdeploy onnx-fp32"
     ul_ok = [k for k in ul if ok(k)]
     ul_best = min(ul_ok or list(ul), key=lambda k: lat[k])
     rows = [{"candidate": k, "ms": round(lat[k], 2), **{m: (None if v is None else round(v, 4)) for m, v in acc[k].items()},
-             "within_budget": ok(k)} for k in sorted(cands, key=lambda k: lat[k])]  # fmt: skip
+             "within_budget": bool(ok(k))} for k in sorted(cands, key=lambda k: lat[k])]  # fmt: skip
     return {"model": name, "rows": rows, "recommended": rec, "auto_recommended": res.recommended,
             "auto_why": res.why, "ultralytics_best": ul_best, "ultralytics_fastest": min(ul, key=lambda k: lat[k]),
-            "ratio": lat[rec] / lat[ul_best], "fidelity": acc[rec]["fidelity"], "notes": notes}  # fmt: skip
+            "ratio": float(lat[rec] / lat[ul_best]), "fidelity": acc[rec]["fidelity"], "notes": notes}  # fmt: skip
 
 
 def main() -> None:
