@@ -10,9 +10,24 @@ from cvdeploy.cli.common import console, handle_errors, parse_imgsz, parse_list
 
 HELP = """Export a model into a bundle (NAME.cvd/) with a measured parity check per artifact.
 
-SOURCE is an ONNX file (an Ultralytics export needs no flags), an Ultralytics .pt checkpoint or
-model .yaml, a TorchScript file, python:pkg.module:factory (a zero-argument function returning a
-torch.nn.Module), or an existing bundle / zoo:n.
+SOURCE is an ONNX file (an Ultralytics export of any task — detect, segment, pose, obb,
+classify, plain or nms=True — needs no flags), an Ultralytics .pt checkpoint or model .yaml, a
+TorchScript file, python:pkg.module:factory (a zero-argument function returning a
+torch.nn.Module; --weights loads a state dict into it), or an existing bundle / zoo:n (re-exported
+from the PyTorch model the bundle keeps).
+
+What the model states (Ultralytics metadata) is checked against its graph; a flag that
+contradicts either is refused. What nothing states is assumed and printed as such ("assumed
+preprocessing: ..."): give the real values with --preset (yolo, imagenet, picodet, raw) or
+--contract FILE, a YAML file such as
+
+  task: detect
+  input: {resize: stretch, color: RGB, scale: 0.00392156862745098, mean: [0.485, 0.456, 0.406],
+          std: [0.229, 0.224, 0.225]}
+  output: {format: boxes_scores, conf: 0.3}
+
+Bundles made from PyTorch (.pt, TorchScript, python:) keep the model in source/, so re-export,
+pruning, distillation and QAT work on it later.
 
 Examples:
 
@@ -20,7 +35,9 @@ Examples:
 
   cvdeploy export best.pt -o model.cvd --format onnx,openvino --imgsz 640 --dynamic-batch
 
-  cvdeploy export python:mypkg.models:build -o model.cvd --imgsz 640 --names cat,dog
+  cvdeploy export resnet50.onnx -o resnet.cvd --preset imagenet
+
+  cvdeploy export python:mypkg.models:build -o model.cvd --weights best_state.pt --imgsz 640 --names cat,dog
 """
 
 
@@ -38,11 +55,19 @@ def export(
         True, "--simplify/--no-simplify", help="Simplify the ONNX graph with onnxslim."
     ),
     names: str = typer.Option(None, "--names", help="Class names: comma-separated, or a text/YAML file."),
-    task: str = typer.Option(None, "--task", help="detect, classify or raw (default: inferred)."),
+    task: str = typer.Option(
+        None, "--task", help="detect, segment, pose, obb, classify or raw (default: from the model)."
+    ),
     output_format: str = typer.Option(
         None,
         "--output-format",
-        help="How to decode outputs: yolov8, yolov5, classify, raw (default: inferred).",
+        help="How to decode outputs: yolov8, yolov5, end2end, boxes_scores, classify, raw (default: from the model).",
+    ),
+    preset: str = typer.Option(
+        None, "--preset", help="Preprocessing/decoding of a model family: yolo, imagenet, picodet, raw."
+    ),
+    weights: Path = typer.Option(
+        None, "--weights", help="python: factories: a state dict (torch.save(model.state_dict())) to load."
     ),
     contract: Path = typer.Option(
         None, "--contract", help="YAML file with contract fields (input:, output:, ...)."
@@ -61,7 +86,7 @@ def export(
     from cvdeploy.parity import Tolerance
     from cvdeploy.sources.hints import hints_from
 
-    hints = hints_from(names=names, task=task, output_format=output_format, contract_file=contract)
+    hints = hints_from(names=names, task=task, output_format=output_format, contract_file=contract, preset=preset)
     opts = ExportOptions(
         formats=parse_list(formats) or ["onnx"],
         imgsz=parse_imgsz(imgsz),
@@ -74,6 +99,7 @@ def export(
         hints=hints,
         parity_images=parity_images or None,
         tolerance=Tolerance(atol=atol, rtol=rtol),
+        weights=weights,
     )
     with console.status("exporting…") as status:
 
