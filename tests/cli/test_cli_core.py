@@ -39,7 +39,7 @@ def corrupt_files(tmp_path: Path) -> dict[str, Path]:
         (["export", "{onnx}", "-o", "{tmp}/o.cvd"], "not a readable ONNX model"),
         (["export", "{onnx}", "-o", "{tmp}/o.cvd", "--format", "tflite"], "unknown export format"),
         (["export", "{onnx}", "-o", "{tmp}/o.cvd", "--imgsz", "big"], "--imgsz: 'big' is not a whole number"),
-        (["export", "{onnx}", "-o", "{tmp}/o.cvd", "--task", "segment"], "--task 'segment'"),
+        (["export", "{onnx}", "-o", "{tmp}/o.cvd", "--task", "depth"], "--task 'depth'"),
         (["export", "{onnx}", "--no-such-flag"], "No such option: --no-such-flag"),
         (["export"], "Missing argument"),
         (["inspect", "{tmp}/nothing.cvd"], "bundle not found"),

@@ -99,12 +99,13 @@ def predict(
                               found)  # fmt: skip
                 done += 1
             advance(len(chunk))
-    for why in skipped:
-        err_console.print(f"[yellow]warning:[/] skipped {why}", highlight=False, soft_wrap=True)
     if not done:
         from cvdeploy.cli.common import fail
 
-        raise fail(f"nothing could be read: {len(skipped)} file(s) skipped (first: {skipped[0]})")
+        more = f" and {len(skipped) - 1} more" if len(skipped) > 1 else ""
+        raise fail(f"nothing could be read: {skipped[0]}{more}")
+    for why in skipped:
+        err_console.print(f"[yellow]warning:[/] skipped {why}", highlight=False, soft_wrap=True)
     if as_json:
         typer.echo(json.dumps(docs))
     else:

@@ -29,8 +29,8 @@ def cache_dir() -> Path:
 def open_model(spec: str, say: Callable[[str], None] | None = None) -> tuple[Bundle, str | None]:
     """A bundle for ``spec`` (a bundle, ``zoo:NAME``, or a model file), and a one-line note when a
     model file was exported into (or found in) the cache."""
-    if spec.startswith("zoo:") or (Path(spec).is_dir() and (Path(spec) / "cvdeploy.yaml").is_file()):
-        return Bundle.load(spec), None
+    if spec.startswith("zoo:") or Path(spec).is_dir() or spec.rstrip("/").endswith(".cvd"):
+        return Bundle.load(spec), None  # a bundle, or a one-line "bundle not found / not a bundle"
     kind = detect_kind(spec)  # a URL, a missing path or an unknown file type fails here, in one line
     if kind == "bundle":
         return Bundle.load(resolve_path(spec)), None
