@@ -122,8 +122,13 @@ def _ort(
     b: Bundle, calib: CalibrationSet, opts: Int8Options, work: Path, say: Step, calib_images: Any, fp32: Path,
     details: dict[str, Any],
 ) -> Artifact:  # fmt: skip
+    from cvdeploy.optimize.quantize_ort import ensure_opset
+
+    src, per_channel, notes = ensure_opset(fp32, work / "opset.onnx", opts.per_channel, fp32.name)
+    for n in notes:
+        say(n)
     pre = work / "pre.onnx"
-    notes = pre_process(fp32, pre)
+    notes += pre_process(src, pre)
     head = _head(pre, opts.float_head)
     if opts.float_head:
         say(f"float head: {head.summary()}")
@@ -131,7 +136,7 @@ def _ort(
     say(f"INT8 types {types.tag.upper()}: {types.reason}")
     config = OrtQuantConfig(
         method=opts.method,
-        per_channel=opts.per_channel,
+        per_channel=per_channel,
         types=types,
         exclude_nodes=head.nodes + list(opts.extra_float_nodes),
     )
@@ -167,7 +172,9 @@ def _ort(
         record_accuracy(metrics, scorer, baseline, score, drop, within, budget)
         if not within:
             log.warning(
-                "INT8 %s drop %.2f exceeds the budget of %g points even with layers in float",
+                "INT8 %s drop %.2f exceeds the budget of %g points even with layers in float; try next: "
+                "--calib-method entropy or percentile, more representative --calib images, --runtime openvino "
+                "(NNCF), or keep the FP32/FP16 artifact",
                 scorer.mode, drop, budget,
             )  # fmt: skip
     else:
