@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from cvdeploy.cli.common import console, handle_errors, parse_imgsz, parse_list
+from cvdeploy.cli.vocabulary import help_for
 
 HELP = """Export a model into a bundle (NAME.cvd/) with a measured parity check per artifact.
 
@@ -44,10 +45,10 @@ Examples:
 @handle_errors
 def export(
     source: str = typer.Argument(..., help="Model to export (see above)."),
-    output: Path = typer.Option(..., "--output", "-o", help="Bundle directory to create, e.g. model.cvd."),
+    output: Path = typer.Option(..., "--output", "-o", help=help_for("--output", "the bundle, e.g. model.cvd")),
     name: str = typer.Option(None, "--name", help="Bundle name (default: the output directory's stem)."),
     formats: str = typer.Option("onnx", "--format", "-f", help="Comma-separated: onnx, openvino."),
-    imgsz: str = typer.Option(None, "--imgsz", help="Input size: 640 or height,width."),
+    imgsz: str = typer.Option(None, "--imgsz", help=help_for("--imgsz")),
     dynamic_batch: bool = typer.Option(False, "--dynamic-batch", help="Allow any batch size."),
     dynamic_shape: bool = typer.Option(False, "--dynamic-shape", help="Allow any input height/width."),
     opset: int = typer.Option(17, "--opset", min=11, max=23, help="ONNX opset for PyTorch sources."),

@@ -41,7 +41,7 @@ def artifacts_table(bundle: object) -> Table:
         size = sum((bundle.path / f).stat().st_size for f in art.sha256 if (bundle.path / f).is_file()) / 1e6
         p = art.parity
         metrics = ", ".join(
-            f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+            f"{k} {100 * v:.1f}" if _accuracy(k) else f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
             for k, v in art.metrics.items()
             if isinstance(v, int | float) and not isinstance(v, bool) and k != "images"
         )
@@ -56,7 +56,13 @@ def artifacts_table(bundle: object) -> Table:
             _fmt(p.box_agreement if p else None, ".3f"),
             metrics or "–",
         )
+    t.caption = "accuracy (mAP, top-k) in points, 0-100"
     return t
+
+
+def _accuracy(key: str) -> bool:
+    """Metric keys recorded as fractions that are shown in points."""
+    return "mAP" in key or key in ("top1", "top5")
 
 
 @handle_errors

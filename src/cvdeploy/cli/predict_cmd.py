@@ -10,6 +10,7 @@ from typing import Any
 import typer
 
 from cvdeploy.cli.common import console, err_console, handle_errors
+from cvdeploy.cli.vocabulary import help_for
 
 HELP = """Run images, folders of images or videos through a model and show what it finds.
 
@@ -44,18 +45,18 @@ def predict(
     model: str = typer.Argument(..., help="Bundle folder, zoo:n / zoo:s, or a model file (.onnx, .pt, ...)."),
     sources: list[Path] = typer.Argument(..., help="Image or video files and/or folders (searched recursively)."),
     artifact: str = typer.Option(
-        None, "--artifact", "-a", help="Artifact to run (default: the bundle's default)."
+        None, "--artifact", "-a", help=help_for("--artifact", "to run (default: the bundle's default)")
     ),
     save: Path = typer.Option(None, "--save", help="Folder to write annotated images (raw models: .npz) into."),
-    as_json: bool = typer.Option(False, "--json", help="Print results as one JSON document on stdout."),
+    as_json: bool = typer.Option(False, "--json", help=help_for("--json", "results as one JSON document on stdout")),
     conf: float = typer.Option(
         None, "--conf", min=0.0, max=1.0, help="Confidence threshold (default: contract)."
     ),
     iou: float = typer.Option(None, "--iou", min=0.0, max=1.0, help="NMS IoU threshold (default: contract)."),
     batch: int = typer.Option(1, "--batch", min=1, help="Images per runtime call."),
     vid_stride: int = typer.Option(1, "--vid-stride", min=1, help="Videos: run every N-th frame."),
-    threads: int = typer.Option(None, "--threads", min=1, help="Intra-op threads for the runtime."),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto (falls back to CPU loudly)."),
+    threads: int = typer.Option(None, "--threads", min=1, help=help_for("--threads", "for the runtime")),
+    device: str = typer.Option("cpu", "--device", help=help_for("--device", "falls back to CPU loudly")),
 ) -> None:
     from rich.table import Table
 

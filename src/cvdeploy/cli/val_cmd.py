@@ -9,6 +9,7 @@ from typing import Any
 import typer
 
 from cvdeploy.cli.common import console, handle_errors
+from cvdeploy.cli.vocabulary import help_for
 
 HELP = """Measure how accurate an artifact of a bundle is: COCO mAP (mAP50-95,
 mAP50, per class) for detectors, top-1/top-5 for classifiers. Segmentation,
@@ -50,24 +51,26 @@ max_abs_diff and box_agreement, a share 0-1).
 def val(
     bundle: str = typer.Argument(..., help="Bundle folder, zoo:n / zoo:s, or a model file (a cached bundle)."),
     data: Path = typer.Option(
-        ..., "--data", "-d", help="data.yaml, COCO json, image folder (--against) or a folder."
+        ..., "--data", "-d", help=help_for("--data", "with --against any folder of images will do")
     ),
-    images: Path = typer.Option(None, "--images", help="Image folder of a COCO json (default: guessed)."),
+    images: Path = typer.Option(
+        None, "--images", help=help_for("--images", "the image folder of a COCO json (default: guessed)")
+    ),
     split: str = typer.Option("val", "--split", help="Dataset split: val, test or train."),
     artifact: str = typer.Option(
-        None, "--artifact", "-a", help="Artifact to score (default: the bundle's default)."
+        None, "--artifact", "-a", help=help_for("--artifact", "to score (default: the bundle's default)")
     ),
     against: str = typer.Option(
         None, "--against", help="Score against this artifact's outputs instead of labels."
     ),
     batch: int = typer.Option(1, "--batch", min=1, help="Images per runtime call."),
-    threads: int = typer.Option(None, "--threads", min=1, help="Intra-op threads for the runtime."),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto (falls back to CPU loudly)."),
+    threads: int = typer.Option(None, "--threads", min=1, help=help_for("--threads", "for the runtime")),
+    device: str = typer.Option("cpu", "--device", help=help_for("--device", "falls back to CPU loudly")),
     conf: float = typer.Option(
         0.001, "--conf", min=0.0, max=1.0, help="Confidence threshold of scored detections."
     ),
     limit: int = typer.Option(None, "--limit", min=1, help="Score only the first N images."),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object on stdout."),
+    as_json: bool = typer.Option(False, "--json", help=help_for("--json", "the result as one JSON object on stdout")),
     write: bool = typer.Option(
         False, "--write", help="Record the result in the artifact's metrics in the manifest."
     ),

@@ -89,8 +89,8 @@ def quantize_int8(
     opts.check()
     if "onnx-fp32" not in b.artifact_names:
         raise BundleError(f"bundle {b.name!r} has no onnx-fp32 artifact to quantize; re-export it")
-    if opts.val is not None and b.contract.task != "detect":
-        raise ConfigError(f"--val scores detectors by mAP; bundle {b.name!r} is a {b.contract.task!r} model")
+    if opts.val is not None and b.contract.task == "raw":
+        raise ConfigError(f"--data scores accuracy; bundle {b.name!r} is a raw model (outputs are not decoded)")
     calib = load_calibration(calib_images, b.contract, limit=opts.max_images, profile=_profile(b))
     say(f"calibration: {len(calib)} images through the bundle's preprocessing")
     with tempfile.TemporaryDirectory(prefix="cvdeploy-int8-") as tmp:
@@ -215,7 +215,7 @@ def _openvino(
         ignored_names=ignored,
     )
     validation = None
-    if opts.val is not None and opts.accuracy_control:
+    if opts.val is not None and opts.accuracy_control and b.contract.task == "detect":
         config.max_drop = opts.max_drop / 100.0
         validation = map_validation(b.contract, opts.val, limit=opts.eval_limit)
         say(f"NNCF with accuracy control (max drop {opts.max_drop:g} mAP50-95 points)")
@@ -261,8 +261,9 @@ def _record_reference(b: Bundle, scorer: Scorer | None) -> None:
     if res is None or scorer is None or scorer.limit is not None:
         return
     art = b.artifact(scorer.reference)
+    keys = ("top1", "top5") if scorer.classifier else ("mAP50-95", "mAP50")
     art.metrics.update({"dataset": res["dataset"], "split": res["split"], "images": res["images"],
-                        "mAP50-95": round(float(res["mAP50-95"]), 5), "mAP50": round(float(res["mAP50"]), 5)})  # fmt: skip
+                        **{k: round(float(res[k]), 5) for k in keys}})  # fmt: skip
 
 
 def _profile(b: Bundle) -> dict[str, Any] | None:
