@@ -39,11 +39,6 @@ CASES = [
 ]
 
 
-@pytest.fixture(scope="session")
-def farm(tmp_path_factory: pytest.TempPathFactory) -> Farm:
-    return Farm(tmp_path_factory.mktemp("ultralytics"))
-
-
 @pytest.fixture(scope="module")
 def images(photos: list[np.ndarray]) -> list[np.ndarray]:
     """Three photographs of different aspect ratios (square, landscape, portrait-ish crops)."""

@@ -126,6 +126,9 @@ def assemble(
         return _from_saved_contract(graph_in, outputs, facts, hints, what, notes)
     task, fmt, nc, kpt_shape = _task_and_format(outputs, facts, hints, preset, what, notes)
     classes = hints.classes or (facts.names if facts else None)
+    if classes is None and nc is None and task in BOX_TASKS:
+        raise ConfigError(f"{what}'s output {lay.describe(outputs)} does not say how many classes it has (end-to-end "
+                          "rows carry class ids); give the class names with --names")  # fmt: skip
     if classes is None and nc:
         classes = [f"class{i}" for i in range(nc)]
         notes.append(f"no class names given; using class0..class{nc - 1} (pass --names)")

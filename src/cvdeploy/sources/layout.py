@@ -104,6 +104,11 @@ def verify(
         return None
     if len(first) != 3:
         return f"{task}/{fmt} needs {want}; the graph has {got}"
+    if fmt in ("yolov8", "yolov5"):
+        # a YOLO head has more anchors than values per anchor: (B, C, N) with C < N, (B, N, C) likewise
+        channels, anchors = (_known(first[1]), _known(first[2]))[:: 1 if fmt == "yolov8" else -1]
+        if channels is not None and anchors is not None and anchors < channels:
+            return f"{fmt} reads {_fmt(first)} as {anchors} candidates of {channels} values, fewer candidates than values"
     if fmt == "yolov8":
         rows = _known(first[1])
         if rows is not None and nc is not None and rows != 4 + nc + extra:
