@@ -43,7 +43,7 @@ model it writes each image's output tensors and geometry as .npz instead (there 
 @handle_errors
 def predict(
     model: str = typer.Argument(..., help="Bundle folder, zoo:n / zoo:s, or a model file (.onnx, .pt, ...)."),
-    sources: list[Path] = typer.Argument(..., help="Image or video files and/or folders (searched recursively)."),
+    sources: list[str] = typer.Argument(..., help="Image or video files and/or folders (searched recursively)."),
     artifact: str = typer.Option(
         None, "--artifact", "-a", help=help_for("--artifact", "to run (default: the bundle's default)")
     ),
@@ -209,7 +209,7 @@ class _progress:
             self.bar.__exit__(*exc)
 
 
-def _no_images(sources: list[Path]) -> int:
+def _no_images(sources: list[str]) -> int:
     from cvdeploy.cli.common import fail
     from cvdeploy.images import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 

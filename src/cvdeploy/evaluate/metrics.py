@@ -142,7 +142,15 @@ def _coco_precision(
     ev.params.maxDets = [int(max_dets)] if iou_type == "keypoints" else [1, 10, int(max_dets)]
     ev.evaluate()
     ev.accumulate()
-    return np.asarray(ev.eval["precision"])
+    precision = np.asarray(ev.eval["precision"])
+    # the class axis follows the evaluated category ids (keypoint evaluation keeps only those it scores):
+    # re-index it by category id - 1 so callers can use class ids, -1 (no ground truth) where absent
+    cat_ids = [int(c) for c in ev.params.catIds]
+    n_classes = max(len(gt_json["categories"]), max(cat_ids, default=0))
+    full = -np.ones(precision.shape[:2] + (n_classes,) + precision.shape[3:], precision.dtype)
+    for pos, cid in enumerate(cat_ids):
+        full[:, :, cid - 1] = precision[:, :, pos]
+    return full
 
 
 def _rle(mask: np.ndarray) -> dict[str, Any]:

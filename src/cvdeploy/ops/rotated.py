@@ -46,7 +46,7 @@ def probiou(rb1: np.ndarray, rb2: np.ndarray) -> np.ndarray:
     # (1/2) ln(det((Σ1+Σ2)/2) / √(det Σ1 · det Σ2)) = (1/2) ln(det(Σ1+Σ2) / (4 √(det Σ1 det Σ2)))
     log_term = 0.5 * np.log(det / (4 * np.sqrt(det1 * det2) + _EPS) + _EPS)
     bhattacharyya = np.clip(mahalanobis + log_term, _EPS, 100.0)
-    return 1.0 - np.sqrt(1.0 - np.exp(-bhattacharyya) + _EPS)
+    return np.clip(1.0 - np.sqrt(1.0 - np.exp(-bhattacharyya) + _EPS), 0.0, 1.0)
 
 
 def rotated_nms(
