@@ -37,12 +37,12 @@ def bench_once(spec: str, out: Path, runs: int, threads: int) -> dict[str, objec
         "10",
         "--threads",
         str(threads),
-        "--output",
-        str(out),
+        "--report",
+        str(out.parent / out.stem),
         "--json",
     ]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    (result,) = json.loads(out.read_text())["results"]
+    (result,) = json.loads((out.parent / out.stem / "bench.json").read_text())["results"]
     return result
 
 

@@ -95,7 +95,9 @@ class Source(_Model):
     file: str | None = None
     sha256: str | None = None
     factory: str | None = None  # python:pkg.module:factory for torch modules
-    weights: str | None = None  # bundle-relative state dict (or TorchScript archive) kept for later optimisation
+    weights: str | None = (
+        None  # bundle-relative state dict (or TorchScript archive) kept for later optimisation
+    )
     architecture: str | None = None  # bundle-relative Ultralytics model YAML (kind: ultralytics)
 
     @property

@@ -124,7 +124,9 @@ class Contract(_Spec):
         Fields at their default are left out, so a later cvdeploy that adds a field (with a default that
         keeps the old behaviour) still verifies bundles written before it.
         """
-        text = json.dumps(self.model_dump(mode="json", exclude_defaults=True), sort_keys=True, separators=(",", ":"))
+        text = json.dumps(
+            self.model_dump(mode="json", exclude_defaults=True), sort_keys=True, separators=(",", ":")
+        )
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
     @property

@@ -142,7 +142,9 @@ def _boxes_scores(outputs: Sequence[np.ndarray], i: int, contract: Contract, nc:
     score = scores[class_id, np.arange(scores.shape[1])]
     _check_scores(score, contract)
     keep = score > contract.output.conf
-    return Rows(boxes[keep], score[keep], class_id[keep], np.zeros((int(keep.sum()), 0), np.float32), "xyxy", False)
+    return Rows(
+        boxes[keep], score[keep], class_id[keep], np.zeros((int(keep.sum()), 0), np.float32), "xyxy", False
+    )
 
 
 LAYOUTS: dict[str, LayoutFn] = {
@@ -243,7 +245,9 @@ class ObbHead(DetectHead):
         rb = np.concatenate([rows.box, rows.extra[:, -1:]], 1).astype(np.float32)
         if rows.nms_done:
             return rb, np.arange(min(len(rows.score), spec.max_det))
-        return rb, rotated_nms(rb, rows.score, rows.class_id, spec.iou, agnostic=spec.agnostic_nms)[: spec.max_det]
+        return rb, rotated_nms(rb, rows.score, rows.class_id, spec.iou, agnostic=spec.agnostic_nms)[
+            : spec.max_det
+        ]
 
     def build(
         self, rows: Rows, keep: np.ndarray, rb: np.ndarray, geom: Geometry, outputs: Sequence[np.ndarray],
@@ -323,7 +327,9 @@ class ClassifyDecoder:
         pred = outputs[0].astype(np.float32, copy=False)
         nc = self.contract.num_classes
         if nc and pred.reshape(pred.shape[0], -1).shape[1] != nc:
-            raise _unfit(f"{pred.reshape(pred.shape[0], -1).shape[1]} scores per image for {nc} classes", self.contract)
+            raise _unfit(
+                f"{pred.reshape(pred.shape[0], -1).shape[1]} scores per image for {nc} classes", self.contract
+            )
         return [self._one(pred[i]) for i in range(len(geometries))]
 
     def _one(self, logits: np.ndarray) -> Classification:
@@ -385,13 +391,19 @@ def decode_yolo(
     if fmt not in LAYOUTS:
         raise ModelError(f"not a box output format: {fmt}")
     nc = num_classes or {"yolov8": pred.shape[0] - 4, "yolov5": pred.shape[-1] - 5}.get(fmt, 0)
-    contract = Contract(task="detect", classes=[str(k) for k in range(max(nc, 1))], output=spec.model_copy(update={"format": fmt}))
+    contract = Contract(
+        task="detect",
+        classes=[str(k) for k in range(max(nc, 1))],
+        output=spec.model_copy(update={"format": fmt}),
+    )
     if fmt == "end2end" and nc == 0:
         contract.classes = [str(k) for k in range(int(pred[:, 5].max(initial=0)) + 1)]
     rows = LAYOUTS[fmt]([pred[None]], 0, contract, contract.num_classes, 0)
     if len(rows.score) > spec.max_nms and not rows.nms_done:
         top = np.argsort(-rows.score, kind="stable")[: spec.max_nms]
-        rows = Rows(rows.box[top], rows.score[top], rows.class_id[top], rows.extra[top], rows.box_format, False)
+        rows = Rows(
+            rows.box[top], rows.score[top], rows.class_id[top], rows.extra[top], rows.box_format, False
+        )
     xyxy, keep = HEADS["detect"].nms(rows, contract.output)
     return (xyxy[keep].astype(np.float32), rows.score[keep].astype(np.float32),
             rows.class_id[keep].astype(np.int64))  # fmt: skip

@@ -88,7 +88,9 @@ def export(
         opts.formats = ["onnx", *opts.formats]  # every other format is converted from the ONNX
     kind = detect_kind(source)
     if opts.weights and kind != "torch":
-        raise ConfigError("--weights loads a state dict into a python:pkg.module:factory model; this source has its own")
+        raise ConfigError(
+            "--weights loads a state dict into a python:pkg.module:factory model; this source has its own"
+        )
     images = _parity_images(opts)
     if kind == "onnx":
         return _staged(Path(out), opts, lambda root: _export_onnx_source(source, root, opts, images, say))
@@ -134,7 +136,9 @@ def _torch_source(source: str, kind: str, opts: ExportOptions, say: Step) -> _To
 
     if kind == "torchscript":
         if opts.weights:
-            raise ConfigError("--weights is for python: factories; a TorchScript file carries its own weights")
+            raise ConfigError(
+                "--weights is for python: factories; a TorchScript file carries its own weights"
+            )
         say(f"loading TorchScript {source}")
         module = load_torchscript(source)
         src = Source(kind="torchscript", file=_abs(source), sha256=_sha(source))
@@ -163,7 +167,9 @@ def _ultralytics_source(source: str, opts: ExportOptions, say: Step) -> _TorchSo
     from cvdeploy.sources.ultralytics import load_checkpoint
 
     if opts.weights:
-        raise ConfigError("--weights is for python: factories; an Ultralytics checkpoint carries its own weights")
+        raise ConfigError(
+            "--weights is for python: factories; an Ultralytics checkpoint carries its own weights"
+        )
     say(f"loading Ultralytics model {source}")
     um = load_checkpoint(source)
     imgsz = opts.imgsz or opts.hints.imgsz or (um.imgsz, um.imgsz)
@@ -428,7 +434,9 @@ def _keep_source(bundle: Bundle, ts: _TorchSource, say: Step) -> None:
         if ts.architecture is not None:
             import yaml
 
-            (folder / "model.yaml").write_text(yaml.safe_dump(_plain(ts.architecture), sort_keys=False), encoding="utf-8")
+            (folder / "model.yaml").write_text(
+                yaml.safe_dump(_plain(ts.architecture), sort_keys=False), encoding="utf-8"
+            )
             src.architecture = "source/model.yaml"
     else:
         return

@@ -55,7 +55,9 @@ class Detections:
             return np.asarray(t.cpu().numpy() if hasattr(t, "cpu") else t)
 
         names_raw = getattr(result, "names", None) or {}
-        names = [str(names_raw[k]) for k in sorted(names_raw)] if isinstance(names_raw, dict) else list(names_raw)
+        names = (
+            [str(names_raw[k]) for k in sorted(names_raw)] if isinstance(names_raw, dict) else list(names_raw)
+        )
         if getattr(result, "obb", None) is not None:
             obb = result.obb
             rboxes = arr(obb.xywhr).astype(np.float32).reshape(-1, 5)

@@ -48,9 +48,17 @@ COMMANDS = _commands()
 
 
 def test_every_command_is_walked() -> None:
-    assert {"export", "predict", "val", "bench", "bench compare", "optimize", "inspect", "zoo dataset", "demo"} <= set(
-        COMMANDS
-    )
+    assert {
+        "export",
+        "predict",
+        "val",
+        "bench",
+        "bench compare",
+        "optimize",
+        "inspect",
+        "zoo dataset",
+        "demo",
+    } <= set(COMMANDS)
 
 
 def test_a_short_flag_names_one_long_flag_everywhere() -> None:

@@ -56,7 +56,7 @@ def test_a_decoder_that_does_not_fit_refuses(fmt: str, make: object, message: st
 def test_end2end_class_ids_must_be_known_classes() -> None:
     rows = np.zeros((1, 10, 6), np.float32)
     rows[0, 0] = [10, 20, 110, 220, 0.9, 7]
-    with pytest.raises(ModelError, match="class ids .* below 3"):
+    with pytest.raises(ModelError, match=r"class ids .* below 3"):
         Decoder(_contract("detect", "end2end", 3))([rows], [IDENTITY])
 
 
@@ -95,20 +95,25 @@ def test_obb_decode_maps_rotated_boxes_and_gives_polygons() -> None:
 
 def test_probiou_is_one_for_identical_boxes_and_symmetric() -> None:
     rng = np.random.default_rng(0)
-    a = np.concatenate([rng.uniform(0, 100, (5, 2)), rng.uniform(5, 50, (5, 2)), rng.uniform(-1, 1, (5, 1))], 1)
+    a = np.concatenate(
+        [rng.uniform(0, 100, (5, 2)), rng.uniform(5, 50, (5, 2)), rng.uniform(-1, 1, (5, 1))], 1
+    )
     m = probiou(a, a)
     np.testing.assert_allclose(np.diag(m), 1.0, atol=1e-3)
     np.testing.assert_allclose(m, m.T, atol=1e-9)
     assert ((m >= 0) & (m <= 1 + 1e-6)).all()
     # a square rotated by 90° is the same square
     sq = np.asarray([[50, 50, 20, 20, 0.0]])
-    assert probiou(sq, sq + [0, 0, 0, 0, np.pi / 2])[0, 0] == pytest.approx(1.0, abs=1e-3)
+    turned = sq + np.asarray([0, 0, 0, 0, np.pi / 2])
+    assert probiou(sq, turned)[0, 0] == pytest.approx(1.0, abs=1e-3)
 
 
 def test_rotated_nms_matches_fast_nms_by_brute_force() -> None:
     rng = np.random.default_rng(1)
     n = 300
-    rb = np.concatenate([rng.uniform(0, 200, (n, 2)), rng.uniform(10, 60, (n, 2)), rng.uniform(-1, 2, (n, 1))], 1)
+    rb = np.concatenate(
+        [rng.uniform(0, 200, (n, 2)), rng.uniform(10, 60, (n, 2)), rng.uniform(-1, 2, (n, 1))], 1
+    )
     scores = rng.uniform(0, 1, n)
     cls = rng.integers(0, 3, n)
     keep = rotated_nms(rb, scores, cls, 0.5)

@@ -44,7 +44,8 @@ def test_parity_failure_refuses_and_leaves_nothing(tmp_path: Path) -> None:
     torch.manual_seed(0)
     out = tmp_path / "strict.cvd"
     with pytest.raises(
-        ParityError, match=r"onnx-fp32 \(executing fp32\) disagrees with its source: max abs diff .* exceeds 0 at output 0"
+        ParityError,
+        match=r"onnx-fp32 \(executing fp32\) disagrees with its source: max abs diff .* exceeds 0 at output 0",
     ):
         export(
             "python:cvdeploy.zoo.model:build_n",

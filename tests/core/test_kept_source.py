@@ -107,7 +107,7 @@ def test_an_edited_contract_is_refused(tiny_bundle_copy: Path) -> None:
     assert doc["contract_sha256"]
     doc["contract"]["input"]["pad_value"] = 0  # a silent preprocessing change
     manifest.write_text(yaml.safe_dump(doc, sort_keys=False))
-    with pytest.raises(BundleError, match="contract .* does not match its recorded sha256"):
+    with pytest.raises(BundleError, match=r"contract .* does not match its recorded sha256"):
         Bundle.load(tiny_bundle_copy)
 
 

@@ -33,7 +33,10 @@ def _graph(outputs: dict[str, list[int | str]], inp: list[int | str] | None = No
             helper.make_node("Add", [f"{name}_z", "one"], [f"{name}_o"]),
             helper.make_node("Mul", [f"{name}_c", f"{name}_o"], [name]),
         ]
-    inits += [helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0]), helper.make_tensor("one", TensorProto.FLOAT, [], [1.0])]
+    inits += [
+        helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0]),
+        helper.make_tensor("one", TensorProto.FLOAT, [], [1.0]),
+    ]
     graph = helper.make_graph(
         nodes, "g", [helper.make_tensor_value_info("images", TensorProto.FLOAT, inp)],
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in outputs.items()], inits,
@@ -157,9 +160,19 @@ def test_a_classifier_without_metadata_says_what_it_assumed(tmp_path: Path) -> N
     said: list[str] = []
     b = export(src, tmp_path / "r.cvd", step=said.append)
     note = next(s for s in said if "assumed" in s)
-    assert "ImageNet" in note and "0.485" in note and "0.229" in note and "--contract" in note and "--preset" in note
+    assert (
+        "ImageNet" in note
+        and "0.485" in note
+        and "0.229" in note
+        and "--contract" in note
+        and "--preset" in note
+    )
     spec = b.contract.input
-    assert b.contract.task == "classify" and spec.mean == [0.485, 0.456, 0.406] and spec.std == [0.229, 0.224, 0.225]
+    assert (
+        b.contract.task == "classify"
+        and spec.mean == [0.485, 0.456, 0.406]
+        and spec.std == [0.229, 0.224, 0.225]
+    )
     assert spec.resize == "center_crop" and spec.crop_fraction == 0.875
 
 
@@ -174,7 +187,9 @@ def test_a_detector_without_metadata_says_what_it_assumed(tmp_path: Path) -> Non
 def test_given_preprocessing_is_not_called_assumed(tmp_path: Path) -> None:
     src = _save(_graph({"logits": [1, 10]}, inp=[1, 3, 224, 224]), tmp_path / "c.onnx")
     said: list[str] = []
-    b = export(src, tmp_path / "c.cvd", ExportOptions(hints=ContractHints(preset="imagenet")), step=said.append)
+    b = export(
+        src, tmp_path / "c.cvd", ExportOptions(hints=ContractHints(preset="imagenet")), step=said.append
+    )
     assert not any("assumed" in s for s in said) and any("--preset imagenet" in s for s in said)
     assert b.contract.input.mean == [0.485, 0.456, 0.406]
 
@@ -192,7 +207,9 @@ def test_picodet_preset_decodes_boxes_and_scores(tmp_path: Path) -> None:
     scores[0, 1, 0], scores[0, 1, 1], scores[0, 2, 2] = 0.9, 0.8, 0.7
     src = _save(_graph({"boxes": [1, n, 4], "scores": [1, nc, n]}, inp=[1, 3, 320, 320],
                        const={"boxes": boxes, "scores": scores}), tmp_path / "picodet.onnx")  # fmt: skip
-    b = export(src, tmp_path / "p.cvd", ExportOptions(hints=ContractHints(preset="picodet", classes=["a", "b", "c"])))
+    b = export(
+        src, tmp_path / "p.cvd", ExportOptions(hints=ContractHints(preset="picodet", classes=["a", "b", "c"]))
+    )
     c = b.contract
     assert (c.task, c.output.format, c.input.resize) == ("detect", "boxes_scores", "stretch")
     assert c.input.mean == [0.485, 0.456, 0.406]
@@ -240,7 +257,11 @@ def test_factory_with_weights(tmp_path: Path) -> None:
         trained.fc.bias.fill_(3.0)
     weights = tmp_path / "w.pt"
     torch.save(trained.state_dict(), str(weights))
-    b = export("python:factories:build_classifier", tmp_path / "c.cvd", ExportOptions(imgsz=(32, 32), weights=weights))
+    b = export(
+        "python:factories:build_classifier",
+        tmp_path / "c.cvd",
+        ExportOptions(imgsz=(32, 32), weights=weights),
+    )
     from cvdeploy.optimize.source import load_source_model
 
     kept = load_source_model(b)

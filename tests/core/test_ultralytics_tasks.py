@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-
 from ultralytics_farm import IMGSZ, VARIANTS, Farm
 
 pytest.importorskip("ultralytics")
@@ -60,7 +59,9 @@ def _threshold(scores: np.ndarray) -> float:
 
 def _theirs(model: Any, img: np.ndarray, conf: float, task: str, masks: bool = True) -> Any:
     kwargs = {"retina_masks": masks} if task == "segment" else {}
-    return model.predict(img, imgsz=IMGSZ, conf=conf, iou=0.7, max_det=300, rect=False, verbose=False, **kwargs)[0]
+    return model.predict(
+        img, imgsz=IMGSZ, conf=conf, iou=0.7, max_det=300, rect=False, verbose=False, **kwargs
+    )[0]
 
 
 def _match(ours: Any, theirs: Any) -> np.ndarray:
@@ -128,7 +129,9 @@ def test_same_results_as_ultralytics_predict(
     bundle = export(str(source), tmp_path / "b.cvd", ExportOptions(imgsz=size, parity_count=2))
     c = bundle.contract
     assert c.task == task
-    assert c.output.format == ("classify" if task == "classify" else "end2end" if variant == "onnx-nms" else "yolov8")
+    assert c.output.format == (
+        "classify" if task == "classify" else "end2end" if variant == "onnx-nms" else "yolov8"
+    )
     if task == "pose":
         assert c.output.kpt_shape == [17, 3]
     parity = bundle.artifact().parity

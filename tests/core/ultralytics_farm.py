@@ -81,7 +81,11 @@ class Farm:
         with _cwd(folder):
             plant(f"{name}.yaml").save(str(pt))
         self._files[(arch, task, "pt")] = pt
-        for variant, kwargs in (("onnx", {}), ("onnx-nms", {"nms": True}), ("onnx-dynamic", {"dynamic": True})):
+        for variant, kwargs in (
+            ("onnx", {}),
+            ("onnx-nms", {"nms": True}),
+            ("onnx-dynamic", {"dynamic": True}),
+        ):
             if variant == "onnx-nms" and task == "classify":
                 continue  # Ultralytics has no nms=True export for classifiers
             with _cwd(folder):

@@ -34,7 +34,9 @@ def _mask(x1: int, y1: int, x2: int, y2: int) -> np.ndarray:
 
 @pytest.mark.parametrize("shift", [0, 4, 10, 30])
 def test_mask_map_follows_mask_iou(shift: int) -> None:
-    gt = LabelledImage(Path("a.jpg"), np.asarray([[20, 20, 80, 80]], float), np.asarray([0]), [_rect(20, 20, 80, 80)])
+    gt = LabelledImage(
+        Path("a.jpg"), np.asarray([[20, 20, 80, 80]], float), np.asarray([0]), [_rect(20, 20, 80, 80)]
+    )
     pred = Detections(np.asarray([[20 + shift, 20, 80 + shift, 80]], np.float32), np.asarray([0.9], np.float32),
                       np.asarray([0]), masks=_mask(20 + shift, 20, 80 + shift, 80)[None])  # fmt: skip
     r = task_map("segment", [gt], [(W, H)], [pred], 1)
@@ -85,7 +87,9 @@ def test_keypoint_map_follows_oks(offset: float) -> None:
     box = np.asarray([[20, 10, 100, 90]], float)
     gt = LabelledImage(Path("a.jpg"), box, np.asarray([0]), keypoints=kp[None])
     pk = np.concatenate([xy + offset, np.full((17, 1), 0.9)], 1).astype(np.float32)
-    pred = Detections(box.astype(np.float32), np.asarray([0.9], np.float32), np.asarray([0]), keypoints=pk[None])
+    pred = Detections(
+        box.astype(np.float32), np.asarray([0.9], np.float32), np.asarray([0]), keypoints=pk[None]
+    )
     r = task_map("pose", [gt], [(W, H)], [pred], 1)
     area = 80 * 80 * KPT_AREA_FROM_BOX
     k = 2 * np.asarray(COCO_KPT_SIGMAS)
@@ -117,7 +121,9 @@ def test_polygon_rasterisation_matches_cv2_fill() -> None:
     """Ground-truth polygons and predicted masks meet on the same pixel grid (a filled square is IoU 1)."""
     m = np.zeros((H, W), np.uint8)
     cv2.fillPoly(m, [_rect(20, 20, 80, 80).astype(np.int32)], 1)
-    gt = LabelledImage(Path("a.jpg"), np.asarray([[20, 20, 80, 80]], float), np.asarray([0]), [_rect(20, 20, 80, 80)])
+    gt = LabelledImage(
+        Path("a.jpg"), np.asarray([[20, 20, 80, 80]], float), np.asarray([0]), [_rect(20, 20, 80, 80)]
+    )
     pred = Detections(np.asarray([[20, 20, 80, 80]], np.float32), np.asarray([0.9], np.float32), np.asarray([0]),
                       masks=_mask(20, 20, 80, 80)[None])  # fmt: skip
     assert task_map("segment", [gt], [(W, H)], [pred], 1)["mAP50-95"] == pytest.approx(1.0)

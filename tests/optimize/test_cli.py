@@ -63,7 +63,10 @@ def _one_line_error(capsys: pytest.CaptureFixture[str], *words: str) -> None:
         (["--prune", "1.5", "--images", "{calib}"], ("--prune",)),
         (["--fp16", "--labels", "{calib}/data.yaml"], ("--labels is now --data",)),
         (["--int8", "--calib", "{calib}"], ("--calib is now --images",)),
-        (["--int8", "--images", "{calib}", "--data", "{calib}"], ("--data is a labelled dataset", "--images")),
+        (
+            ["--int8", "--images", "{calib}", "--data", "{calib}"],
+            ("--data is a labelled dataset", "--images"),
+        ),
         (
             ["--prune", "0.3", "--images", "{calib}", "--data", "{calib}/missing.yaml"],
             ("missing.yaml", "no such"),

@@ -139,7 +139,8 @@ def recommend(
     ]
     if best.accuracy is not None:
         facts.append(
-            f"{metric} {100 * best.accuracy:.1f}" + (f" ≥ {100 * min_accuracy:g}" if min_accuracy is not None else "")
+            f"{metric} {100 * best.accuracy:.1f}"
+            + (f" ≥ {100 * min_accuracy:g}" if min_accuracy is not None else "")
             + " points"
         )
     reason = (
@@ -186,7 +187,7 @@ def _nearest(
     accurate = [c for c in cands if c.accuracy is not None]
     if accurate:
         top = max(accurate, key=lambda c: (c.accuracy, -c.p50_ms))
-        if top.key != fastest.key:
+        if top.key != fastest.key and top.accuracy is not None:
             out += (
                 f" Most accurate: {top.key} ({metric} {100 * top.accuracy:.1f} points, "
                 f"{stat} {top.budget_ms_value:.1f} ms)."

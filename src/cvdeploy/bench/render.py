@@ -88,7 +88,9 @@ def latency_table(report: BenchReport) -> Table:
         ]
         if show_acc:
             v = r.metrics.get(metric)
-            row.append(f"{100 * v:.1f}" if isinstance(v, int | float) else "–")  # recorded 0-1, shown in points
+            row.append(
+                f"{100 * v:.1f}" if isinstance(v, int | float) else "–"
+            )  # recorded 0-1, shown in points
         rows.append(row)
         if r.key == chosen:
             highlight.append(i)

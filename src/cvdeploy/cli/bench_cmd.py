@@ -127,7 +127,9 @@ def bench(
         None, "--budget-ms", help="Latency budget per request, for a recommendation."
     ),
     min_map: float = typer.Option(
-        None, "--min-map", help="Accuracy floor in mAP50-95 points, 0-100 (as recorded by 'cvdeploy val --write')."
+        None,
+        "--min-map",
+        help="Accuracy floor in mAP50-95 points, 0-100 (as recorded by 'cvdeploy val --write').",
     ),
     budget_stat: str = typer.Option(
         "p95", "--budget-stat", help="Latency figure held to the budget: p50…p99."
@@ -137,7 +139,9 @@ def bench(
     ),
     markdown: Path = typer.Option(None, "--markdown", help="Write a Markdown report (for issues)."),
     html: Path = typer.Option(None, "--html", help="Write a self-contained HTML report with plots."),
-    as_json: bool = typer.Option(False, "--json", help=help_for("--json", "the JSON report on stdout instead of tables")),
+    as_json: bool = typer.Option(
+        False, "--json", help=help_for("--json", "the JSON report on stdout instead of tables")
+    ),
 ) -> None:
     from cvdeploy.bench import BenchSettings, run_bench
     from cvdeploy.bench.config import DEFAULT_RUNS
@@ -166,18 +170,17 @@ def bench(
         min_map=None if min_map is None else min_map / 100.0,  # the manifest records fractions
         budget_stat=budget_stat,
     )
-    report_dir = report
     with _RichProgress(enabled=not as_json and err_console.is_terminal) as progress:
-        report = run_bench(bundle, settings, progress=progress)
-    written = _write(report, report_dir / "bench.json" if report_dir else None, markdown, html)
+        result = run_bench(bundle, settings, progress=progress)
+    written = _write(result, report / "bench.json" if report else None, markdown, html)
     if as_json:  # stdout is the JSON; the warnings still reach the terminal, in yellow, on stderr
-        for w in report.warnings:
+        for w in result.warnings:
             err_console.print(f"[bold yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
-        typer.echo(report.to_json())
+        typer.echo(result.to_json())
         return
     from cvdeploy.reports.terminal import print_document
 
-    print_document(report.to_document(plots=False), console)
+    print_document(result.to_document(plots=False), console)
     for kind, path in written:
         console.print(f"[green]{kind} report written to[/] {path}")
 

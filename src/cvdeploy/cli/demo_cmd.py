@@ -15,7 +15,9 @@ def demo(
     output: Path = typer.Option(
         Path("demo-output"), "--output", "-o", help=help_for("--output", "everything the demo writes")
     ),
-    count: int = typer.Option(40, "--count", min=10, help=help_for("--count", "labelled images to generate and validate on")),
+    count: int = typer.Option(
+        40, "--count", min=10, help=help_for("--count", "labelled images to generate and validate on")
+    ),
     bundle: str = typer.Option("zoo:n", "--bundle", help="Bundle to demonstrate (needs a PyTorch source)."),
     bench: bool = typer.Option(True, "--bench/--no-bench", help="Include the benchmark step."),
     serve: bool = typer.Option(True, "--serve/--no-serve", help="Include the serving step."),

@@ -45,7 +45,9 @@ Examples:
 @handle_errors
 def export(
     source: str = typer.Argument(..., help="Model to export (see above)."),
-    output: Path = typer.Option(..., "--output", "-o", help=help_for("--output", "the bundle, e.g. model.cvd")),
+    output: Path = typer.Option(
+        ..., "--output", "-o", help=help_for("--output", "the bundle, e.g. model.cvd")
+    ),
     name: str = typer.Option(None, "--name", help="Bundle name (default: the output directory's stem)."),
     formats: str = typer.Option("onnx", "--format", "-f", help="Comma-separated: onnx, openvino."),
     imgsz: str = typer.Option(None, "--imgsz", help=help_for("--imgsz")),
@@ -87,7 +89,9 @@ def export(
     from cvdeploy.parity import Tolerance
     from cvdeploy.sources.hints import hints_from
 
-    hints = hints_from(names=names, task=task, output_format=output_format, contract_file=contract, preset=preset)
+    hints = hints_from(
+        names=names, task=task, output_format=output_format, contract_file=contract, preset=preset
+    )
     opts = ExportOptions(
         formats=parse_list(formats) or ["onnx"],
         imgsz=parse_imgsz(imgsz),

@@ -144,10 +144,17 @@ def _check(b: Any, r: OptimizeRequest) -> None:
     if r.sparsity is not None and not 0.0 < r.sparsity < 1.0:
         raise ConfigError(f"--sparsity {r.sparsity}: give the share of weights to zero, between 0 and 1")
     if (r.int8 or r.auto) and not r.calib:
-        raise ConfigError("--int8/--auto need calibration images: pass --images FOLDER (a few hundred images)")
+        raise ConfigError(
+            "--int8/--auto need calibration images: pass --images FOLDER (a few hundred images)"
+        )
     if r.val is not None:
         p = Path(r.val)
-        if p.is_dir() and not any(p.glob("*.yaml")) and not any(p.glob("*.json")) and not (p / "annotations").is_dir():
+        if (
+            p.is_dir()
+            and not any(p.glob("*.yaml"))
+            and not any(p.glob("*.json"))
+            and not (p / "annotations").is_dir()
+        ):
             raise ConfigError(f"--data is a labelled dataset (data.yaml or COCO json); {p} holds none — give "
                               "unlabelled images with --images")  # fmt: skip
     if r.bf16:
@@ -158,7 +165,9 @@ def _check(b: Any, r: OptimizeRequest) -> None:
             raise ConfigError(f"--bf16: {why}; --int8 is the faster variant on this CPU")
     task = b.contract.task
     if task == "raw" and r.val is not None:
-        raise ConfigError(f"--data scores accuracy; bundle {b.name!r} is a raw model (outputs are not decoded)")
+        raise ConfigError(
+            f"--data scores accuracy; bundle {b.name!r} is a raw model (outputs are not decoded)"
+        )
     if task != "detect":
         detector_only = [flag for flag, on in (("--prune", r.prune is not None),
                          ("--distill-from", bool(r.distill_from)), ("--qat", r.qat)) if on]  # fmt: skip
@@ -198,14 +207,19 @@ def _check(b: Any, r: OptimizeRequest) -> None:
 @handle_errors
 def optimize(
     bundle: str = typer.Argument(..., help="Bundle folder or zoo:n / zoo:s."),
-    output: Path = typer.Option(None, "--output", "-o", help=help_for("--output", "a copy of the bundle to optimize")),
+    output: Path = typer.Option(
+        None, "--output", "-o", help=help_for("--output", "a copy of the bundle to optimize")
+    ),
     int8: bool = typer.Option(False, "--int8", help="Add a static INT8 artifact."),
     runtime: str = typer.Option("onnxruntime", "--runtime", help="INT8 runtime: onnxruntime or openvino."),
     images: str = typer.Option(
         None, "--images", help=help_for("--images", "INT8 calibration and training images, comma-separated")
     ),
     data: Path = typer.Option(
-        None, "--data", "-d", help=help_for("--data", "val split: accuracy; train split: labels while training")
+        None,
+        "--data",
+        "-d",
+        help=help_for("--data", "val split: accuracy; train split: labels while training"),
     ),
     calib: str = typer.Option(None, "--calib", hidden=True),
     val: Path = typer.Option(None, "--val", hidden=True),
@@ -252,17 +266,25 @@ def optimize(
     auto: bool = typer.Option(False, "--auto", help="Try every applicable method; recommend one."),
     budget_ms: float = typer.Option(None, "--budget-ms", min=0.0, help="--auto: latency budget (p50 ms)."),
     no_bench: bool = typer.Option(False, "--no-bench", help="Skip latency measurement of the variants."),
-    runs: int = typer.Option(30, "--runs", "-n", min=5, help=help_for("--runs", "per artifact for the table")),
+    runs: int = typer.Option(
+        30, "--runs", "-n", min=5, help=help_for("--runs", "per artifact for the table")
+    ),
     report: Path = typer.Option(
         None, "--report", help=help_for("--report", "optimize.html and .json (default: BUNDLE/reports)")
     ),
-    as_json: bool = typer.Option(False, "--json", help=help_for("--json", "the variants table as JSON on stdout")),
+    as_json: bool = typer.Option(
+        False, "--json", help=help_for("--json", "the variants table as JSON on stdout")
+    ),
 ) -> None:
     from cvdeploy.bundle import Bundle
     from cvdeploy.errors import ConfigError
     from cvdeploy.optimize.int8 import RUNTIMES
 
-    for old, new in (("--calib", calib and "--images"), ("--val", val and "--data"), ("--labels", labels and "--data")):
+    for old, new in (
+        ("--calib", calib and "--images"),
+        ("--val", val and "--data"),
+        ("--labels", labels and "--data"),
+    ):
         if new:
             raise ConfigError(f"{old} is now {new}: one name for unlabelled images (--images) and for a labelled "
                               "dataset (--data) in every command")  # fmt: skip

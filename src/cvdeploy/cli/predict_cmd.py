@@ -43,12 +43,18 @@ model it writes each image's output tensors and geometry as .npz instead (there 
 @handle_errors
 def predict(
     model: str = typer.Argument(..., help="Bundle folder, zoo:n / zoo:s, or a model file (.onnx, .pt, ...)."),
-    sources: list[str] = typer.Argument(..., help="Image or video files and/or folders (searched recursively)."),
+    sources: list[str] = typer.Argument(
+        ..., help="Image or video files and/or folders (searched recursively)."
+    ),
     artifact: str = typer.Option(
         None, "--artifact", "-a", help=help_for("--artifact", "to run (default: the bundle's default)")
     ),
-    save: Path = typer.Option(None, "--save", help="Folder to write annotated images (raw models: .npz) into."),
-    as_json: bool = typer.Option(False, "--json", help=help_for("--json", "results as one JSON document on stdout")),
+    save: Path = typer.Option(
+        None, "--save", help="Folder to write annotated images (raw models: .npz) into."
+    ),
+    as_json: bool = typer.Option(
+        False, "--json", help=help_for("--json", "results as one JSON document on stdout")
+    ),
     conf: float = typer.Option(
         None, "--conf", min=0.0, max=1.0, help="Confidence threshold (default: contract)."
     ),
@@ -60,7 +66,7 @@ def predict(
 ) -> None:
     from rich.table import Table
 
-    from cvdeploy.images import VIDEO_SUFFIXES, IMAGE_SUFFIXES, find_images
+    from cvdeploy.images import IMAGE_SUFFIXES, VIDEO_SUFFIXES, find_images
     from cvdeploy.pipeline import Pipeline
     from cvdeploy.runtimes import RuntimeOptions
     from cvdeploy.sources.cache import open_model
@@ -112,7 +118,9 @@ def predict(
     else:
         console.print(table)
     if skipped:
-        err_console.print(f"[yellow]{len(skipped)} of {len(files)} file(s) could not be read and were skipped[/]")
+        err_console.print(
+            f"[yellow]{len(skipped)} of {len(files)} file(s) could not be read and were skipped[/]"
+        )
     if save and not as_json:
         what = "output tensors (.npz)" if b.contract.task == "raw" else "annotated images"
         console.print(f"[green]{what} written to[/] {save}")
@@ -174,7 +182,9 @@ def _save(folder: Path, label: str, frame: int | None, img: Any, res: Any) -> No
     if isinstance(res, RawOutput):
         names = res.names or [f"output{i}" for i in range(len(res.tensors))]
         geometry = json.dumps(res.geometry_dict())
-        np.savez(target, **dict(zip(names, res.tensors, strict=False)), geometry=np.asarray(geometry))
+        arrays: dict[str, Any] = dict(zip(names, res.tensors, strict=False))
+        arrays["geometry"] = np.asarray(geometry)
+        np.savez(target, **arrays)
     else:
         cv2.imwrite(str(target), annotate(img, res))
 

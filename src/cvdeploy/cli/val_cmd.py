@@ -49,7 +49,9 @@ max_abs_diff and box_agreement, a share 0-1).
 
 @handle_errors
 def val(
-    bundle: str = typer.Argument(..., help="Bundle folder, zoo:n / zoo:s, or a model file (a cached bundle)."),
+    bundle: str = typer.Argument(
+        ..., help="Bundle folder, zoo:n / zoo:s, or a model file (a cached bundle)."
+    ),
     data: Path = typer.Option(
         ..., "--data", "-d", help=help_for("--data", "with --against any folder of images will do")
     ),
@@ -70,14 +72,14 @@ def val(
         0.001, "--conf", min=0.0, max=1.0, help="Confidence threshold of scored detections."
     ),
     limit: int = typer.Option(None, "--limit", min=1, help="Score only the first N images."),
-    as_json: bool = typer.Option(False, "--json", help=help_for("--json", "the result as one JSON object on stdout")),
+    as_json: bool = typer.Option(
+        False, "--json", help=help_for("--json", "the result as one JSON object on stdout")
+    ),
     write: bool = typer.Option(
         False, "--write", help="Record the result in the artifact's metrics in the manifest."
     ),
 ) -> None:
-    from cvdeploy.bundle import Bundle
     from cvdeploy.evaluate.runner import is_zoo_bundle
-
     from cvdeploy.sources.cache import open_model
 
     b, note = open_model(bundle)

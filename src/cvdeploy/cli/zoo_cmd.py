@@ -6,8 +6,8 @@ from pathlib import Path
 
 import typer
 
-from cvdeploy.cli.vocabulary import help_for
 from cvdeploy.cli.common import console, handle_errors
+from cvdeploy.cli.vocabulary import help_for
 
 zoo_app = typer.Typer(
     help="The bundled default detectors (zoo:n, zoo:s) and the dataset generator they were trained with.",
@@ -25,7 +25,9 @@ def dataset(
         2000, "--count", min=1, help=help_for("--count", "images to generate (split 80/10/10 train/val/test)")
     ),
     seed: int = typer.Option(0, "--seed", help="Same seed, same bytes."),
-    imgsz: int = typer.Option(640, "--imgsz", min=32, max=4096, help=help_for("--imgsz", "here one square size")),
+    imgsz: int = typer.Option(
+        640, "--imgsz", min=32, max=4096, help=help_for("--imgsz", "here one square size")
+    ),
     coco: bool = typer.Option(False, "--coco", help="Also write COCO JSON annotations per split."),
     workers: int = typer.Option(None, "--workers", min=1, help="Processes (default: all cores)."),
 ) -> None:

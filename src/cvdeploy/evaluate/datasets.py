@@ -333,7 +333,9 @@ def parse_task_labels(
             raise InputError(f"{where}: expected numbers, got {line.strip()[:60]!r}") from None
         cls = values[0]
         if cls != int(cls) or not 0 <= cls < num_classes:
-            raise InputError(f"{where}: class id {fields[0]} is out of range for the {num_classes} classes in 'names'")
+            raise InputError(
+                f"{where}: class id {fields[0]} is out of range for the {num_classes} classes in 'names'"
+            )
         coords = values[1:]
         if task == "pose":
             if len(coords) != 4 + k * d:
@@ -350,10 +352,15 @@ def parse_task_labels(
                 want = "4 corners (8 values)" if task == "obb" else "a polygon (at least 3 points)"
                 raise InputError(f"{where}: a {task} label is 'class' + {want}, got {len(coords)} values")
             if task == "obb" and len(coords) != 8:
-                raise InputError(f"{where}: an obb label is 'class x1 y1 x2 y2 x3 y3 x4 y4', got {len(coords)} values")
+                raise InputError(
+                    f"{where}: an obb label is 'class x1 y1 x2 y2 x3 y3 x4 y4', got {len(coords)} values"
+                )
             poly = coords.reshape(-1, 2) * scale
             box = np.concatenate([poly.min(0), poly.max(0)])
-        if coords.min() < -_COORD_TOLERANCE or coords[: 4 if task == "pose" else None].max() > 1 + _COORD_TOLERANCE:
+        if (
+            coords.min() < -_COORD_TOLERANCE
+            or coords[: 4 if task == "pose" else None].max() > 1 + _COORD_TOLERANCE
+        ):
             raise InputError(f"{where}: coordinates must be normalised to 0-1 (divide by the image size)")
         box = np.clip(box, 0, [width, height, width, height])
         if box[2] <= box[0] or box[3] <= box[1]:
@@ -374,7 +381,10 @@ def parse_task_labels(
 
 
 def read_yolo(
-    data_yaml: str | os.PathLike[str], split: str = "val", task: str = "detect", kpt_shape: Sequence[int] | None = None
+    data_yaml: str | os.PathLike[str],
+    split: str = "val",
+    task: str = "detect",
+    kpt_shape: Sequence[int] | None = None,
 ) -> DetectionDataset:
     """Read one split of an Ultralytics-layout dataset described by ``data_yaml``.
 
@@ -394,7 +404,9 @@ def read_yolo(
             boxes, classes = parse_yolo_labels(label_path(img), w, h, len(names))
             items.append(LabelledImage(img, boxes, classes))
         else:
-            items.append(parse_task_labels(label_path(img), w, h, len(names), task, kpt_shape)._replace(image=img))
+            items.append(
+                parse_task_labels(label_path(img), w, h, len(names), task, kpt_shape)._replace(image=img)
+            )
         sizes.append((w, h))
     return DetectionDataset(Path(data_yaml), "yolo", split, names, items, sizes, task,
                             list(kpt_shape) if kpt_shape else None)  # fmt: skip

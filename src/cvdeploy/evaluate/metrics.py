@@ -138,7 +138,9 @@ def _coco_precision(
     coco_gt = fce.COCO(gt_json)
     coco_dt = coco_gt.loadRes(dets)
     kwargs: dict[str, Any] = {"kpt_oks_sigmas": list(sigmas)} if sigmas is not None else {}
-    ev = fce.COCOeval_faster(coco_gt, coco_dt, iouType=iou_type, print_function=lambda *a, **k: None, **kwargs)
+    ev = fce.COCOeval_faster(
+        coco_gt, coco_dt, iouType=iou_type, print_function=lambda *a, **k: None, **kwargs
+    )
     ev.params.maxDets = [int(max_dets)] if iou_type == "keypoints" else [1, 10, int(max_dets)]
     ev.evaluate()
     ev.accumulate()
@@ -147,7 +149,7 @@ def _coco_precision(
     # re-index it by category id - 1 so callers can use class ids, -1 (no ground truth) where absent
     cat_ids = [int(c) for c in ev.params.catIds]
     n_classes = max(len(gt_json["categories"]), max(cat_ids, default=0))
-    full = -np.ones(precision.shape[:2] + (n_classes,) + precision.shape[3:], precision.dtype)
+    full = -np.ones((*precision.shape[:2], n_classes, *precision.shape[3:]), precision.dtype)
     for pos, cid in enumerate(cat_ids):
         full[:, :, cid - 1] = precision[:, :, pos]
     return full
@@ -184,11 +186,15 @@ def task_map(
     """
     if len(gt) != len(preds) or len(gt) != len(sizes):
         raise ValueError(f"{len(gt)} ground-truth images, {len(sizes)} sizes and {len(preds)} predictions")
-    images, anns, dets = [], [], []
+    images: list[dict[str, Any]] = []
+    anns: list[dict[str, Any]] = []
+    dets: list[dict[str, Any]] = []
     k_pts = 0
     for image_id, (g, (w, h), p) in enumerate(zip(gt, sizes, preds, strict=True), start=1):
         images.append({"id": image_id, "width": int(w), "height": int(h)})
-        for i, (box, c) in enumerate(zip(np.asarray(g.boxes).tolist(), np.asarray(g.class_ids).tolist(), strict=True)):
+        for i, (box, c) in enumerate(
+            zip(np.asarray(g.boxes).tolist(), np.asarray(g.class_ids).tolist(), strict=True)
+        ):
             x1, y1, x2, y2 = box
             ann: dict[str, Any] = {"id": len(anns) + 1, "image_id": image_id, "category_id": int(c) + 1,
                                    "bbox": [x1, y1, x2 - x1, y2 - y1], "iscrowd": 0}  # fmt: skip

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from cvdeploy.bundle import Artifact, Bundle
+from cvdeploy.contract import BOX_TASKS
 from cvdeploy.errors import InputError
 from cvdeploy.evaluate.datasets import (
     ClassificationDataset,
@@ -26,7 +27,6 @@ from cvdeploy.evaluate.datasets import (
     open_detection_dataset,
     read_classify_folder,
 )
-from cvdeploy.contract import BOX_TASKS
 from cvdeploy.evaluate.metrics import coco_map, task_map, topk_accuracy
 from cvdeploy.evaluate.runner import (
     EVAL_CONF,

@@ -73,7 +73,7 @@ def optimized_parity(
             )
     if problem:
         hint = {
-            "int8": "try --calib-method entropy or percentile, more representative --calib images, --per-tensor, "
+            "int8": "try --calib-method entropy or percentile, more representative --images, --per-tensor, "
             "--runtime openvino, or keep the FP32/FP16 artifact",
             "fp16": "keep the FP32 artifact, or try --bf16 where the CPU has it",
             "bf16": "keep the FP32 artifact",

@@ -90,7 +90,9 @@ def quantize_int8(
     if "onnx-fp32" not in b.artifact_names:
         raise BundleError(f"bundle {b.name!r} has no onnx-fp32 artifact to quantize; re-export it")
     if opts.val is not None and b.contract.task == "raw":
-        raise ConfigError(f"--data scores accuracy; bundle {b.name!r} is a raw model (outputs are not decoded)")
+        raise ConfigError(
+            f"--data scores accuracy; bundle {b.name!r} is a raw model (outputs are not decoded)"
+        )
     calib = load_calibration(calib_images, b.contract, limit=opts.max_images, profile=_profile(b))
     say(f"calibration: {len(calib)} images through the bundle's preprocessing")
     with tempfile.TemporaryDirectory(prefix="cvdeploy-int8-") as tmp:
@@ -173,7 +175,7 @@ def _ort(
         if not within:
             log.warning(
                 "INT8 %s drop %.2f exceeds the budget of %g points even with layers in float; try next: "
-                "--calib-method entropy or percentile, more representative --calib images, --runtime openvino "
+                "--calib-method entropy or percentile, more representative --images, --runtime openvino "
                 "(NNCF), or keep the FP32/FP16 artifact",
                 scorer.mode, drop, budget,
             )  # fmt: skip

@@ -94,7 +94,9 @@ def model_opset(path: Path) -> int:
     return next((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
-def ensure_opset(src: Path, dst: Path, per_channel: bool, name: str = "the model") -> tuple[Path, bool, list[str]]:
+def ensure_opset(
+    src: Path, dst: Path, per_channel: bool, name: str = "the model"
+) -> tuple[Path, bool, list[str]]:
     """Make per-channel INT8 possible on a model of any opset.
 
     Below opset 13 (Ultralytics exports opset 12 by default in some releases) the model is upgraded to
@@ -217,7 +219,9 @@ def quantize_qdq(
             calibration_cache_path=str(cache) if cache is not None else None,
         )
     except Exception as exc:  # ORT raises ValueError, onnx/ORT runtime errors (e.g. an unsupported attribute)
-        msg = _scrub(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, model_path.parent, out_path.parent)
+        msg = _scrub(
+            str(exc).splitlines()[0] if str(exc) else type(exc).__name__, model_path.parent, out_path.parent
+        )
         raise ModelError(
             f"ONNX Runtime quantization failed: {msg}; try --per-tensor, --calib-method entropy, or --runtime openvino"
         ) from None

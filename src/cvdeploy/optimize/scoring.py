@@ -177,13 +177,19 @@ def record_accuracy(
 ) -> None:
     """Write a candidate's score (mAP with labels, fidelity without) and its budget verdict into ``metrics``."""
     if scorer.labels is not None:
-        metrics.update({"dataset": str(scorer.labels), "split": scorer.split, scorer.key: round(score / 100, 5)})
+        metrics.update(
+            {"dataset": str(scorer.labels), "split": scorer.split, scorer.key: round(score / 100, 5)}
+        )
         metrics["optimize"] = {f"fp32_{scorer.key}": round(baseline / 100, 5), "drop_points": round(drop, 3),
                                "max_drop": budget, "within_budget": within}  # fmt: skip
     elif scorer.classifier:
         metrics["fidelity"] = {"against": scorer.reference, "dataset": str(scorer.images),
                                "top1_agreement": round(score / 100, 5)}  # fmt: skip
-        metrics["optimize"] = {"fidelity_loss_points": round(drop, 3), "max_loss": budget, "within_budget": within}
+        metrics["optimize"] = {
+            "fidelity_loss_points": round(drop, 3),
+            "max_loss": budget,
+            "within_budget": within,
+        }
     else:
         metrics["fidelity"] = {
             "against": scorer.reference,

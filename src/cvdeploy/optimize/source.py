@@ -40,7 +40,9 @@ def load_source_model(bundle: Bundle, fresh: bool = False, seed: int = 0) -> Any
         torch.manual_seed(seed)
     if src.kind == "torchscript":
         if fresh:
-            raise ModelError(f"bundle {bundle.name!r} keeps a TorchScript model, which cannot be re-initialised")
+            raise ModelError(
+                f"bundle {bundle.name!r} keeps a TorchScript model, which cannot be re-initialised"
+            )
         from cvdeploy.sources.torch import load_torchscript
 
         return load_torchscript(bundle.path / str(src.weights))

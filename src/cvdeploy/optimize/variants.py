@@ -114,7 +114,8 @@ def variants(
     for art in arts:
         lat = latency.get(art.name) or art.metrics.get("variant", {})
         m, t1 = _map(art), _map(art, "top1")
-        fid_doc = art.metrics.get("fidelity") if isinstance(art.metrics.get("fidelity"), dict) else {}
+        raw_fid = art.metrics.get("fidelity")
+        fid_doc: dict[str, Any] = raw_fid if isinstance(raw_fid, dict) else {}
         fid = fid_doc.get("mAP50", fid_doc.get("top1_agreement"))
         model_ms = lat.get("model_p50_ms")
         row = Variant(
@@ -127,8 +128,11 @@ def variants(
             speedup=_r(ref_lat / model_ms) if ref_lat and model_ms else None,
             map50_95=_r(100 * m) if m is not None else None,
             top1=_r(100 * t1) if t1 is not None else None,
-            drop=_r(100 * (ref_map - m)) if m is not None and ref_map is not None
-            else _r(100 * (ref_top1 - t1)) if t1 is not None and ref_top1 is not None else None,
+            drop=_r(100 * (ref_map - m))
+            if m is not None and ref_map is not None
+            else _r(100 * (ref_top1 - t1))
+            if t1 is not None and ref_top1 is not None
+            else None,
             fidelity=_r(100 * float(fid)) if isinstance(fid, int | float) else None,
             parity_cosine=art.parity.cosine if art.parity else None,
             box_agreement=art.parity.box_agreement if art.parity else None,

@@ -74,8 +74,15 @@ class ModelFacts:
         else:
             names = None
         sz = meta.get("imgsz")
-        imgsz = (sz, sz) if isinstance(sz, int) else (int(sz[0]), int(sz[1])) if isinstance(sz, list | tuple) else None
-        args = meta.get("args") if isinstance(meta.get("args"), dict) else {}
+        imgsz = (
+            (sz, sz)
+            if isinstance(sz, int)
+            else (int(sz[0]), int(sz[1]))
+            if isinstance(sz, list | tuple)
+            else None
+        )
+        raw_args = meta.get("args")
+        args: dict[str, Any] = raw_args if isinstance(raw_args, dict) else {}
         end2end: bool | None = None
         if isinstance(meta.get("end2end"), bool) or isinstance(args.get("nms"), bool):
             end2end = bool(meta.get("end2end") is True or args.get("nms") is True)
@@ -154,7 +161,9 @@ def _task_and_format(
     want_task = hints.task or (preset.task if preset else None)
     want_fmt = hints.format or (preset.format if preset else None)
     for flag, value in (("--task", want_task), ("--output-format", want_fmt)):
-        if value is not None and value not in (TASK_FORMATS if flag == "--task" else sum(TASK_FORMATS.values(), ())):
+        if value is not None and value not in (
+            TASK_FORMATS if flag == "--task" else sum(TASK_FORMATS.values(), ())
+        ):
             raise ConfigError(f"{flag} {value!r} is not known")
     if want_task and want_fmt and want_fmt not in TASK_FORMATS[want_task]:
         raise ConfigError(f"--task {want_task} and --output-format {want_fmt} contradict each other: a {want_task} "
@@ -165,7 +174,9 @@ def _task_and_format(
             raise ModelError(f"{what}: its {facts.origin} says task={task!r}, which cvdeploy cannot decode; export it "
                              "with --task raw to serve its tensors")  # fmt: skip
         if want_task and want_task != task:
-            raise ConfigError(f"--task {want_task} contradicts {what}'s {facts.origin} (task={task}); drop the flag")
+            raise ConfigError(
+                f"--task {want_task} contradicts {what}'s {facts.origin} (task={task}); drop the flag"
+            )
         if task == "classify":
             fmt = "classify"
         elif facts.end2end is None:  # older exports do not say: the shapes decide between the two
@@ -201,11 +212,15 @@ def _task_and_format(
             return "raw", "raw", None, None
         notes.append(f"output format: {found.format} ({found.reason})")
         return found.task, found.format, found.num_classes, None
-    task = want_task or (found.task if found and want_fmt in TASK_FORMATS.get(found.task, ()) else None)
+    task = want_task or (found.task if found and want_fmt in TASK_FORMATS.get(found.task, ()) else "")
     task = task or next(t for t, fmts in TASK_FORMATS.items() if want_fmt in fmts)
-    fmt = want_fmt or (found.format if found and found.format in TASK_FORMATS[task] else TASK_FORMATS[task][0])
+    fmt = want_fmt or (
+        found.format if found and found.format in TASK_FORMATS[task] else TASK_FORMATS[task][0]
+    )
     if task == "pose" and not kpt_shape:
-        raise ConfigError("--task pose needs the keypoint shape: give output: {kpt_shape: [17, 3]} in --contract")
+        raise ConfigError(
+            "--task pose needs the keypoint shape: give output: {kpt_shape: [17, 3]} in --contract"
+        )
     problem = lay.verify(outputs, task, fmt, nc, kpt_shape)
     if problem:
         asked = " ".join(f"{f} {v}" for f, v in (("--task", hints.task), ("--output-format", hints.format),
@@ -290,19 +305,30 @@ def _from_saved_contract(
     out = {**saved.get("output", {}), **hints.output}
     task = saved.get("task", "detect")
     classes = hints.classes or list(saved.get("classes", []))
-    for flag, given, stated in (("--task", hints.task, task), ("--output-format", hints.format, out.get("format"))):
+    for flag, given, stated in (
+        ("--task", hints.task, task),
+        ("--output-format", hints.format, out.get("format")),
+    ):
         if given and given != stated:
-            raise ConfigError(f"{flag} {given} contradicts {what}'s cvdeploy metadata ({stated}); drop the flag")
-    problem = lay.verify(outputs, task, out.get("format", "yolov8"), len(classes) or None, out.get("kpt_shape"))
+            raise ConfigError(
+                f"{flag} {given} contradicts {what}'s cvdeploy metadata ({stated}); drop the flag"
+            )
+    problem = lay.verify(
+        outputs, task, out.get("format", "yolov8"), len(classes) or None, out.get("kpt_shape")
+    )
     if problem:
         raise ModelError(f"{what}: its cvdeploy metadata (task={task}, {len(classes)} classes) disagrees with the "
                          f"graph: {problem}")  # fmt: skip
-    notes.append(f"cvdeploy metadata: the contract it was exported with (task={task}, {len(classes)} classes)")
+    notes.append(
+        f"cvdeploy metadata: the contract it was exported with (task={task}, {len(classes)} classes)"
+    )
     return _make(task, classes, inp, out), notes
 
 
 def _make(task: str, classes: list[str], inp: dict[str, Any], out: dict[str, Any]) -> Contract:
     try:
-        return Contract(task=task, classes=classes, input=InputSpec(**inp), output=OutputSpec(**out))  # type: ignore[arg-type]
+        return Contract(task=task, classes=classes, input=InputSpec(**inp), output=OutputSpec(**out))
     except Exception as exc:
-        raise ConfigError(f"invalid contract: {str(exc).splitlines()[-1 if len(str(exc).splitlines()) < 3 else 2]}") from None
+        raise ConfigError(
+            f"invalid contract: {str(exc).splitlines()[-1 if len(str(exc).splitlines()) < 3 else 2]}"
+        ) from None

@@ -138,13 +138,12 @@ def recognise(outputs: Sequence[Shape], nc: int | None) -> Layout | None:
                 return Layout("segment", "yolov8", k, f"outputs {_fmt(outputs[0])} and prototypes {_fmt(outputs[1])} "
                               f"read as a YOLOv8 segmentation head ({k} classes, {nm} mask coefficients)")  # fmt: skip
     if len(outputs) == 2 and all(len(o) == 3 for o in outputs):
-        a, b = outputs
-        boxes, scores = (a, b) if _known(a[2]) == 4 else (b, a)
+        boxes, scores = (outputs[0], outputs[1]) if _known(outputs[0][2]) == 4 else (outputs[1], outputs[0])
         if _known(boxes[2]) == 4:
-            k = _known(scores[1]) if _known(scores[2]) in (None, _known(boxes[1])) else _known(scores[2])
-            if k is not None and (nc is None or nc == k):
-                return Layout("detect", "boxes_scores", k, f"outputs {_fmt(boxes)} and {_fmt(scores)} read as boxes "
-                              f"(xyxy) and {k} class scores before NMS")  # fmt: skip
+            n_cls = _known(scores[1]) if _known(scores[2]) in (None, _known(boxes[1])) else _known(scores[2])
+            if n_cls is not None and (nc is None or nc == n_cls):
+                return Layout("detect", "boxes_scores", n_cls, f"outputs {_fmt(boxes)} and {_fmt(scores)} read as boxes "
+                              f"(xyxy) and {n_cls} class scores before NMS")  # fmt: skip
     if len(outputs) != 1:
         return None
     d = outputs[0]
@@ -152,7 +151,12 @@ def recognise(outputs: Sequence[Shape], nc: int | None) -> Layout | None:
         return Layout("classify", "classify", _known(d[1]), f"output {_fmt(d)} looks like class scores")
     if len(d) != 3:
         return None
-    a, b = _known(d[1]), _known(d[2])
+    rows, cols = _known(d[1]), _known(d[2])
+    return _recognise_three(d, rows, cols, nc)
+
+
+def _recognise_three(d: Shape, a: int | None, b: int | None, nc: int | None) -> Layout | None:
+    """One ``(B, a, b)`` output: YOLOv8 (channels first), YOLOv5 (anchors first) or end-to-end rows."""
     if nc is not None:
         if a == 4 + nc:
             return Layout("detect", "yolov8", nc, f"output {_fmt(d)} = (batch, 4+{nc}, N)")
@@ -162,7 +166,9 @@ def recognise(outputs: Sequence[Shape], nc: int | None) -> Layout | None:
         return Layout("detect", "end2end", nc, f"output {_fmt(d)} read as end-to-end rows (x1, y1, x2, y2, score, "
                       f"class) already through NMS")  # fmt: skip
     if a is not None and (b is None or a < b) and a >= 5:
-        return Layout("detect", "yolov8", a - 4, f"output {_fmt(d)} read as yolov8 (4 box + {a - 4} class rows)")
+        return Layout(
+            "detect", "yolov8", a - 4, f"output {_fmt(d)} read as yolov8 (4 box + {a - 4} class rows)"
+        )
     if b is not None and (a is None or b < a) and b >= 6:
         return Layout("detect", "yolov5", b - 5, f"output {_fmt(d)} read as yolov5 (4 box + objectness + {b - 5} "
                       "classes)")  # fmt: skip

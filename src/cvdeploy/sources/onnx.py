@@ -15,7 +15,14 @@ from cvdeploy.errors import ModelError
 from cvdeploy.sources import layout as lay
 from cvdeploy.sources.assemble import ContractHints, GraphInput, ModelFacts, assemble
 
-__all__ = ["ContractHints", "contract_from_onnx", "graph_io", "load_onnx", "recognise_output", "ultralytics_metadata"]
+__all__ = [
+    "ContractHints",
+    "contract_from_onnx",
+    "graph_io",
+    "load_onnx",
+    "recognise_output",
+    "ultralytics_metadata",
+]
 
 
 def load_onnx(path: str | Path) -> Any:
@@ -45,7 +52,18 @@ def ultralytics_metadata(model: Any) -> dict[str, Any] | None:
     if "names" not in props or "stride" not in props:
         return None
     meta: dict[str, Any] = {}
-    for key in ("names", "stride", "imgsz", "task", "batch", "author", "version", "args", "end2end", "kpt_shape"):
+    for key in (
+        "names",
+        "stride",
+        "imgsz",
+        "task",
+        "batch",
+        "author",
+        "version",
+        "args",
+        "end2end",
+        "kpt_shape",
+    ):
         if key in props:
             try:
                 meta[key] = ast.literal_eval(props[key])  # literal_eval: data only, never code
@@ -80,7 +98,9 @@ def recognise_output(out_dims: list[list[int | str]], num_classes: int | None) -
     return found.format, found.num_classes, found.reason
 
 
-def contract_from_onnx(model: Any, hints: ContractHints, what: str = "the model") -> tuple[Contract, list[str]]:
+def contract_from_onnx(
+    model: Any, hints: ContractHints, what: str = "the model"
+) -> tuple[Contract, list[str]]:
     """Fill a contract from the model's metadata, the graph's shapes and the user's hints.
 
     Returns the contract and human-readable notes on what was read, recognised and assumed. Raises
@@ -94,7 +114,9 @@ def contract_from_onnx(model: Any, hints: ContractHints, what: str = "the model"
         why = (f"model has {len(ins)} inputs" if len(ins) != 1 else f"input {ins[0][0]} has shape {ins[0][1]}, not an "
                "image batch")  # fmt: skip
         if hints.task not in (None, "raw") or hints.format not in (None, "raw"):
-            raise ModelError(f"{what}: {why}; cvdeploy decodes single-image-input models only — import it as raw")
+            raise ModelError(
+                f"{what}: {why}; cvdeploy decodes single-image-input models only — import it as raw"
+            )
         hints = ContractHints(**{**hints.__dict__, "task": "raw", "format": "raw"})
         contract, notes = assemble(_graph_input(ins[0] if ins else ("input", [])), [d for _, d in outs], None, hints,
                                    what)  # fmt: skip
@@ -116,4 +138,6 @@ def _input_dtype(model: Any) -> str:
 
     inits = {i.name for i in model.graph.initializer}
     first = next(i for i in model.graph.input if i.name not in inits)
-    return {TensorProto.FLOAT16: "float16", TensorProto.UINT8: "uint8"}.get(first.type.tensor_type.elem_type, "float32")
+    return {TensorProto.FLOAT16: "float16", TensorProto.UINT8: "uint8"}.get(
+        first.type.tensor_type.elem_type, "float32"
+    )

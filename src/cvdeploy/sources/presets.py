@@ -32,16 +32,30 @@ PRESETS: dict[str, Preset] = {
         Preset(
             "yolo",
             "Ultralytics/YOLO: letterbox (pad 114), RGB, /255, no mean/std",
-            input={"resize": "letterbox", "pad_value": 114, "color": "RGB", "scale": 1 / 255,
-                   "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]},  # fmt: skip
+            input={
+                "resize": "letterbox",
+                "pad_value": 114,
+                "color": "RGB",
+                "scale": 1 / 255,
+                "mean": [0.0, 0.0, 0.0],
+                "std": [1.0, 1.0, 1.0],
+            },
         ),
         Preset(
             "imagenet",
             "torchvision/timm ImageNet classifier: resize 256 + centre crop 224, RGB, /255, ImageNet mean/std",
             task="classify",
             format="classify",
-            input={"resize": "center_crop", "crop_fraction": 0.875, "height": 224, "width": 224, "color": "RGB",
-                   "scale": 1 / 255, "mean": IMAGENET_MEAN, "std": IMAGENET_STD},  # fmt: skip
+            input={
+                "resize": "center_crop",
+                "crop_fraction": 0.875,
+                "height": 224,
+                "width": 224,
+                "color": "RGB",
+                "scale": 1 / 255,
+                "mean": IMAGENET_MEAN,
+                "std": IMAGENET_STD,
+            },
         ),
         Preset(
             "picodet",
@@ -49,7 +63,13 @@ PRESETS: dict[str, Preset] = {
             "outputs boxes (N, 4) xyxy and scores (nc, N)",
             task="detect",
             format="boxes_scores",
-            input={"resize": "stretch", "color": "RGB", "scale": 1 / 255, "mean": IMAGENET_MEAN, "std": IMAGENET_STD},
+            input={
+                "resize": "stretch",
+                "color": "RGB",
+                "scale": 1 / 255,
+                "mean": IMAGENET_MEAN,
+                "std": IMAGENET_STD,
+            },
             output={"iou": 0.6},
         ),
         Preset(

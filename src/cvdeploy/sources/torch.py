@@ -30,7 +30,7 @@ def load_factory(spec: str) -> Any:
         raise InputError(f"{spec!r}: {attr!r} is not callable")
     try:
         model = factory()
-    except TypeError as exc:
+    except TypeError:
         # a factory with required arguments: say so instead of a traceback (the one TypeError we expect)
         import inspect
 
@@ -46,7 +46,9 @@ def load_factory(spec: str) -> Any:
             f"write a zero-argument function that builds the model (def build(): return {attr}(...)) and name that"
         ) from None
     except Exception as exc:
-        raise ModelError(f"{spec!r}: the factory failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+        raise ModelError(
+            f"{spec!r}: the factory failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+        ) from None
     if not isinstance(model, torch.nn.Module):
         raise ModelError(f"{spec!r}: the factory returned {type(model).__name__}, not a torch.nn.Module")
     return model.eval()

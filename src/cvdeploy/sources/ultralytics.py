@@ -114,7 +114,9 @@ def load_checkpoint(path: str | Path) -> UltralyticsModel:
     try:
         yolo = YOLO(p)
     except Exception as exc:
-        raise ModelError(f"{p}: not a loadable Ultralytics checkpoint ({type(exc).__name__}: {exc})") from None
+        raise ModelError(
+            f"{p}: not a loadable Ultralytics checkpoint ({type(exc).__name__}: {exc})"
+        ) from None
     return from_yolo(yolo)
 
 
@@ -211,7 +213,9 @@ class TaskOutputs:
                 if not self.training:
                     return raw[0] if isinstance(raw, tuple) else raw
                 if self.task != "detect" or not hasattr(head, "_inference"):
-                    raise ModelError(f"cannot retrain an Ultralytics {self.task} model here (detect models only)")
+                    raise ModelError(
+                        f"cannot retrain an Ultralytics {self.task} model here (detect models only)"
+                    )
                 preds = raw.get("one2many", raw) if isinstance(raw, dict) else raw
                 return head._inference(preds)
 
