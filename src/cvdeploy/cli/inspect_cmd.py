@@ -93,15 +93,21 @@ def inspect(
         f"scale {i.scale:.6g}, mean {i.mean}, std {i.std}, stride {i.stride}, "
         f"batch {'dynamic' if i.dynamic_batch else 'fixed'}, shape {'dynamic' if i.dynamic_shape else 'fixed'}",
     )
+    nms = (
+        "NMS in the graph"
+        if o.format == "end2end"
+        else f"{'agnostic' if o.agnostic_nms else 'per-class'} NMS"
+    )
+    kpts = f", keypoints {o.kpt_shape}" if o.kpt_shape else ""
     head.add_row(
-        "output",
-        f"{o.format}: conf {o.conf}, iou {o.iou}, max_det {o.max_det}, {'agnostic' if o.agnostic_nms else 'per-class'} NMS",
+        "output", f"{c.task} / {o.format}: conf {o.conf}, iou {o.iou}, max_det {o.max_det}, {nms}{kpts}"
     )
     src = m.provenance.source
     head.add_row(
         "source",
         f"{src.kind}: {src.file or src.factory or '–'}"
-        + (f" (sha256 {src.sha256[:12]}…)" if src.sha256 else ""),
+        + (f" (sha256 {src.sha256[:12]}…)" if src.sha256 else "")
+        + (f"; PyTorch model kept in {src.weights}" if src.kept else "; no PyTorch model kept"),
     )
     envf = m.provenance.environment
     libs = envf.get("libraries", {})
