@@ -33,9 +33,9 @@ CLI = "from cvdeploy.cli.main import main; main()"
 
 def bench_once(spec: str, out: Path, runs: int, threads: int) -> dict[str, object]:
     cmd = [sys.executable, "-c", CLI, "bench", spec, "-a", "onnx-fp32", "--runs", str(runs), "--warmup", "10",
-           "--threads", str(threads), "--output", str(out), "--json"]  # fmt: skip
+           "--threads", str(threads), "--report", str(out.parent / out.stem), "--json"]  # fmt: skip
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    (result,) = json.loads(out.read_text())["results"]
+    (result,) = json.loads((out.parent / out.stem / "bench.json").read_text())["results"]
     return result
 
 

@@ -84,13 +84,31 @@ class Artifact(_Model):
 
 
 class Source(_Model):
-    """Where the bundle's model came from."""
+    """Where the bundle's model came from, and the PyTorch model it keeps (bundle-relative paths).
+
+    ``file`` is the absolute path the source was read from (a record, never read again); what later
+    steps rebuild the model from lives inside the bundle: ``weights`` (a plain state dict) with
+    ``factory`` (``python:`` sources) or ``architecture`` (an Ultralytics model YAML), or ``weights``
+    alone as a TorchScript archive (``kind: torchscript``).
+    """
 
     kind: Literal["onnx", "torch", "torchscript", "ultralytics", "bundle"]
     file: str | None = None
     sha256: str | None = None
     factory: str | None = None  # python:pkg.module:factory for torch modules
-    weights: str | None = None  # bundle-relative state dict kept for later optimisation
+    weights: str | None = (
+        None  # bundle-relative state dict (or TorchScript archive) kept for later optimisation
+    )
+    architecture: str | None = None  # bundle-relative Ultralytics model YAML (kind: ultralytics)
+
+    @property
+    def kept(self) -> bool:
+        """Whether the bundle keeps a PyTorch model that re-export, pruning, distillation and QAT can load."""
+        if self.kind == "torchscript":
+            return bool(self.weights)
+        if self.kind == "ultralytics":
+            return bool(self.weights and self.architecture)
+        return bool(self.factory and self.weights)
 
 
 class Provenance(_Model):
@@ -125,6 +143,8 @@ class Manifest(_Model):
     provenance: Provenance
     reference_profile: str | None = None
     protection: Protection | None = None
+    # sha256 of the contract (Contract.digest): the integrity check covers the contract like the artifacts
+    contract_sha256: str | None = None
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -225,6 +245,7 @@ class Bundle:
                 "'cvdeploy protect' the result"
             )
         if verify:
+            bundle.verify_contract()
             for art in manifest.artifacts:
                 bundle.verify(art.name)
         return bundle
@@ -240,6 +261,15 @@ class Bundle:
         """Whether the artifact files are stored encrypted (``cvdeploy protect --encrypt``)."""
         p = self.manifest.protection
         return p is not None and p.encryption is not None
+
+    def verify_contract(self) -> None:
+        """Check the contract against its recorded sha256 (bundles written before it was recorded pass)."""
+        want = self.manifest.contract_sha256
+        if want is not None and self.contract.digest() != want:
+            raise BundleError(
+                f"bundle {self.path}: the contract in {MANIFEST} does not match its recorded sha256 — it was edited "
+                "after export; re-export the model (export --contract FILE sets preprocessing) or restore the manifest"
+            )
 
     @property
     def name(self) -> str:
@@ -344,6 +374,7 @@ class Bundle:
         return art
 
     def save(self) -> None:
+        self.manifest.contract_sha256 = self.contract.digest()
         data = self.manifest.model_dump(mode="json", by_alias=True, exclude_none=True)
         text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=120)
         tmp = self.path / (MANIFEST + ".tmp")

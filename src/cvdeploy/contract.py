@@ -7,15 +7,37 @@ evaluation and production.
 
 from __future__ import annotations
 
-from typing import Literal
+import hashlib
+import json
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Resize = Literal["letterbox", "stretch", "center_crop"]
 Layout = Literal["NCHW", "NHWC"]
 Color = Literal["RGB", "BGR"]
-OutputFormat = Literal["yolov8", "yolov5", "classify", "raw"]
-Task = Literal["detect", "classify", "raw"]
+#: How the first output tensor is laid out (see :mod:`cvdeploy.decode`):
+#: ``yolov8`` ``(B, 4 + nc + extra, N)`` before NMS (YOLOv5u/v8/11 and later);
+#: ``yolov5`` ``(B, N, 5 + nc + extra)`` with objectness; ``end2end`` ``(B, max_det, 6 + extra)`` rows
+#: already through NMS (``nms=True`` exports, YOLOv10/26): x1, y1, x2, y2 (obb: cx, cy, w, h), score, class;
+#: ``boxes_scores`` two outputs ``(B, N, 4)`` xyxy and ``(B, nc, N)`` scores before NMS (PicoDet-style);
+#: ``classify`` ``(B, nc)``; ``raw`` no decoding.
+OutputFormat = Literal["yolov8", "yolov5", "end2end", "boxes_scores", "classify", "raw"]
+#: What each detection carries besides its box: nothing, a mask, keypoints, or an angle.
+Task = Literal["detect", "segment", "pose", "obb", "classify", "raw"]
+TASKS: tuple[str, ...] = get_args(Task)
+FORMATS: tuple[str, ...] = get_args(OutputFormat)
+#: Which output formats each task can be decoded from.
+TASK_FORMATS: dict[str, tuple[str, ...]] = {
+    "detect": ("yolov8", "yolov5", "end2end", "boxes_scores"),
+    "segment": ("yolov8", "yolov5", "end2end"),
+    "pose": ("yolov8", "end2end"),
+    "obb": ("yolov8", "end2end"),
+    "classify": ("classify",),
+    "raw": ("raw",),
+}
+#: The tasks whose results are :class:`~cvdeploy.results.Detections` (boxes, optionally with more).
+BOX_TASKS = ("detect", "segment", "pose", "obb")
 
 
 class _Spec(BaseModel):
@@ -39,6 +61,8 @@ class InputSpec(_Spec):
     scale: float = 1 / 255
     mean: list[float] = Field(default_factory=lambda: [0.0, 0.0, 0.0])
     std: list[float] = Field(default_factory=lambda: [1.0, 1.0, 1.0])
+    # center_crop: the crop covers this share of the resized short side (torchvision's 224/256 = 0.875)
+    crop_fraction: float = Field(1.0, gt=0.0, le=1.0)
 
     @field_validator("mean", "std")
     @classmethod
@@ -66,6 +90,15 @@ class OutputSpec(_Spec):
     agnostic_nms: bool = False
     probabilities: bool | None = None  # classify: outputs already softmaxed? None = detect at run time
     top_k: int = Field(5, ge=1)
+    # pose: keypoints per detection and values per keypoint (2: x, y; 3: x, y, visibility)
+    kpt_shape: list[int] | None = None
+
+    @field_validator("kpt_shape")
+    @classmethod
+    def _kpt_shape(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and (len(v) != 2 or v[0] < 1 or v[1] not in (2, 3)):
+            raise ValueError("kpt_shape is [keypoints, 2 or 3] (x, y[, visibility])")
+        return v
 
 
 class Contract(_Spec):
@@ -78,14 +111,23 @@ class Contract(_Spec):
 
     @model_validator(mode="after")
     def _consistent(self) -> Contract:
-        fmt = self.output.format
-        if self.task == "detect" and fmt not in ("yolov8", "yolov5"):
-            raise ValueError(f"task 'detect' needs output format yolov8 or yolov5, not {fmt!r}")
-        if self.task == "classify" and fmt != "classify":
-            raise ValueError(f"task 'classify' needs output format 'classify', not {fmt!r}")
-        if self.task == "raw" and fmt != "raw":
-            raise ValueError(f"task 'raw' needs output format 'raw', not {fmt!r}")
+        fmt, allowed = self.output.format, TASK_FORMATS[self.task]
+        if fmt not in allowed:
+            raise ValueError(f"task {self.task!r} needs output format {' or '.join(allowed)}, not {fmt!r}")
+        if self.task == "pose" and self.output.kpt_shape is None:
+            raise ValueError("task 'pose' needs output.kpt_shape, e.g. [17, 3]")
         return self
+
+    def digest(self) -> str:
+        """sha256 of the contract's canonical JSON: the bundle's integrity check covers it like a file.
+
+        Fields at their default are left out, so a later cvdeploy that adds a field (with a default that
+        keeps the old behaviour) still verifies bundles written before it.
+        """
+        text = json.dumps(
+            self.model_dump(mode="json", exclude_defaults=True), sort_keys=True, separators=(",", ":")
+        )
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
     @property
     def num_classes(self) -> int:

@@ -88,7 +88,8 @@ def run_demo(
     for name in ("onnx-fp32", "openvino-fp32"):
         res = validate(b, str(data_yaml), artifact=name, split="val", progress=False)
         summary.add(
-            f"mAP50-95 {name}", f"{res['mAP50-95']:.3f} (mAP50 {res['mAP50']:.3f}, {res['images']} images)"
+            f"mAP50-95 {name}",
+            f"{100 * res['mAP50-95']:.1f} points (mAP50 {100 * res['mAP50']:.1f}, {res['images']} images)",
         )
 
     _int8_step(b, out, data_yaml, summary, say, show)
@@ -134,7 +135,7 @@ def _int8_step(
     opt = art.metrics.get("optimize", {})
     summary.add(
         f"mAP50-95 {art.name}",
-        f"{art.metrics.get('mAP50-95', float('nan')):.3f} "
+        f"{100 * art.metrics.get('mAP50-95', float('nan')):.1f} points "
         f"(drop {opt.get('drop_points', float('nan')):+.2f} points vs onnx-fp32)",
     )
     _bf16(b, data_yaml, summary, say)

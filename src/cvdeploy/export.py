@@ -30,7 +30,7 @@ from cvdeploy.bundle import (
     now_iso,
     sha256_file,
 )
-from cvdeploy.contract import Contract, InputSpec, OutputSpec
+from cvdeploy.contract import Contract
 from cvdeploy.errors import ConfigError, InputError, ModelError, ParityError
 from cvdeploy.images import find_images, read_image, sample_images
 from cvdeploy.ops.letterbox import Geometry
@@ -38,7 +38,7 @@ from cvdeploy.parity import Tolerance, check_parity, tolerance_for
 from cvdeploy.preprocess import Preprocessor
 from cvdeploy.runtimes import RuntimeOptions, execution_record, load_runtime
 from cvdeploy.sources import detect_kind
-from cvdeploy.sources.onnx import ContractHints, contract_from_onnx, load_onnx, recognise_output
+from cvdeploy.sources.onnx import ContractHints, contract_from_onnx, load_onnx
 
 log = logging.getLogger("cvdeploy")
 
@@ -60,6 +60,7 @@ class ExportOptions:
     parity_images: Sequence[str | Path] | None = None  # files or folders; None = bundled sample photos
     parity_count: int = 8
     tolerance: Tolerance = field(default_factory=lambda: tolerance_for("fp32"))
+    weights: str | Path | None = None  # python: factories: a state dict to load into the built module
 
 
 @dataclass
@@ -68,6 +69,8 @@ class _TorchSource:
     contract: Contract
     source: Source
     weights: Any = None  # state dict to keep in the bundle for later optimisation
+    architecture: dict[str, Any] | None = None  # Ultralytics model YAML to keep beside the weights
+    keep_file: Path | None = None  # a TorchScript archive to keep as it is
 
 
 def export(
@@ -96,6 +99,10 @@ def export(
 
         if reason := gpu_missing():
             raise ConfigError(f"--format tensorrt: {reason}")
+    if opts.weights and kind != "torch":
+        raise ConfigError(
+            "--weights loads a state dict into a python:pkg.module:factory model; this source has its own"
+        )
     images = _parity_images(opts)
     if kind == "onnx":
         return _staged(Path(out), opts, lambda root: _export_onnx_source(source, root, opts, images, say))
@@ -133,60 +140,108 @@ def _staged(out_path: Path, opts: ExportOptions, build: Callable[[Path], Bundle]
 
 
 def _torch_source(source: str, kind: str, opts: ExportOptions, say: Step) -> _TorchSource:
-    hints = opts.hints
     if kind == "ultralytics":
-        from cvdeploy.sources.ultralytics import load_checkpoint
-
-        say(f"loading Ultralytics checkpoint {source}")
-        um = load_checkpoint(source)
-        h, w = opts.imgsz or (um.imgsz, um.imgsz)
-        task = hints.task or um.task
-        fmt = "classify" if task == "classify" else "yolov8"
-        inp: dict[str, Any] = {"height": h, "width": w, "stride": um.stride}
-        if task == "classify":
-            inp["resize"] = "center_crop"
-        contract = _contract(task, hints.classes or um.names, inp, {"format": fmt}, hints)
-        return _TorchSource(um.module, contract, Source(kind="ultralytics", file=source, sha256=_sha(source)))
+        return _ultralytics_source(source, opts, say)
     if kind == "bundle":
-        from cvdeploy.bundle import Bundle as _Bundle
-        from cvdeploy.sources.torch import load_factory, load_state_dict
-
-        b = _Bundle.load(source)
-        src = b.manifest.provenance.source
-        if src.factory and src.weights:
-            say(f"rebuilding {src.factory} with weights from {b.path / src.weights}")
-            module = load_state_dict(load_factory(src.factory), b.path / src.weights)
-            contract = b.contract.model_copy(deep=True)
-            if opts.imgsz:
-                contract.input.height, contract.input.width = opts.imgsz
-            torch = require("torch")
-            state = torch.load(str(b.path / src.weights), map_location="cpu", weights_only=True)
-            return _TorchSource(
-                module,
-                contract,
-                Source(kind="torch", factory=src.factory, file=str(source), sha256=src.sha256),
-                state,
-            )
-        raise ModelError(f"bundle {source} has no PyTorch source to re-export; use its ONNX artifact instead")
-    from cvdeploy.sources.torch import load_factory, load_torchscript
+        return _bundle_source(source, opts, say)
+    from cvdeploy.sources.torch import load_factory, load_state_dict, load_torchscript
 
     if kind == "torchscript":
+        if opts.weights:
+            raise ConfigError(
+                "--weights is for python: factories; a TorchScript file carries its own weights"
+            )
         say(f"loading TorchScript {source}")
         module = load_torchscript(source)
-        src = Source(kind="torchscript", file=source, sha256=_sha(source))
+        src = Source(kind="torchscript", file=_abs(source), sha256=_sha(source))
     else:
-        say(f"building {source}")
+        say(f"building {source}" + (f" with weights from {opts.weights}" if opts.weights else ""))
         module = load_factory(source)
-        src = Source(kind="torch", factory=source, file=None)
-    h, w = opts.imgsz or (640, 640)
-    classes = hints.classes or _module_names(module)
-    fmt = hints.format or _probe_format(module, h, w, len(classes) if classes else None)
-    task = hints.task or {"yolov8": "detect", "yolov5": "detect", "classify": "classify"}.get(fmt, "raw")
-    contract = _contract(task, classes, {"height": h, "width": w}, {"format": fmt}, hints)
-    weights = None
-    if kind == "torch":
-        weights = {k: v.detach().clone() for k, v in module.state_dict().items()}
+        if opts.weights:
+            module = load_state_dict(module, opts.weights)
+        src = Source(kind="torch", factory=source, file=_abs(opts.weights) if opts.weights else None,
+                     sha256=_sha(str(opts.weights)) if opts.weights else None)  # fmt: skip
+    hints = opts.hints
+    h, w = opts.imgsz or hints.imgsz or (640, 640)
+    if not (opts.imgsz or hints.imgsz):
+        say("no --imgsz given for a PyTorch module; assumed 640x640")
+    contract, notes = _contract_from_module(module, h, w, None, hints, source)
+    for n in notes:
+        say(n)
+    if kind == "torchscript":
+        return _TorchSource(module, contract, src, keep_file=Path(source))
+    weights = {k: v.detach().clone() for k, v in module.state_dict().items()}
     return _TorchSource(module, contract, src, weights)
+
+
+def _ultralytics_source(source: str, opts: ExportOptions, say: Step) -> _TorchSource:
+    from cvdeploy.sources.assemble import ModelFacts
+    from cvdeploy.sources.ultralytics import load_checkpoint
+
+    if opts.weights:
+        raise ConfigError(
+            "--weights is for python: factories; an Ultralytics checkpoint carries its own weights"
+        )
+    say(f"loading Ultralytics model {source}")
+    um = load_checkpoint(source)
+    imgsz = opts.imgsz or opts.hints.imgsz or (um.imgsz, um.imgsz)
+    facts = ModelFacts("Ultralytics checkpoint", task=um.task, names=um.names, stride=um.stride,
+                       imgsz=(um.imgsz, um.imgsz), end2end=um.end2end, kpt_shape=um.kpt_shape)  # fmt: skip
+    contract, notes = _contract_from_module(um.module, imgsz[0], imgsz[1], facts, opts.hints, source)
+    for n in notes:
+        say(n)
+    src = Source(kind="ultralytics", file=_abs(source), sha256=_sha(source))
+    return _TorchSource(um.module, contract, src, um.state, architecture=um.architecture)
+
+
+def _bundle_source(source: str, opts: ExportOptions, say: Step) -> _TorchSource:
+    """Re-export a bundle's kept PyTorch model (at another size, say) with the bundle's contract."""
+    from cvdeploy.optimize.source import load_source_model, no_source_reason
+
+    b = Bundle.load(source)
+    why = no_source_reason(b)
+    if why:
+        raise ModelError(f"{why}; or re-import its ONNX artifact instead")
+    src = b.manifest.provenance.source
+    say(f"rebuilding the PyTorch model kept in {b.path}")
+    module = load_source_model(b)
+    contract = b.contract.model_copy(deep=True)
+    if opts.imgsz:
+        contract.input.height, contract.input.width = opts.imgsz
+    kept = Source(**{**src.model_dump(), "file": _abs(str(b.path))})
+    if src.kind == "torchscript":
+        return _TorchSource(module, contract, kept, keep_file=b.path / str(src.weights))
+    weights = {k: v.detach().clone() for k, v in module.state_dict().items()}
+    arch = None
+    if src.kind == "ultralytics":
+        import yaml
+
+        arch = yaml.safe_load((b.path / str(src.architecture)).read_text(encoding="utf-8"))
+        weights = {k.removeprefix("inner."): v for k, v in weights.items()}
+    return _TorchSource(module, contract, kept, weights, architecture=arch)
+
+
+def _contract_from_module(
+    module: Any, h: int, w: int, facts: Any, hints: ContractHints, what: str
+) -> tuple[Contract, list[str]]:
+    """Probe the module with a zero batch and assemble its contract as for an ONNX graph (same checks)."""
+    torch = require("torch")
+    from cvdeploy.runtimes.torch import _flatten
+    from cvdeploy.sources.assemble import GraphInput, assemble
+
+    with torch.inference_mode():
+        try:
+            outs = _flatten(module.eval()(torch.zeros(1, 3, h, w)))
+        except Exception as exc:
+            raise ModelError(f"{what}: a (1, 3, {h}, {w}) batch does not run through the model "
+                             f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                             "give the size it takes with --imgsz") from None  # fmt: skip
+    shapes: list[list[int | str | None]] = [["batch", *list(o.shape[1:])] for o in outs]
+    names = _module_names(module)
+    if names and facts is None and hints.classes is None:
+        hints = ContractHints(**{**hints.__dict__, "classes": names})
+    graph = GraphInput("images", "NCHW", "height", "width", "batch")
+    return assemble(graph, shapes, facts, ContractHints(**{**hints.__dict__, "imgsz": (h, w)}), what)
 
 
 def _module_names(module: Any) -> list[str] | None:
@@ -199,34 +254,17 @@ def _module_names(module: Any) -> list[str] | None:
     return None
 
 
-def _probe_format(module: Any, h: int, w: int, nc: int | None) -> str:
-    torch = require("torch")
-    from cvdeploy.runtimes.torch import _flatten
-
-    with torch.inference_mode():
-        outs = _flatten(module.eval()(torch.zeros(1, 3, h, w)))
-    fmt, _, reason = recognise_output([list(o.shape) for o in outs], nc)
-    log.info("output format %s: %s", fmt, reason)
-    return fmt
-
-
-def _contract(
-    task: str, classes: list[str] | None, inp: dict[str, Any], out: dict[str, Any], hints: ContractHints
-) -> Contract:
-    try:
-        return Contract(
-            task=task,
-            classes=list(classes or []),
-            input=InputSpec(**{**inp, **hints.input}),
-            output=OutputSpec(**{**out, **hints.output}),
-        )
-    except Exception as exc:
-        raise ConfigError(f"invalid contract: {exc}") from None
-
-
 def _sha(path: str) -> str | None:
     p = Path(path)
     return sha256_file(p) if p.is_file() else None
+
+
+def _abs(path: str | Path | None) -> str | None:
+    """An absolute path for the record: provenance is never relative to the working directory."""
+    if path is None:
+        return None
+    p = Path(path)
+    return str(p.resolve()) if p.exists() else str(path)
 
 
 # ---- exporters -------------------------------------------------------------------------------
@@ -247,15 +285,20 @@ def torch_to_onnx(
 
     spec = contract.input
     dummy = torch.zeros(1, 3, spec.height, spec.width)
+    output_names = ["output0", "output1"] if contract.task == "segment" else ["output0"]
     in_axes: dict[int, str] = {}
-    out_axes: dict[int, str] = {}
+    out_axes: dict[str, dict[int, str]] = {n: {} for n in output_names}
     if dynamic_batch:
-        in_axes[0] = out_axes[0] = "batch"
+        in_axes[0] = "batch"
+        for axes in out_axes.values():
+            axes[0] = "batch"
     if dynamic_shape:
         in_axes.update({2: "height", 3: "width"})
         if contract.output.format == "yolov8":
-            out_axes[2] = "anchors"
-    dynamic_axes = {k: v for k, v in (("images", in_axes), ("output0", out_axes)) if v} or None
+            out_axes["output0"][2] = "anchors"
+        if contract.task == "segment":
+            out_axes["output1"].update({2: "mask_height", 3: "mask_width"})
+    dynamic_axes = {k: v for k, v in (("images", in_axes), *out_axes.items()) if v} or None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -264,7 +307,7 @@ def torch_to_onnx(
                 (dummy,),
                 str(path),
                 input_names=["images"],
-                output_names=["output0"],
+                output_names=output_names,
                 opset_version=opset,
                 dynamic_axes=dynamic_axes,
                 do_constant_folding=True,
@@ -286,7 +329,10 @@ def torch_to_onnx(
 
 
 def write_metadata(model: Any, contract: Contract) -> None:
-    """Store names/stride/imgsz/task the way Ultralytics does, so the ONNX re-imports with no flags."""
+    """Store names/stride/imgsz/task the way Ultralytics does (so other tools read it), and the whole
+    contract as JSON (so the ONNX re-imports into cvdeploy exactly, preprocessing included)."""
+    import json
+
     meta = {
         "author": "cvdeploy",
         "task": contract.task,
@@ -294,6 +340,9 @@ def write_metadata(model: Any, contract: Contract) -> None:
         "imgsz": str([contract.input.height, contract.input.width]),
         "names": str(dict(enumerate(contract.classes))),
         "batch": "1",
+        "end2end": str(contract.output.format == "end2end"),
+        **({"kpt_shape": str(contract.output.kpt_shape)} if contract.output.kpt_shape else {}),
+        "cvdeploy.contract": json.dumps(contract.model_dump(mode="json", exclude={"input": {"name"}})),
     }
     del model.metadata_props[:]
     for k, v in meta.items():
@@ -346,12 +395,7 @@ def _export_torch_source(
     contract.input.dynamic_batch = opts.dynamic_batch
     contract.input.dynamic_shape = opts.dynamic_shape
     bundle = Bundle.create(root, _manifest(root, opts, contract, ts.source))
-    if ts.weights is not None:
-        torch = require("torch")
-        (root / "source").mkdir(exist_ok=True)
-        torch.save(ts.weights, str(root / "source" / "model.pt"))
-        bundle.manifest.provenance.source.weights = "source/model.pt"
-        bundle.manifest.provenance.source.sha256 = sha256_file(root / "source" / "model.pt")
+    _keep_source(bundle, ts, say)
     reference = TorchRuntime(ts.module)
     ref_run = lambda t: reference.run({"images": t})  # noqa: E731
     name = artifact_name("onnxruntime", "fp32")
@@ -390,6 +434,45 @@ def _export_torch_source(
     return bundle
 
 
+def _keep_source(bundle: Bundle, ts: _TorchSource, say: Step) -> None:
+    """Keep the PyTorch model in ``source/``: a state dict (+ the Ultralytics YAML), or the TorchScript archive."""
+    src = bundle.manifest.provenance.source
+    folder = bundle.path / "source"
+    if ts.keep_file is not None:
+        folder.mkdir(exist_ok=True)
+        shutil.copyfile(ts.keep_file, folder / "model.torchscript")
+        src.weights = "source/model.torchscript"
+    elif ts.weights is not None:
+        torch = require("torch")
+        folder.mkdir(exist_ok=True)
+        torch.save(ts.weights, str(folder / "model.pt"))
+        src.weights = "source/model.pt"
+        if ts.architecture is not None:
+            import yaml
+
+            (folder / "model.yaml").write_text(
+                yaml.safe_dump(_plain(ts.architecture), sort_keys=False), encoding="utf-8"
+            )
+            src.architecture = "source/model.yaml"
+    else:
+        return
+    if src.kind != "ultralytics" or src.sha256 is None:
+        src.sha256 = sha256_file(bundle.path / src.weights)
+    bundle.save()
+    say(f"kept the PyTorch model in {src.weights} (re-export, pruning, distillation and QAT start from it)")
+
+
+def _plain(value: Any) -> Any:
+    """YAML-safe copy of an Ultralytics model dict (tuples → lists, paths → strings)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return str(value)
+
+
 def _export_onnx_source(
     source: str, root: Path, opts: ExportOptions, images: list[np.ndarray], say: Step
 ) -> Bundle:
@@ -398,10 +481,10 @@ def _export_onnx_source(
     hints = opts.hints
     if opts.imgsz and not hints.imgsz:
         hints.imgsz = opts.imgsz
-    contract, notes = contract_from_onnx(model, hints)
+    contract, notes = contract_from_onnx(model, hints, Path(source).name)
     for n in notes:
         say(n)
-    src = Source(kind="onnx", file=source, sha256=sha256_file(source))
+    src = Source(kind="onnx", file=_abs(source), sha256=sha256_file(source))
     from cvdeploy.runtimes.onnxruntime import graph_precision
 
     precision, evidence = graph_precision(Path(source))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 import warnings
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +20,35 @@ import numpy as np
 
 from cvdeploy.errors import ImageError, ImageTooLarge, InputError
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+#: The image formats cvdeploy reads everywhere (predict, val, calibration, serve): one list, one decoder
+#: (OpenCV's ``imdecode``). ``IMAGE_MEDIA_TYPES`` are the same formats as HTTP content types.
+IMAGE_FORMATS: dict[str, tuple[str, ...]] = {
+    "image/jpeg": (".jpg", ".jpeg"),
+    "image/png": (".png",),
+    "image/bmp": (".bmp",),
+    "image/webp": (".webp",),
+    "image/tiff": (".tif", ".tiff"),
+}
+IMAGE_SUFFIXES: tuple[str, ...] = tuple(s for suffixes in IMAGE_FORMATS.values() for s in suffixes)
+IMAGE_MEDIA_TYPES: tuple[str, ...] = tuple(IMAGE_FORMATS)
+#: Video files ``predict`` reads frame by frame (OpenCV's FFmpeg backend).
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
+
+
+def sniff_media_type(data: bytes) -> str | None:
+    """The media type of encoded image bytes from their first bytes (magic numbers), or None."""
+    head = data[:16]
+    if head.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if head.startswith(b"BM"):
+        return "image/bmp"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return "image/tiff"
+    return None
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -327,19 +355,53 @@ def _inspect_webp(data: bytes, source: str, max_pixels: int | None) -> ImageInfo
     return ImageInfo("webp", width, height)
 
 
-def find_images(sources: Iterable[str | Path], recursive: bool = True) -> list[Path]:
-    """Expand files and folders into a sorted list of image files; a missing path is an error."""
+def find_images(
+    sources: Iterable[str | Path], recursive: bool = True, suffixes: Sequence[str] = IMAGE_SUFFIXES
+) -> list[Path]:
+    """Expand files and folders into a sorted list of image files; a missing path or a URL is an error.
+
+    Files named explicitly are kept whatever their suffix (reading them decides); in folders only
+    ``suffixes`` are listed.
+    """
     found: list[Path] = []
     for src in sources:
+        if "://" in str(src):
+            raise InputError(
+                f"{src}: cvdeploy does not download (it never reaches the network); save the file and pass its path"
+            )
         p = Path(src)
         if p.is_dir():
             pattern = "**/*" if recursive else "*"
-            found.extend(sorted(f for f in p.glob(pattern) if f.suffix.lower() in IMAGE_SUFFIXES))
+            found.extend(sorted(f for f in p.glob(pattern) if f.suffix.lower() in suffixes and f.is_file()))
         elif p.is_file():
             found.append(p)
         else:
             raise InputError(f"no such file or folder: {p}")
     return found
+
+
+def iter_frames(path: str | Path, stride: int = 1) -> Iterator[tuple[int, np.ndarray]]:
+    """``(frame index, (h, w, 3) BGR frame)`` for every ``stride``-th frame of a video file."""
+    if stride < 1:
+        raise InputError(f"frame stride must be at least 1, got {stride}")
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise ImageError(f"{path}: cannot open as a video (corrupt, or a codec OpenCV's FFmpeg lacks)")
+    try:
+        index = 0
+        while True:
+            ok = cap.grab()
+            if not ok:
+                break
+            if index % stride == 0:
+                ok, frame = cap.retrieve()
+                if ok and frame is not None:
+                    yield index, to_bgr(frame)
+            index += 1
+        if index == 0:
+            raise ImageError(f"{path}: no frames could be read from this video")
+    finally:
+        cap.release()
 
 
 _SKIMAGE_PHOTOS = (

@@ -38,7 +38,7 @@ class Preprocessor:
             return letterbox(img, h, w, s.pad_value)
         if s.resize == "stretch":
             return stretch(img, h, w)
-        return center_crop(img, h, w)
+        return center_crop(img, h, w, s.crop_fraction)
 
     def to_tensor(self, resized: Sequence[np.ndarray]) -> np.ndarray:
         """Stack resized BGR images into the model's layout, colour order, dtype and scale."""

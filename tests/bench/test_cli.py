@@ -26,7 +26,7 @@ def test_help_of_bench_and_of_compare() -> None:
 
 
 def test_bench_writes_json_markdown_and_html(tiny_bundle_path: Path, tmp_path: Path) -> None:
-    out, md, html = tmp_path / "r.json", tmp_path / "r.md", tmp_path / "r.html"
+    out, md, html = tmp_path / "reports" / "bench.json", tmp_path / "r.md", tmp_path / "r.html"
     result = runner.invoke(
         app,
         [
@@ -40,8 +40,8 @@ def test_bench_writes_json_markdown_and_html(tiny_bundle_path: Path, tmp_path: P
             "2",
             "--batch",
             "1,2",
-            "--output",
-            str(out),
+            "--report",
+            str(out.parent),
             "--markdown",
             str(md),
             "--html",
@@ -127,7 +127,8 @@ def test_profile_on_the_command_line(tiny_bundle_path: Path) -> None:
         (["--runtime", "torch"], "has no artifact for runtime 'torch'; it has: onnx-fp32 (onnxruntime)"),
         (["--runtime", "tflite"], "has no artifact for runtime 'litert'"),
         (["--runtime", "tvm"], "unknown runtime 'tvm'"),
-        (["--budget-ms", "50", "--min-map", "0.6"], "run 'cvdeploy val"),
+        (["--budget-ms", "50", "--min-map", "60"], "run 'cvdeploy val"),
+        (["--min-map", "160"], "--min-map is in mAP points, 0-100"),
         (["--imgsz", "big"], "--imgsz"),
         (["--batch", "0"], "--batch"),
     ],

@@ -70,7 +70,7 @@ def test_recommend_picks_the_fastest_that_qualifies(
 
 def test_reason_names_the_faster_rejected_configuration() -> None:
     rec = recommend(RESULTS, budget_ms=50.0, min_accuracy=0.6)
-    assert "Faster but rejected: openvino-int8 640x640 b1 tauto c1 (mAP50-95 0.550 < 0.6)" in rec.reason
+    assert "Faster but rejected: openvino-int8 640x640 b1 tauto c1 (mAP50-95 55.0 < 60 points)" in rec.reason
 
 
 def test_budget_is_held_to_the_chosen_statistic() -> None:

@@ -43,7 +43,7 @@ def corrupt_files(tmp_path: Path) -> dict[str, Path]:
             "TFLite export converts a PyTorch model",
         ),
         (["export", "{onnx}", "-o", "{tmp}/o.cvd", "--imgsz", "big"], "--imgsz: 'big' is not a whole number"),
-        (["export", "{onnx}", "-o", "{tmp}/o.cvd", "--task", "segment"], "--task 'segment'"),
+        (["export", "{onnx}", "-o", "{tmp}/o.cvd", "--task", "depth"], "--task 'depth'"),
         (["export", "{onnx}", "--no-such-flag"], "No such option: --no-such-flag"),
         (["export"], "Missing argument"),
         (["inspect", "{tmp}/nothing.cvd"], "bundle not found"),

@@ -105,10 +105,11 @@ def test_json_has_the_keys_and_exact_scores(det_bundle: Path, dataset: Path) -> 
     assert code == 0
     doc = json.loads(out)
     assert {"mAP50-95", "mAP50", "per_class", "images", "artifact", "dataset", "seconds"} <= set(doc)
-    assert (doc["mAP50-95"], doc["mAP50"], doc["images"], doc["artifact"]) == (1.0, 1.0, 3, "onnx-fp32")
+    assert (doc["mAP50-95"], doc["mAP50"], doc["images"], doc["artifact"]) == (100.0, 100.0, 3, "onnx-fp32")
+    assert doc["unit"] == "points"
     assert doc["per_class"] == {
-        "a": {"mAP50-95": 1.0, "mAP50": 1.0, "instances": 3},
-        "b": {"mAP50-95": 1.0, "mAP50": 1.0, "instances": 3},
+        "a": {"mAP50-95": 100.0, "mAP50": 100.0, "instances": 3},
+        "b": {"mAP50-95": 100.0, "mAP50": 100.0, "instances": 3},
     }
     assert doc["dataset"] == str(dataset) and doc["split"] == "val"
 
@@ -116,7 +117,7 @@ def test_json_has_the_keys_and_exact_scores(det_bundle: Path, dataset: Path) -> 
 def test_table_output(det_bundle: Path, dataset: Path) -> None:
     code, out, _ = _invoke("val", det_bundle, "--data", dataset.parent)  # a folder holding data.yaml
     assert code == 0
-    assert "mAP50-95 1.000  mAP50 1.000" in out and "3 images from" in out
+    assert "mAP50-95 100.0  mAP50 100.0 (points)" in out and "3 images from" in out
     assert all(word in out for word in ("class", "instances", "all"))
 
 
@@ -143,7 +144,7 @@ def test_against_on_a_plain_image_folder(det_bundle: Path, dataset: Path) -> Non
     assert code == 0
     doc = json.loads(out)
     assert {"mAP50-95", "mAP50", "max_abs_diff", "box_agreement", "images", "artifact", "dataset"} <= set(doc)
-    assert (doc["mAP50-95"], doc["box_agreement"], doc["max_abs_diff"], doc["images"]) == (1.0, 1.0, 0.0, 3)
+    assert (doc["mAP50-95"], doc["box_agreement"], doc["max_abs_diff"], doc["images"]) == (100.0, 1.0, 0.0, 3)
     assert doc["reference_detections"] == 6  # both boxes pass the contract's conf 0.25
 
 

@@ -25,3 +25,8 @@ def build_classifier() -> nn.Module:
 
 def build_not_a_module() -> object:
     return object()
+
+
+def build_with_args(num_classes: int) -> nn.Module:
+    """A factory that needs an argument (cvdeploy calls factories with none)."""
+    return nn.Linear(4, num_classes)

@@ -136,7 +136,7 @@ def test_classifier_needs_a_class_folder(classify_bundle: Path, tmp_path: Path) 
 
 
 def test_raw_bundle_is_refused(raw_bundle: Path, colour_folder: Path) -> None:
-    with pytest.raises(BundleError, match=r"has a 'raw' contract .* re-export it with --task detect"):
+    with pytest.raises(BundleError, match=r"has a 'raw' contract .* re-export it with --task"):
         validate(raw_bundle, colour_folder, progress=False)
 
 

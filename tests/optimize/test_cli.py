@@ -55,20 +55,25 @@ def _one_line_error(capsys: pytest.CaptureFixture[str], *words: str) -> None:
     ("args", "words"),
     [
         ([], ("nothing to do",)),
-        (["--int8"], ("--calib",)),
-        (["--int8", "--calib", "{calib}", "--runtime", "tensorrt"], ("--runtime",)),
-        (["--int8", "--calib", "{calib}", "--calib-method", "magic"], ("calibration method",)),
-        (["--int8", "--calib", "{bad_calib}"], ("broken.jpg", "cannot be read")),
-        (["--prune", "0.3"], ("--data",)),
-        (["--prune", "1.5", "--data", "{calib}"], ("--prune",)),
-        (["--fp16", "--labels", "{calib}/data.yaml"], ("--labels", "--prune")),
+        (["--int8"], ("--images",)),
+        (["--int8", "--images", "{calib}", "--runtime", "tensorrt"], ("--runtime",)),
+        (["--int8", "--images", "{calib}", "--calib-method", "magic"], ("calibration method",)),
+        (["--int8", "--images", "{bad_calib}"], ("broken.jpg", "cannot be read")),
+        (["--prune", "0.3"], ("--images",)),
+        (["--prune", "1.5", "--images", "{calib}"], ("--prune",)),
+        (["--fp16", "--labels", "{calib}/data.yaml"], ("--labels is now --data",)),
+        (["--int8", "--calib", "{calib}"], ("--calib is now --images",)),
         (
-            ["--prune", "0.3", "--data", "{calib}", "--labels", "{calib}/missing.yaml"],
+            ["--int8", "--images", "{calib}", "--data", "{calib}"],
+            ("--data is a labelled dataset", "--images"),
+        ),
+        (
+            ["--prune", "0.3", "--images", "{calib}", "--data", "{calib}/missing.yaml"],
             ("missing.yaml", "no such"),
         ),
-        (["--prune", "0.3", "--data", "{calib}", "--labels", "{bad_yaml}"], ("--labels", "train")),
+        (["--prune", "0.3", "--images", "{calib}", "--data", "{bad_yaml}"], ("--data", "train")),
         (["--fp16", "--fresh"], ("--fresh", "--distill-from")),
-        (["--prune", "0.3", "--data", "{calib}", "--labels", "{other_yaml}"], ("classes", "dog")),
+        (["--prune", "0.3", "--images", "{calib}", "--data", "{other_yaml}"], ("classes", "dog")),
     ],
 )
 def test_errors_leave_the_bundle_unchanged(
@@ -97,18 +102,18 @@ def test_pruning_an_onnx_only_bundle(
     onnx_only: Path, calib_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     before = manifest_bytes(onnx_only)
-    assert run(["optimize", str(onnx_only), "--prune", "0.3", "--data", str(calib_dir)]) == 2
+    assert run(["optimize", str(onnx_only), "--prune", "0.3", "--images", str(calib_dir)]) == 2
     _one_line_error(capsys, "no PyTorch source")
     assert manifest_bytes(onnx_only) == before
 
 
-@pytest.mark.parametrize("flags", [["--val", "data.yaml"], ["--distill-from", "zoo:s", "--data", "x"]])
-def test_detector_options_on_a_classifier(
+@pytest.mark.parametrize("flags", [["--prune", "0.3"], ["--distill-from", "zoo:s"]])
+def test_detector_training_on_a_classifier(
     classify_bundle: Path, calib_dir: Path, capsys: pytest.CaptureFixture[str], flags: list[str]
 ) -> None:
     before = manifest_bytes(classify_bundle)
-    assert run(["optimize", str(classify_bundle), "--int8", "--calib", str(calib_dir), *flags]) == 2
-    _one_line_error(capsys, "detectors", "classify")
+    assert run(["optimize", str(classify_bundle), "--int8", "--images", str(calib_dir), *flags]) == 2
+    _one_line_error(capsys, "detection loss", "classify")
     assert manifest_bytes(classify_bundle) == before
 
 
@@ -118,7 +123,7 @@ def test_output_copy_is_removed_when_the_run_fails(
     empty = tmp_path / "empty"
     empty.mkdir()
     out = tmp_path / "copy.cvd"
-    assert run(["optimize", str(tiny_bundle_copy), "-o", str(out), "--int8", "--calib", str(empty)]) == 2
+    assert run(["optimize", str(tiny_bundle_copy), "-o", str(out), "--int8", "--images", str(empty)]) == 2
     _one_line_error(capsys, "no calibration images")
     assert not out.exists()
 
@@ -140,7 +145,7 @@ def test_fp16_to_a_copy_as_json(
 def test_prune_adds_an_artifact_with_the_same_outputs(
     tiny_bundle_copy: Path, photo_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = run(["optimize", str(tiny_bundle_copy), "--prune", "0.3", "--data", str(photo_dir), "--epochs", "1",
+    code = run(["optimize", str(tiny_bundle_copy), "--prune", "0.3", "--images", str(photo_dir), "--epochs", "1",
                 "--no-bench", "--json"])  # fmt: skip
     assert code == 0
     doc = json.loads(capsys.readouterr().out)
@@ -163,7 +168,7 @@ def test_prune_recovery_with_labels(
     from cvdeploy.zoo.dataset import generate_dataset
 
     data = generate_dataset(tmp_path / "shapes", images=10, seed=3, imgsz=128, progress=False, workers=1)
-    code = run(["optimize", str(tiny_bundle_copy), "--prune", "0.2", "--data", str(photo_dir), "--labels",
+    code = run(["optimize", str(tiny_bundle_copy), "--prune", "0.2", "--images", str(photo_dir), "--data",
                 str(data), "--epochs", "1", "--no-bench", "--json"])  # fmt: skip
     assert code == 0, capsys.readouterr().err
     capsys.readouterr()
@@ -177,7 +182,7 @@ def test_qat_adds_an_int8_artifact(
 ) -> None:
     import onnx
 
-    assert run(["optimize", str(tiny_bundle_copy), "--qat", "--data", str(photo_dir), "--epochs", "1",
+    assert run(["optimize", str(tiny_bundle_copy), "--qat", "--images", str(photo_dir), "--epochs", "1",
                 "--no-bench", "--json"]) == 0  # fmt: skip
     capsys.readouterr()
     b = Bundle.load(tiny_bundle_copy)

@@ -77,10 +77,22 @@ def test_two_models_and_two_versions_side_by_side(tiny_bundle_path: Path, raw_an
 def test_a_classifier_answers_classify(
     tiny_bundle_path: Path, tmp_path: Path, photo_bytes: list[bytes]
 ) -> None:
-    from cvdeploy.contract import OutputSpec
+    torch = pytest.importorskip("torch")
+    from cvdeploy.bundle import Source
+    from cvdeploy.contract import Contract, InputSpec, OutputSpec
+    from cvdeploy.export import ExportOptions, export_torch
 
-    cls = variant(tiny_bundle_path, tmp_path / "cls.cvd", name="tinycls",
-                  contract={"task": "classify", "output": OutputSpec(format="classify", top_k=3)})  # fmt: skip
+    # a real classifier (a detector declared as one is refused by the classifier decoder's own checks)
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, 2, 1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+        torch.nn.Linear(4, 5),
+    )  # fmt: skip
+    contract = Contract(task="classify", classes=list("abcde"), input=InputSpec(height=32, width=32,
+                        resize="center_crop"), output=OutputSpec(format="classify", top_k=3))  # fmt: skip
+    cls = tmp_path / "cls.cvd"
+    export_torch(module, cls, contract, Source(kind="torch", factory="python:x:y"),
+                 ExportOptions(parity_count=2, name="tinycls"))  # fmt: skip
     app = create_app([cls])
 
     async def body() -> list[Any]:

@@ -79,7 +79,7 @@ class Comparison:
 
 
 def load_report(path: str | Path) -> dict[str, Any]:
-    """Read a ``cvdeploy bench --output`` JSON file; anything else is a clear error."""
+    """Read a ``cvdeploy bench --report DIR`` JSON file (bench.json); anything else is a clear error."""
     p = Path(path)
     if not p.is_file():
         raise InputError(f"report not found: {p}")
@@ -87,17 +87,17 @@ def load_report(path: str | Path) -> dict[str, Any]:
         data = json.loads(p.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(
-            f"{p} is not JSON ({exc}); give two files written by 'cvdeploy bench --output'"
+            f"{p} is not JSON ({exc}); give two files written by 'cvdeploy bench --report DIR' (bench.json)"
         ) from None
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
         raise ConfigError(
             f'{p} is not a cvdeploy bench report (no "schema": "{SCHEMA}"); '
-            "give two files written by 'cvdeploy bench --output'"
+            "give two files written by 'cvdeploy bench --report DIR' (bench.json)"
         )
     for r in data.get("results", []):
         if "samples_ms" not in r or "key" not in r:
             raise ConfigError(
-                f"{p}: a result has no raw samples; re-run 'cvdeploy bench --output' to write them"
+                f"{p}: a result has no raw samples; re-run 'cvdeploy bench --report DIR' (bench.json) to write them"
             )
     return data
 

@@ -118,7 +118,7 @@ class BenchSettings:
         if self.budget_ms is not None and self.budget_ms <= 0:
             raise ConfigError(f"--budget-ms must be positive, not {self.budget_ms}")
         if self.min_map is not None and not 0.0 <= self.min_map <= 1.0:
-            raise ConfigError(f"--min-map is a fraction between 0 and 1 (e.g. 0.6), not {self.min_map}")
+            raise ConfigError(f"--min-map is in mAP points, 0-100 (e.g. 60), not {100 * self.min_map:g}")
         if self.num_images < 1:
             raise ConfigError("need at least one image")
         if self.spinning not in ("auto", "on", "off"):

@@ -139,7 +139,9 @@ def recommend(
     ]
     if best.accuracy is not None:
         facts.append(
-            f"{metric} {best.accuracy:.3f}" + (f" ≥ {min_accuracy:g}" if min_accuracy is not None else "")
+            f"{metric} {100 * best.accuracy:.1f}"
+            + (f" ≥ {100 * min_accuracy:g}" if min_accuracy is not None else "")
+            + " points"
         )
     reason = (
         f"{best.key}: {', '.join(facts)}; the fastest (median {best.p50_ms:.1f} ms) of "
@@ -157,7 +159,7 @@ def _wants(budget_ms: float | None, min_accuracy: float | None, stat: str, metri
     if budget_ms is not None:
         parts.append(f"the {budget_ms:g} ms budget ({stat})")
     if min_accuracy is not None:
-        parts.append(f"{metric} ≥ {min_accuracy:g}")
+        parts.append(f"{metric} ≥ {100 * min_accuracy:g} points")
     return " and ".join(parts) or "no constraint"
 
 
@@ -171,7 +173,7 @@ def _why_not(
         why.append(
             f"{metric} not recorded at this configuration"
             if c.accuracy is None
-            else f"{metric} {c.accuracy:.3f} < {min_accuracy:g}"
+            else f"{metric} {100 * c.accuracy:.1f} < {100 * min_accuracy:g} points"
         )
     return ", ".join(why)
 
@@ -181,13 +183,13 @@ def _nearest(
 ) -> str:
     fastest = min(cands, key=lambda c: c.budget_ms_value)
     out = f"Fastest: {fastest.key} ({stat} {fastest.budget_ms_value:.1f} ms"
-    out += f", {metric} {fastest.accuracy:.3f})." if fastest.accuracy is not None else ")."
+    out += f", {metric} {100 * fastest.accuracy:.1f} points)." if fastest.accuracy is not None else ")."
     accurate = [c for c in cands if c.accuracy is not None]
     if accurate:
         top = max(accurate, key=lambda c: (c.accuracy, -c.p50_ms))
-        if top.key != fastest.key:
+        if top.key != fastest.key and top.accuracy is not None:
             out += (
-                f" Most accurate: {top.key} ({metric} {top.accuracy:.3f}, "
+                f" Most accurate: {top.key} ({metric} {100 * top.accuracy:.1f} points, "
                 f"{stat} {top.budget_ms_value:.1f} ms)."
             )
     return out + " Loosen a constraint, or optimize the model (cvdeploy optimize)."

@@ -68,7 +68,7 @@ def latency_table(report: BenchReport) -> Table:
         "size MB",
     ]
     if show_acc:
-        cols.append(metric)
+        cols.append(f"{metric} (points)")
     rows, highlight = [], []
     chosen = report.recommendation.choice if report.recommendation else None
     for i, r in enumerate(report.results):
@@ -92,7 +92,9 @@ def latency_table(report: BenchReport) -> Table:
         ]
         if show_acc:
             v = r.metrics.get(metric)
-            row.append(f"{v:.3f}" if isinstance(v, int | float) else "–")
+            row.append(
+                f"{100 * v:.1f}" if isinstance(v, int | float) else "–"
+            )  # recorded 0-1, shown in points
         rows.append(row)
         if r.key == chosen:
             highlight.append(i)
@@ -171,7 +173,8 @@ def recommendation_table(report: BenchReport) -> Table | None:
     rec = report.recommendation
     if rec is None:
         return None
-    cols = ["configuration", "p50 ms", f"{rec.stat} ms", rec.metric, "within budget", "above floor", "Pareto"]
+    cols = ["configuration", "p50 ms", f"{rec.stat} ms", f"{rec.metric} (points)", "within budget", "above floor",
+            "Pareto"]  # fmt: skip
     rows, hl = [], []
     for i, c in enumerate(sorted(rec.candidates, key=lambda c: c.p50_ms)):
         rows.append(
@@ -179,7 +182,7 @@ def recommendation_table(report: BenchReport) -> Table | None:
                 c.key,
                 ms(c.p50_ms),
                 ms(c.budget_ms_value),
-                "–" if c.accuracy is None else f"{c.accuracy:.3f}",
+                "–" if c.accuracy is None else f"{100 * c.accuracy:.1f}",
                 "yes" if c.meets_budget else "no",
                 "yes" if c.meets_accuracy else "no",
                 "yes" if c.on_front else "",
@@ -353,7 +356,7 @@ def _add_plots(doc: Document, report: BenchReport) -> None:
     )
     rec = report.recommendation
     points = [
-        (r.key, r.latency.p50_ms, float(r.metrics[rec.metric]))
+        (r.key, r.latency.p50_ms, 100 * float(r.metrics[rec.metric]))
         for r in report.results
         if rec is not None and isinstance(r.metrics.get(rec.metric), int | float)
     ]
@@ -366,9 +369,9 @@ def _add_plots(doc: Document, report: BenchReport) -> None:
                     rec.front,
                     rec.choice,
                     rec.budget_ms if rec.stat == "p50" else None,
-                    rec.min_accuracy,
+                    None if rec.min_accuracy is None else 100 * rec.min_accuracy,
                     xlabel="median latency (ms)",
-                    ylabel=rec.metric,
+                    ylabel=f"{rec.metric} (points)",
                 ),
                 f"lower-right is worse; the line joins the Pareto front; budget checked on {rec.stat}",
             )

@@ -205,10 +205,8 @@ class ArtifactResolver:
 
     def _why_not_reexport(self, art: Artifact) -> str:
         src = self.bundle.manifest.provenance.source
-        if not (src.factory and src.weights) and src.kind not in ("ultralytics",):
-            return "the bundle has no PyTorch source"
-        if src.kind == "ultralytics" and not (src.file and Path(src.file).is_file()):
-            return "its Ultralytics checkpoint is not available here"
+        if not src.kept:
+            return "the bundle has no PyTorch source (it was made from ONNX)"
         from cvdeploy.bundle import artifact_name
 
         if art.name != artifact_name(art.runtime, "fp32") or art.made_by not in ("export", "import"):
@@ -224,10 +222,7 @@ class ArtifactResolver:
         if self._tmp is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="cvdeploy-bench-")
         out = Path(self._tmp.name) / f"{self.bundle.name}-{imgsz[0]}x{imgsz[1]}.cvd"
-        src = self.bundle.manifest.provenance.source
-        source = str(self.bundle.path)
-        if src.kind == "ultralytics" and src.file:
-            source = src.file
+        source = str(self.bundle.path.resolve())  # the PyTorch model the bundle keeps, never a path from cwd
         self.say(f"re-exporting {self.bundle.name} at {imgsz[0]}x{imgsz[1]}")
         opts = ExportOptions(
             formats=self.formats,

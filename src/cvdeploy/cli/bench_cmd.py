@@ -18,9 +18,11 @@ from cvdeploy.cli.common import (
     console,
     err_console,
     handle_errors,
+    parse_imgsz,
     parse_ints,
     parse_list,
 )
+from cvdeploy.cli.vocabulary import help_for
 
 HELP = (
     "Measure latency and throughput the right way: real images through the bundle's one pipeline, "
@@ -29,21 +31,21 @@ HELP = (
 
   cvdeploy bench model.cvd
 
-  cvdeploy bench zoo:n --artifact onnx-fp32 --runs 200 --output report.json
+  cvdeploy bench zoo:n --artifact onnx-fp32 --runs 200 --report reports/
 
-  cvdeploy bench model.cvd --runtime onnxruntime,openvino --imgsz 320,480,640 --batch 1,4,8 --threads 1,2
+  cvdeploy bench model.cvd --runtime onnxruntime,openvino --imgsz 320 --imgsz 640 --batch 1,4,8 --threads 1,2
 
   cvdeploy bench model.cvd --concurrency 1,4,16
 
-  cvdeploy bench model.cvd --budget-ms 50 --min-map 0.6
+  cvdeploy bench model.cvd --budget-ms 50 --min-map 60
 
   cvdeploy bench model.cvd --profile --html report.html --markdown report.md
 
 """
     "With no options every artifact of the bundle is measured at the contract's image size, batch 1, "
     "100 runs after 10 warm-up runs. --concurrency keeps N requests in flight (throughput under load); "
-    "--budget-ms/--min-map recommend the fastest configuration that meets both; --profile lists the "
-    "operators that take the time."
+    "--budget-ms/--min-map recommend the fastest configuration that meets both (--min-map in mAP points, "
+    "0-100); --profile lists the operators that take the time. --imgsz is one size; repeat it to sweep sizes."
     """
 
 """
@@ -101,8 +103,8 @@ def bench(
     runtime: str = typer.Option(
         None, "--runtime", help="Only artifacts of these runtimes: onnxruntime,openvino."
     ),
-    imgsz: str = typer.Option(
-        None, "--imgsz", help="Image size(s): 640, 320,480,640 or 480x640 (default: the contract's)."
+    imgsz: list[str] = typer.Option(
+        None, "--imgsz", help=help_for("--imgsz", "repeat it to sweep several (default: the contract's)")
     ),
     batch: str = typer.Option("1", "--batch", "-b", help="Batch size(s), e.g. 1,4,8."),
     threads: str = typer.Option(
@@ -113,10 +115,10 @@ def bench(
         "--spinning",
         help="ONNX Runtime threads spin-wait between ops: auto (off when -c > 1), on or off.",
     ),
-    concurrency: str = typer.Option("1", "--concurrency", "-c", help="Requests in flight, e.g. 1,4,16."),
+    concurrency: str = typer.Option("1", "--concurrency", help="Requests in flight, e.g. 1,4,16."),
     sessions: int = typer.Option(1, "--sessions", min=1, help="Model copies that concurrent requests share."),
     runs: int = typer.Option(
-        None, "--runs", "-n", min=1, help="Measured runs per configuration (default 100)."
+        None, "--runs", min=1, help=help_for("--runs", "per configuration (default 100)")
     ),
     warmup: int = typer.Option(10, "--warmup", min=0, help="Warm-up runs per configuration, reported apart."),
     duration: float = typer.Option(
@@ -126,10 +128,10 @@ def bench(
         help="Time budget in seconds per configuration (with --runs: first to end).",
     ),
     images: Path = typer.Option(
-        None, "--images", help="Folder of your own images (default: bundled photos)."
+        None, "--images", help=help_for("--images", "your own, to time (default: bundled photos)")
     ),
     device: str = typer.Option(
-        "cpu", "--device", help="cpu, cuda or auto (a fallback to CPU is flagged loudly)."
+        "cpu", "--device", help=help_for("--device", "a fallback to CPU is flagged loudly")
     ),
     profile: bool = typer.Option(
         False, "--profile", help="Per-operator hot spots (ORT profiler, OpenVINO counters)."
@@ -139,24 +141,34 @@ def bench(
         None, "--budget-ms", help="Latency budget per request, for a recommendation."
     ),
     min_map: float = typer.Option(
-        None, "--min-map", help="Accuracy floor (mAP50-95 recorded by 'cvdeploy val')."
+        None,
+        "--min-map",
+        help="Accuracy floor in mAP50-95 points, 0-100 (as recorded by 'cvdeploy val --write').",
     ),
     budget_stat: str = typer.Option(
         "p95", "--budget-stat", help="Latency figure held to the budget: p50…p99."
     ),
-    output: Path = typer.Option(None, "--output", "-o", help="Write the JSON report (raw samples included)."),
+    report: Path = typer.Option(
+        None, "--report", help=help_for("--report", "bench.json, raw samples included (for 'bench compare')")
+    ),
     markdown: Path = typer.Option(None, "--markdown", help="Write a Markdown report (for issues)."),
     html: Path = typer.Option(None, "--html", help="Write a self-contained HTML report with plots."),
-    as_json: bool = typer.Option(False, "--json", help="Print the JSON report on stdout instead of tables."),
+    as_json: bool = typer.Option(
+        False, "--json", help=help_for("--json", "the JSON report on stdout instead of tables")
+    ),
 ) -> None:
     from cvdeploy.bench import BenchSettings, run_bench
-    from cvdeploy.bench.config import DEFAULT_RUNS, parse_sizes
+    from cvdeploy.bench.config import DEFAULT_RUNS
+    from cvdeploy.errors import ConfigError
 
+    if min_map is not None and not 0.0 <= min_map <= 100.0:
+        raise ConfigError(f"--min-map is in mAP points, 0-100 (e.g. 60), not {min_map}")
+    sizes = [s for s in (parse_imgsz(v) for v in imgsz or []) if s is not None]
     thread_list: list[int | None] = list(parse_ints(threads, "--threads")) or [None]
     settings = BenchSettings(
         artifacts=parse_list(artifact),
         runtimes=parse_list(runtime),
-        imgsz=parse_sizes(imgsz),
+        imgsz=sizes,
         batch=parse_ints(batch, "--batch") or [1],
         threads=thread_list,
         concurrency=parse_ints(concurrency, "--concurrency") or [1],
@@ -169,21 +181,21 @@ def bench(
         profile=profile,
         profile_top=top,
         budget_ms=budget_ms,
-        min_map=min_map,
+        min_map=None if min_map is None else min_map / 100.0,  # the manifest records fractions
         budget_stat=budget_stat,
         spinning=spinning,
     )
     with _RichProgress(enabled=not as_json and err_console.is_terminal) as progress:
-        report = run_bench(bundle, settings, progress=progress)
-    written = _write(report, output, markdown, html)
+        result = run_bench(bundle, settings, progress=progress)
+    written = _write(result, report / "bench.json" if report else None, markdown, html)
     if as_json:  # stdout is the JSON; the warnings still reach the terminal, in yellow, on stderr
-        for w in report.warnings:
+        for w in result.warnings:
             err_console.print(f"[bold yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
-        typer.echo(report.to_json())
+        typer.echo(result.to_json())
         return
     from cvdeploy.reports.terminal import print_document
 
-    print_document(report.to_document(plots=False), console)
+    print_document(result.to_document(plots=False), console)
     for kind, path in written:
         console.print(f"[green]{kind} report written to[/] {path}")
 
@@ -205,7 +217,7 @@ def _write(
 
 @handle_errors
 def compare(
-    a: Path = typer.Argument(..., help="Baseline report (JSON from 'cvdeploy bench --output')."),
+    a: Path = typer.Argument(..., help="Baseline report (bench.json from 'cvdeploy bench --report DIR')."),
     b: Path = typer.Argument(..., help="New report to test against the baseline."),
     threshold: float = typer.Option(
         0.05, "--threshold", help="Slow-down that counts as a regression (0.05 = 5 %)."

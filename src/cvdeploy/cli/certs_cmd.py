@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from cvdeploy.cli.common import console, handle_errors
+from cvdeploy.cli.vocabulary import help_for
 
 certs_app = typer.Typer(help="Certificates for trying TLS and mutual TLS locally.", no_args_is_help=True)
 
@@ -26,7 +27,7 @@ For development and tests only: production certificates come from your PKI or AC
 @handle_errors
 def dev(
     output: Path = typer.Option(
-        ..., "--output", "-o", help="Folder to write the certificates and keys into."
+        ..., "--output", "-o", help=help_for("--output", "the folder of certificates and keys")
     ),
     client_name: str = typer.Option(
         "cvdeploy-client",

@@ -7,14 +7,17 @@ from pathlib import Path
 import typer
 
 from cvdeploy.cli.common import console, handle_errors
+from cvdeploy.cli.vocabulary import help_for
 
 
 @handle_errors
 def demo(
     output: Path = typer.Option(
-        Path("demo-output"), "--output", "-o", help="Folder for everything the demo writes."
+        Path("demo-output"), "--output", "-o", help=help_for("--output", "everything the demo writes")
     ),
-    images: int = typer.Option(40, "--images", min=10, help="Generated labelled images to validate on."),
+    count: int = typer.Option(
+        40, "--count", min=10, help=help_for("--count", "labelled images to generate and validate on")
+    ),
     bundle: str = typer.Option("zoo:n", "--bundle", help="Bundle to demonstrate (needs a PyTorch source)."),
     bench: bool = typer.Option(True, "--bench/--no-bench", help="Include the benchmark step."),
     serve: bool = typer.Option(True, "--serve/--no-serve", help="Include the serving step."),
@@ -30,7 +33,7 @@ def demo(
 
     summary = run_demo(
         output,
-        images=images,
+        images=count,
         bundle=bundle,
         say=lambda m: console.print(m, highlight=False),
         bench=bench,

@@ -71,7 +71,7 @@ def artifacts_table(bundle: object) -> Table:
         size = sum((bundle.path / f).stat().st_size for f in art.sha256 if (bundle.path / f).is_file()) / 1e6
         p = art.parity
         metrics = ", ".join(
-            f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+            f"{k} {100 * v:.1f}" if _accuracy(k) else f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
             for k, v in art.metrics.items()
             if isinstance(v, int | float) and not isinstance(v, bool) and k != "images"
         )
@@ -88,7 +88,13 @@ def artifacts_table(bundle: object) -> Table:
             _fmt(p.box_agreement if p else None, ".3f"),
             metrics or "–",
         )
+    t.caption = "accuracy (mAP, top-k) in points, 0-100"
     return t
+
+
+def _accuracy(key: str) -> bool:
+    """Metric keys recorded as fractions that are shown in points."""
+    return "mAP" in key or key in ("top1", "top5")
 
 
 @bundle_key_options
@@ -120,15 +126,21 @@ def inspect(
         f"scale {i.scale:.6g}, mean {i.mean}, std {i.std}, stride {i.stride}, "
         f"batch {'dynamic' if i.dynamic_batch else 'fixed'}, shape {'dynamic' if i.dynamic_shape else 'fixed'}",
     )
+    nms = (
+        "NMS in the graph"
+        if o.format == "end2end"
+        else f"{'agnostic' if o.agnostic_nms else 'per-class'} NMS"
+    )
+    kpts = f", keypoints {o.kpt_shape}" if o.kpt_shape else ""
     head.add_row(
-        "output",
-        f"{o.format}: conf {o.conf}, iou {o.iou}, max_det {o.max_det}, {'agnostic' if o.agnostic_nms else 'per-class'} NMS",
+        "output", f"{c.task} / {o.format}: conf {o.conf}, iou {o.iou}, max_det {o.max_det}, {nms}{kpts}"
     )
     src = m.provenance.source
     head.add_row(
         "source",
         f"{src.kind}: {src.file or src.factory or '–'}"
-        + (f" (sha256 {src.sha256[:12]}…)" if src.sha256 else ""),
+        + (f" (sha256 {src.sha256[:12]}…)" if src.sha256 else "")
+        + (f"; PyTorch model kept in {src.weights}" if src.kept else "; no PyTorch model kept"),
     )
     envf = m.provenance.environment
     libs = envf.get("libraries", {})

@@ -10,50 +10,59 @@ from typing import Any
 import typer
 
 from cvdeploy.cli.common import bundle_key_options, console, err_console, handle_errors, parse_list
+from cvdeploy.cli.vocabulary import help_for
 
 HELP = """Make a bundle's model faster or smaller and show exactly what it cost.
 
 Each run adds artifacts to the bundle, then measures every artifact (bench
 harness latency, accuracy from the evaluator) and prints the variants table:
 artifact, runtime, precision, size, p50 latency and speedup vs FP32,
-mAP50-95 and its drop (with --val labels) or fidelity vs FP32 (without),
+mAP50-95 and its drop in points (with --data labels) or fidelity vs FP32
+(without),
 parity. The table is also written into the manifest and to
 BUNDLE/reports/optimize.html + .json.
 
 Examples:
 
-  cvdeploy optimize model.cvd --int8 --calib images/ --val data.yaml --max-drop 1.0
+  cvdeploy optimize model.cvd --int8 --images photos/ --data data.yaml --max-drop 1.0
 
-  cvdeploy optimize model.cvd --int8 --runtime openvino --calib images/
+  cvdeploy optimize model.cvd --int8 --runtime openvino --images photos/
 
   cvdeploy optimize model.cvd --fp16
 
-  cvdeploy optimize model.cvd --bf16 --calib images/      # CPUs with native BF16
+  cvdeploy optimize model.cvd --bf16 --images photos/      # CPUs with native BF16
 
-  cvdeploy optimize zoo:n -o n.cvd --prune 0.3 --data images/ --epochs 5
+  cvdeploy optimize zoo:n -o n.cvd --prune 0.3 --images photos/ --epochs 5
 
-  cvdeploy optimize zoo:n -o n.cvd --distill-from zoo:s --data images/ --epochs 10
+  cvdeploy optimize zoo:n -o n.cvd --distill-from zoo:s --images photos/ --epochs 10
 
-  cvdeploy optimize zoo:n -o n.cvd --prune 0.2 --data images/ --labels data.yaml --epochs 20
+  cvdeploy optimize zoo:n -o n.cvd --prune 0.2 --images photos/ --data data.yaml --epochs 20
 
-  cvdeploy optimize model.cvd --auto --budget-ms 40 --max-drop 1.0 --calib images/ --val data.yaml
+  cvdeploy optimize model.cvd --auto --budget-ms 40 --max-drop 1.0 --images photos/ --data data.yaml
+
+--images are unlabelled images: INT8 calibration and the training images of
+pruning recovery, distillation and QAT. --data is a labelled dataset: its val
+split measures accuracy (mAP for detectors, top-1 for classifiers), and its
+train split adds the detection loss while training.
 
 INT8 for ONNX Runtime is static QDQ with per-channel weights; the integer
 types follow the CPU (U8S8 on x86, S8S8 on Arm with dot-product), the YOLO
 box-decode head stays in float, and with an accuracy check (--val labels, or
-fidelity on the calibration images) the most sensitive layers go back to
+fidelity on the --images) the most sensitive layers go back to
 float until the drop is within --max-drop (labels) / --min-fidelity.
 
 --bf16 adds openvino-bf16: the FP32 IR compiled with OpenVINO told to run
 BF16, where the CPU has native BF16 (AVX512-BF16, AMX); its parity against
-FP32 and its accuracy (--val labels, or fidelity on --calib images) are
+FP32 and its accuracy (--data labels, or fidelity on --images) are
 recorded like INT8's. Every artifact executes the precision its name states:
 it is pinned when compiled and read back (see 'cvdeploy inspect').
 
-Pruning recovery, distillation and QAT train label-free on --data images by
+Pruning recovery, distillation and QAT train label-free on --images by
 matching the teacher (the unpruned / FP32 model, or --distill-from); with
---labels data.yaml the detection loss on its train split is added (zoo
-detectors), which recovers accuracy in fewer steps.
+--data data.yaml the detection loss on its train split is added (zoo
+detectors), which recovers accuracy in fewer steps. They work on every
+bundle that keeps its PyTorch model (made from a .pt, TorchScript or
+python: factory).
 
 zoo:n / zoo:s live inside the package: give -o OUT.cvd for a copy to
 optimize (without -o the copy goes to ./<name>.cvd).
@@ -135,7 +144,19 @@ def _check(b: Any, r: OptimizeRequest) -> None:
     if r.sparsity is not None and not 0.0 < r.sparsity < 1.0:
         raise ConfigError(f"--sparsity {r.sparsity}: give the share of weights to zero, between 0 and 1")
     if (r.int8 or r.auto) and not r.calib:
-        raise ConfigError("--int8/--auto need calibration images: pass --calib FOLDER (a few hundred images)")
+        raise ConfigError(
+            "--int8/--auto need calibration images: pass --images FOLDER (a few hundred images)"
+        )
+    if r.val is not None:
+        p = Path(r.val)
+        if (
+            p.is_dir()
+            and not any(p.glob("*.yaml"))
+            and not any(p.glob("*.json"))
+            and not (p / "annotations").is_dir()
+        ):
+            raise ConfigError(f"--data is a labelled dataset (data.yaml or COCO json); {p} holds none — give "
+                              "unlabelled images with --images")  # fmt: skip
     if r.bf16:
         from cvdeploy.optimize.reduced import reduced_unsupported
 
@@ -143,40 +164,41 @@ def _check(b: Any, r: OptimizeRequest) -> None:
         if why:
             raise ConfigError(f"--bf16: {why}; --int8 is the faster variant on this CPU")
     task = b.contract.task
+    if task == "raw" and r.val is not None:
+        raise ConfigError(
+            f"--data scores accuracy; bundle {b.name!r} is a raw model (outputs are not decoded)"
+        )
     if task != "detect":
-        detector_only = [flag for flag, on in (("--val", r.val is not None), ("--prune", r.prune is not None),
+        detector_only = [flag for flag, on in (("--prune", r.prune is not None),
                          ("--distill-from", bool(r.distill_from)), ("--qat", r.qat)) if on]  # fmt: skip
         if detector_only:
             raise ConfigError(
-                f"{', '.join(detector_only)} work on detectors (YOLO output layout); bundle {b.name!r} is a "
-                f"{task!r} model — use --int8/--fp16/--bf16 without them"
+                f"{', '.join(detector_only)} train with a detection loss on the YOLO box output; bundle {b.name!r} "
+                f"is a {task!r} model — use --int8/--fp16/--bf16 (with --data for its accuracy)"
             )
     if r.trains:
-        src = b.manifest.provenance.source
-        if not (src.factory and src.weights):
-            raise ModelError(
-                f"bundle {b.name!r} has no PyTorch source (it was made from {src.kind}); pruning, distillation "
-                "and QAT retrain the PyTorch model — export the bundle from PyTorch weights first"
-            )
+        from cvdeploy.optimize.source import can_restructure, no_source_reason
+
+        why = no_source_reason(b) or can_restructure(b)
+        if why:
+            raise ModelError(why)
         if not r.data and (r.prune is not None or r.distill_from or r.qat):
-            raise ConfigError("--prune/--distill-from/--qat need training images: pass --data FOLDER")
+            raise ConfigError("--prune/--distill-from/--qat need training images: pass --images FOLDER")
         if r.prune is not None and not 0.0 < r.prune < 0.9:
             raise ConfigError(f"--prune {r.prune}: give the share of channels to remove, between 0 and 0.9")
-    if r.labels is not None:
-        if not (r.prune is not None or r.distill_from or r.qat):
-            raise ConfigError("--labels is for training: use it with --prune, --distill-from or --qat")
+    if r.labels is not None and (r.prune is not None or r.distill_from or r.qat):
         if not Path(r.labels).is_file():
-            raise ConfigError(f"--labels {r.labels}: no such file; give a YOLO data.yaml with a train split")
+            raise ConfigError(f"--data {r.labels}: no such file; give a YOLO data.yaml with a train split")
         from cvdeploy.evaluate.datasets import yolo_split_images
 
         try:
             names, _ = yolo_split_images(r.labels, "train")
         except CvdeployError as exc:
-            raise ConfigError(f"--labels: {exc}") from None  # the message already names the file
+            raise ConfigError(f"--data: {exc}") from None  # the message already names the file
         if list(names) != list(b.contract.classes):
             raise ConfigError(
-                f"--labels {r.labels} names the classes {', '.join(names)}; the model predicts "
-                f"{', '.join(b.contract.classes)} — the labels must use the model's classes in its order"
+                f"--data {r.labels} names the classes {', '.join(names)}; the model predicts "
+                f"{', '.join(b.contract.classes)} — training labels must use the model's classes in its order"
             )
     if r.fresh and not r.distill_from:
         raise ConfigError("--fresh starts a new student for distillation: use it with --distill-from")
@@ -186,12 +208,26 @@ def _check(b: Any, r: OptimizeRequest) -> None:
 @handle_errors
 def optimize(
     bundle: str = typer.Argument(..., help="Bundle folder or zoo:n / zoo:s."),
-    output: Path = typer.Option(None, "--output", "-o", help="Write into a copy at OUT.cvd."),
+    output: Path = typer.Option(
+        None, "--output", "-o", help=help_for("--output", "a copy of the bundle to optimize")
+    ),
     int8: bool = typer.Option(False, "--int8", help="Add a static INT8 artifact."),
     runtime: str = typer.Option("onnxruntime", "--runtime", help="INT8 runtime: onnxruntime or openvino."),
-    calib: str = typer.Option(None, "--calib", help="Calibration images: folders/files, comma-separated."),
-    val: Path = typer.Option(None, "--val", help="Labelled data.yaml / COCO json for mAP (val split)."),
-    max_drop: float = typer.Option(1.0, "--max-drop", min=0.0, help="Allowed mAP50-95 drop in points."),
+    images: str = typer.Option(
+        None, "--images", help=help_for("--images", "INT8 calibration and training images, comma-separated")
+    ),
+    data: Path = typer.Option(
+        None,
+        "--data",
+        "-d",
+        help=help_for("--data", "val split: accuracy; train split: labels while training"),
+    ),
+    calib: str = typer.Option(None, "--calib", hidden=True),
+    val: Path = typer.Option(None, "--val", hidden=True),
+    labels: Path = typer.Option(None, "--labels", hidden=True),
+    max_drop: float = typer.Option(
+        1.0, "--max-drop", min=0.0, help="Allowed accuracy drop in points (mAP50-95; top-1 for classifiers)."
+    ),
     min_fidelity: float = typer.Option(
         95.0, "--min-fidelity", min=0.0, max=100.0, help="Without labels: fidelity mAP50 vs FP32 to keep."
     ),
@@ -207,14 +243,14 @@ def optimize(
     ),
     no_search: bool = typer.Option(False, "--no-search", help="No accuracy-aware search (measure only)."),
     max_images: int = typer.Option(300, "--max-images", min=1, help="Calibration images to use at most."),
-    preset: str = typer.Option("mixed", "--preset", help="NNCF preset: mixed or performance."),
+    preset: str = typer.Option("mixed", "--nncf-preset", help="NNCF preset: mixed or performance."),
     full_bias: bool = typer.Option(False, "--full-bias-correction", help="NNCF full (slow) bias correction."),
     eval_limit: int = typer.Option(None, "--eval-limit", min=1, help="Images scored per INT8 candidate."),
     fp16: bool = typer.Option(False, "--fp16", help="Add an FP16 ONNX artifact (float32 I/O)."),
     bf16: bool = typer.Option(
         False,
         "--bf16",
-        help="Add openvino-bf16 (CPUs with native BF16 only); accuracy from --val or --calib.",
+        help="Add openvino-bf16 (CPUs with native BF16 only); accuracy from --data or --images.",
     ),
     prune: float = typer.Option(None, "--prune", help="Structured pruning: share of channels to remove."),
     sparsity: float = typer.Option(
@@ -222,11 +258,7 @@ def optimize(
     ),
     distill_from: str = typer.Option(None, "--distill-from", help="Teacher bundle for distillation."),
     qat: bool = typer.Option(False, "--qat", help="Quantization-aware training."),
-    data: str = typer.Option(None, "--data", help="Training images for --prune/--distill-from/--qat."),
     epochs: int = typer.Option(5, "--epochs", min=1, help="Training epochs (recovery, distillation, QAT)."),
-    labels: Path = typer.Option(
-        None, "--labels", help="YOLO data.yaml: add the detection loss on its train split while training."
-    ),
     fresh: bool = typer.Option(
         False,
         "--fresh",
@@ -235,15 +267,26 @@ def optimize(
     auto: bool = typer.Option(False, "--auto", help="Try every applicable method; recommend one."),
     budget_ms: float = typer.Option(None, "--budget-ms", min=0.0, help="--auto: latency budget (p50 ms)."),
     no_bench: bool = typer.Option(False, "--no-bench", help="Skip latency measurement of the variants."),
-    runs: int = typer.Option(30, "--runs", min=5, help="Measured passes per artifact for the table."),
+    runs: int = typer.Option(30, "--runs", min=5, help=help_for("--runs", "per artifact for the table")),
     report: Path = typer.Option(
-        None, "--report", help="Folder for optimize.html/.json (default: BUNDLE/reports)."
+        None, "--report", help=help_for("--report", "optimize.html and .json (default: BUNDLE/reports)")
     ),
-    as_json: bool = typer.Option(False, "--json", help="Print the variants table as JSON on stdout."),
+    as_json: bool = typer.Option(
+        False, "--json", help=help_for("--json", "the variants table as JSON on stdout")
+    ),
 ) -> None:
     from cvdeploy.bundle import Bundle
     from cvdeploy.errors import ConfigError
     from cvdeploy.optimize.int8 import RUNTIMES
+
+    for old, new in (
+        ("--calib", calib and "--images"),
+        ("--val", val and "--data"),
+        ("--labels", labels and "--data"),
+    ):
+        if new:
+            raise ConfigError(f"{old} is now {new}: one name for unlabelled images (--images) and for a labelled "
+                              "dataset (--data) in every command")  # fmt: skip
     from cvdeploy.runtimes.registry import normalize
 
     try:
@@ -252,12 +295,14 @@ def optimize(
         raise ConfigError(f"--runtime: {exc}") from None
     if runtime not in RUNTIMES:
         raise ConfigError(f"--runtime {runtime!r}: INT8 quantization is for {' or '.join(RUNTIMES)}")
+    trains = prune is not None or bool(distill_from) or qat or sparsity is not None
     req = OptimizeRequest(
-        bundle=bundle, output=output, int8=int8, runtime=runtime, calib=parse_list(calib), val=val,
+        bundle=bundle, output=output, int8=int8, runtime=runtime, calib=parse_list(images), val=data,
         max_drop=max_drop, min_fidelity=min_fidelity, method=method, types=types, per_tensor=per_tensor,
         quantize_head=quantize_head, no_search=no_search, max_images=max_images, preset=preset,
         full_bias=full_bias, eval_limit=eval_limit, fp16=fp16, bf16=bf16, prune=prune, sparsity=sparsity,
-        distill_from=distill_from, qat=qat, data=parse_list(data), epochs=epochs, labels=labels, fresh=fresh,
+        distill_from=distill_from, qat=qat, data=parse_list(images), epochs=epochs,
+        labels=data if trains else None, fresh=fresh,
         auto=auto, budget_ms=budget_ms, no_bench=no_bench, runs=runs, report=report, as_json=as_json,
     )  # fmt: skip
     # validate against the source first: a refused run must not even create the copy
@@ -320,7 +365,7 @@ def _work(r: OptimizeRequest, path: Path) -> None:
 
 
 def _train(b: Any, r: OptimizeRequest, say: Any) -> None:
-    """--sparsity, --qat, --prune, --distill-from (in that order); ``--labels`` adds the detection loss."""
+    """--sparsity, --qat, --prune, --distill-from (in that order); ``--data`` adds the detection loss."""
     from cvdeploy.optimize.distill import TrainConfig
     from cvdeploy.optimize.retrain import distill_bundle, prune_bundle, sparsify_bundle
 

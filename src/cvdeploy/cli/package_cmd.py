@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from cvdeploy.cli.common import console, handle_errors, parse_ints
+from cvdeploy.cli.vocabulary import help_for
 
 HELP = "\n\n".join(
     (
@@ -32,7 +33,9 @@ def package(
     target: str = typer.Option(
         ..., "--target", "-t", help="docker, kubernetes, kserve, sagemaker, vertex, azureml or edge."
     ),
-    output: Path = typer.Option(..., "--output", "-o", help="Folder to write (created; must be empty)."),
+    output: Path = typer.Option(
+        ..., "--output", "-o", help=help_for("--output", "the package folder (created; must be empty)")
+    ),
     artifact: str = typer.Option(
         None, "--artifact", "-a", help="Artifact to package (default: the target's choice)."
     ),
@@ -45,7 +48,7 @@ def package(
     ),
     autoscale: str = typer.Option(None, "--autoscale", help="MIN,MAX replicas for the autoscaler."),
     threads: int = typer.Option(
-        None, "--threads", min=1, max=256, help="Inference threads (= CPU request) per replica."
+        None, "--threads", min=1, max=256, help=help_for("--threads", "per replica (= its CPU request)")
     ),
     max_batch_size: int = typer.Option(
         8, "--max-batch-size", min=1, max=4096, help="Server batching: rows per call."

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from cvdeploy.cli.common import console, handle_errors
+from cvdeploy.cli.vocabulary import help_for
 
 HELP = """Make a protected copy of a bundle: encrypted, signed and/or obfuscated. 'protect keygen' makes the keys.
 
@@ -31,7 +32,10 @@ bundle are not copied. What each protection does and does not guard against: REA
 def protect(
     target: str = typer.Argument(..., metavar="BUNDLE|keygen", help="Bundle folder (or zoo:n), or 'keygen'."),
     output: Path = typer.Option(
-        ..., "--output", "-o", help="The protected bundle OUT.cvd (keygen: a key folder)."
+        ...,
+        "--output",
+        "-o",
+        help=help_for("--output", "the protected bundle OUT.cvd (keygen: a key folder)"),
     ),
     encrypt: Path = typer.Option(None, "--encrypt", help="Encrypt every artifact with this model.key."),
     sign: Path = typer.Option(

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from cvdeploy.cli.common import console, handle_errors
+from cvdeploy.cli.vocabulary import help_for
 
 zoo_app = typer.Typer(
     help="The bundled default detectors (zoo:n, zoo:s) and the dataset generator they were trained with.",
@@ -18,19 +19,21 @@ zoo_app = typer.Typer(
 @handle_errors
 def dataset(
     output: Path = typer.Option(
-        ..., "--output", "-o", help="Folder to write data.yaml, images/ and labels/ into."
+        ..., "--output", "-o", help=help_for("--output", "the dataset: data.yaml, images/ and labels/")
     ),
-    images: int = typer.Option(
-        2000, "--images", min=1, help="Number of images (split 80/10/10 train/val/test)."
+    count: int = typer.Option(
+        2000, "--count", min=1, help=help_for("--count", "images to generate (split 80/10/10 train/val/test)")
     ),
     seed: int = typer.Option(0, "--seed", help="Same seed, same bytes."),
-    imgsz: int = typer.Option(640, "--imgsz", min=32, max=4096, help="Square image size in pixels."),
+    imgsz: int = typer.Option(
+        640, "--imgsz", min=32, max=4096, help=help_for("--imgsz", "here one square size")
+    ),
     coco: bool = typer.Option(False, "--coco", help="Also write COCO JSON annotations per split."),
     workers: int = typer.Option(None, "--workers", min=1, help="Processes (default: all cores)."),
 ) -> None:
     """Generate the synthetic shapes detection dataset in YOLO format (deterministic).
 
-    Example: cvdeploy zoo dataset -o shapes/ --images 2000 --seed 0
+    Example: cvdeploy zoo dataset -o shapes/ --count 2000 --seed 0
     """
     import time
 
@@ -40,11 +43,11 @@ def dataset(
     if output.exists() and output.is_file():
         raise InputError(f"{output} is a file; give a folder for the dataset")
     t0 = time.perf_counter()
-    data_yaml = generate_dataset(output, images=images, seed=seed, imgsz=imgsz, workers=workers)
+    data_yaml = generate_dataset(output, images=count, seed=seed, imgsz=imgsz, workers=workers)
     if coco:
         for split in SPLITS:
             write_coco(data_yaml, split)
-    console.print(f"[green]{images} images in {time.perf_counter() - t0:.1f} s:[/] {data_yaml}")
+    console.print(f"[green]{count} images in {time.perf_counter() - t0:.1f} s:[/] {data_yaml}")
 
 
 @zoo_app.command("list")

@@ -11,12 +11,16 @@ working directory), a split is a folder searched recursively, a ``.txt`` list of
 list of either, and an image's label file is found by replacing its last ``images`` folder with
 ``labels`` and its suffix with ``.txt`` (a missing label file means "no objects"). Label lines are
 ``class cx cy w h`` normalised to 0-1; polygon lines (``class x1 y1 x2 y2 ...``) count as their
-enclosing box.
+enclosing box. For the other tasks (``read_yolo(..., task=...)``) a line also gives what the task
+predicts: ``segment`` a polygon (``class x1 y1 x2 y2 ...``), ``pose`` keypoints after the box
+(``class cx cy w h x y [v] ...``, ``kpt_shape`` from the data.yaml), ``obb`` four corners
+(``class x1 y1 x2 y2 x3 y3 x4 y4``), all normalised to 0-1; they are kept, in pixels, on the items.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -45,16 +49,23 @@ __all__ = [
     "yolo_split_images",
 ]
 
+log = logging.getLogger("cvdeploy")
 SPLITS = ("train", "val", "test")
 _COORD_TOLERANCE = 1e-3  # normalised coordinates may exceed 0-1 by this much (rounding in exporters)
 
 
 class LabelledImage(NamedTuple):
-    """One image and its ground truth: ``(n, 4)`` float64 xyxy pixel boxes and ``(n,)`` int64 class ids."""
+    """One image and its ground truth: ``(n, 4)`` float64 xyxy pixel boxes and ``(n,)`` int64 class ids.
+
+    Task datasets add, per object and in pixels: ``polygons`` (segment: ``(p, 2)`` outlines; obb: the
+    4 corners) or ``keypoints`` (pose: ``(n, K, 3)`` x, y, visibility 0/1/2).
+    """
 
     image: Path
     boxes: np.ndarray
     class_ids: np.ndarray
+    polygons: list[np.ndarray] | None = None
+    keypoints: np.ndarray | None = None
 
 
 @dataclass
@@ -70,6 +81,8 @@ class DetectionDataset:
     class_names: list[str]
     items: list[LabelledImage]
     sizes: list[tuple[int, int]] = field(default_factory=list)
+    task: str = "detect"
+    kpt_shape: list[int] | None = None
 
     def __len__(self) -> int:
         return len(self.items)
@@ -87,7 +100,7 @@ class DetectionDataset:
         if limit is None:
             return self
         return DetectionDataset(self.source, self.format, self.split, self.class_names, self.items[:limit],
-                                self.sizes[:limit])  # fmt: skip
+                                self.sizes[:limit], self.task, self.kpt_shape)  # fmt: skip
 
 
 class ClassifiedImage(NamedTuple):
@@ -295,16 +308,108 @@ def yolo_split_images(data_yaml: str | os.PathLike[str], split: str = "val") -> 
     return names, images
 
 
-def read_yolo(data_yaml: str | os.PathLike[str], split: str = "val") -> DetectionDataset:
-    """Read one split of an Ultralytics-layout dataset described by ``data_yaml``."""
+def parse_task_labels(
+    path: Path, width: int, height: int, num_classes: int, task: str, kpt_shape: Sequence[int] | None = None
+) -> LabelledImage:
+    """One YOLO label file of a segment/pose/obb dataset → boxes, classes and the task's own labels (pixels).
+
+    The returned item's ``image`` is the label file (the caller sets the image).
+    """
+    boxes: list[list[float]] = []
+    classes: list[int] = []
+    polygons: list[np.ndarray] = []
+    kpts: list[np.ndarray] = []
+    k, d = (int(kpt_shape[0]), int(kpt_shape[1])) if kpt_shape else (0, 0)
+    scale = np.asarray([width, height], np.float64)
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines() if path.is_file() else []
+    for lineno, line in enumerate(lines, start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        where = f"{path} line {lineno}"
+        try:
+            values = np.asarray([float(v) for v in fields], np.float64)
+        except ValueError:
+            raise InputError(f"{where}: expected numbers, got {line.strip()[:60]!r}") from None
+        cls = values[0]
+        if cls != int(cls) or not 0 <= cls < num_classes:
+            raise InputError(
+                f"{where}: class id {fields[0]} is out of range for the {num_classes} classes in 'names'"
+            )
+        coords = values[1:]
+        if task == "pose":
+            if len(coords) != 4 + k * d:
+                raise InputError(f"{where}: a pose label is 'class cx cy w h' + {k}x{d} keypoint values "
+                                 f"(kpt_shape {list(kpt_shape or [])}), got {len(coords)} values")  # fmt: skip
+            cx, cy, w, h = coords[:4]
+            pts = coords[4:].reshape(k, d)
+            kp = np.zeros((k, 3), np.float64)
+            kp[:, :2] = pts[:, :2] * scale
+            kp[:, 2] = pts[:, 2] if d == 3 else np.where((pts[:, :2] > 0).any(1), 2.0, 0.0)
+            box = np.asarray([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]) * np.tile(scale, 2)
+        else:
+            if len(coords) < 6 or len(coords) % 2:
+                want = "4 corners (8 values)" if task == "obb" else "a polygon (at least 3 points)"
+                raise InputError(f"{where}: a {task} label is 'class' + {want}, got {len(coords)} values")
+            if task == "obb" and len(coords) != 8:
+                raise InputError(
+                    f"{where}: an obb label is 'class x1 y1 x2 y2 x3 y3 x4 y4', got {len(coords)} values"
+                )
+            poly = coords.reshape(-1, 2) * scale
+            box = np.concatenate([poly.min(0), poly.max(0)])
+        if (
+            coords.min() < -_COORD_TOLERANCE
+            or coords[: 4 if task == "pose" else None].max() > 1 + _COORD_TOLERANCE
+        ):
+            raise InputError(f"{where}: coordinates must be normalised to 0-1 (divide by the image size)")
+        box = np.clip(box, 0, [width, height, width, height])
+        if box[2] <= box[0] or box[3] <= box[1]:
+            continue
+        boxes.append(box.tolist())
+        classes.append(int(cls))
+        if task == "pose":
+            kpts.append(kp)
+        else:
+            polygons.append(poly)
+    return LabelledImage(
+        path,
+        np.asarray(boxes, np.float64).reshape(-1, 4),
+        np.asarray(classes, np.int64),
+        polygons if task in ("segment", "obb") else None,
+        np.asarray(kpts, np.float64).reshape(-1, k, 3) if task == "pose" else None,
+    )
+
+
+def read_yolo(
+    data_yaml: str | os.PathLike[str],
+    split: str = "val",
+    task: str = "detect",
+    kpt_shape: Sequence[int] | None = None,
+) -> DetectionDataset:
+    """Read one split of an Ultralytics-layout dataset described by ``data_yaml``.
+
+    ``task``: ``detect`` (boxes), or ``segment``/``pose``/``obb`` to read polygons, keypoints or
+    corners too (``kpt_shape``: the data.yaml's, else this one).
+    """
     names, images = yolo_split_images(data_yaml, split)
+    if task == "pose":
+        stated = _load_data_yaml(Path(data_yaml)).get("kpt_shape")
+        kpt_shape = [int(v) for v in stated] if isinstance(stated, list) and len(stated) == 2 else kpt_shape
+        if not kpt_shape:
+            raise ConfigError(f"{data_yaml}: a pose dataset states its keypoints, e.g. 'kpt_shape: [17, 3]'")
     items, sizes = [], []
     for img in images:
         w, h = image_size(img)
-        boxes, classes = parse_yolo_labels(label_path(img), w, h, len(names))
-        items.append(LabelledImage(img, boxes, classes))
+        if task == "detect":
+            boxes, classes = parse_yolo_labels(label_path(img), w, h, len(names))
+            items.append(LabelledImage(img, boxes, classes))
+        else:
+            items.append(
+                parse_task_labels(label_path(img), w, h, len(names), task, kpt_shape)._replace(image=img)
+            )
         sizes.append((w, h))
-    return DetectionDataset(Path(data_yaml), "yolo", split, names, items, sizes)
+    return DetectionDataset(Path(data_yaml), "yolo", split, names, items, sizes, task,
+                            list(kpt_shape) if kpt_shape else None)  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -448,11 +553,23 @@ def find_dataset_file(data: str | os.PathLike[str], split: str = "val") -> Path:
 
 
 def open_detection_dataset(
-    data: str | os.PathLike[str], images: str | os.PathLike[str] | None = None, split: str = "val"
+    data: str | os.PathLike[str],
+    images: str | os.PathLike[str] | None = None,
+    split: str = "val",
+    task: str = "detect",
+    kpt_shape: Sequence[int] | None = None,
 ) -> DetectionDataset:
-    """A labelled detection dataset from a ``data.yaml``, a COCO json (+ image folder), or a folder holding one."""
+    """A labelled detection dataset from a ``data.yaml``, a COCO json (+ image folder), or a folder holding one.
+
+    ``task`` other than ``detect`` reads masks, keypoints or corners too (YOLO layout).
+    """
     file = find_dataset_file(data, split)
-    return read_coco(file, images) if file.suffix.lower() == ".json" else read_yolo(file, split)
+    if file.suffix.lower() == ".json":
+        if task != "detect":
+            raise ConfigError(f"{file}: {task} models are validated on a YOLO data.yaml (polygons, keypoints or "
+                              "corners in the label files); a COCO json is read for boxes only")  # fmt: skip
+        return read_coco(file, images)
+    return read_yolo(file, split, task, kpt_shape)
 
 
 def list_images(
@@ -493,6 +610,11 @@ def list_images(
 # ----------------------------------------------------------------------------------------------------
 
 
+def _placeholder_names(names: Sequence[str]) -> bool:
+    """True for the names given to a model that has none (``class0..``, or ``0..`` as Ultralytics' yaml models)."""
+    return all(n in (f"class{k}", str(k)) for k, n in enumerate(names))
+
+
 def read_classify_folder(
     root: str | os.PathLike[str], class_names: Sequence[str], split: str | None = "val"
 ) -> ClassificationDataset:
@@ -514,7 +636,21 @@ def read_classify_folder(
     if not folders:
         raise InputError(f"{base} has no class folders; expected {base}/<class_name>/*.jpg")
     index = {n: k for k, n in enumerate(class_names)}
+    for d in folders:  # a model without names: folders named by class index (0, 1, ...)
+        if d.name not in index and d.name.isdigit() and int(d.name) < len(class_names):
+            index[d.name] = int(d.name)
     unknown = [d.name for d in folders if d.name not in index]
+    if unknown and not any(d.name in index for d in folders) and _placeholder_names(class_names):
+        if len(folders) != len(class_names):
+            raise InputError(
+                f"{base}: the model has no class names and {len(class_names)} classes, but {len(folders)} class "
+                "folders; name the folders by class index (0, 1, ...) or export with --names"
+            )
+        # torchvision's ImageFolder convention: sorted folder k is class k
+        log.warning("the model has no class names: class folders are taken in sorted order as classes 0..%d "
+                    "(torchvision's ImageFolder convention)", len(folders) - 1)  # fmt: skip
+        index = {d.name: k for k, d in enumerate(folders)}
+        unknown = []
     if unknown:
         raise InputError(
             f"{base}: folder(s) {', '.join(unknown[:3])}{' ...' if len(unknown) > 3 else ''} name no class of "

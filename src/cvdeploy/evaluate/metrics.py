@@ -18,7 +18,14 @@ import numpy as np
 from cvdeploy._deps import require
 from cvdeploy.results import Detections
 
-__all__ = ["coco_map", "to_coco_json", "topk_accuracy"]
+__all__ = ["COCO_KPT_SIGMAS", "coco_map", "task_map", "to_coco_json", "topk_accuracy"]
+
+#: COCO's per-keypoint OKS sigmas for its 17 person keypoints (Ronchi & Perona 2017; the COCO keypoint task).
+COCO_KPT_SIGMAS = [0.026, 0.025, 0.025, 0.035, 0.035, 0.079, 0.079, 0.072, 0.072, 0.062, 0.062, 0.107, 0.107,
+                   0.087, 0.087, 0.089, 0.089]  # fmt: skip
+#: A keypoint label has no segmentation: its object area (OKS scale) is taken as 0.53 of the box area,
+#: the convention of Ultralytics' pose validation, so pose mAPs compare with theirs.
+KPT_AREA_FROM_BOX = 0.53
 
 GroundTruth = tuple[np.ndarray, np.ndarray]
 Prediction = tuple[np.ndarray, np.ndarray, np.ndarray] | Detections
@@ -119,16 +126,141 @@ def coco_map(
     return out
 
 
-def _coco_precision(gt_json: dict[str, Any], dets: list[dict[str, Any]], max_dets: int) -> np.ndarray:
-    """``COCOeval_faster``'s precision array ``(T=10, R=101, K, A=4, M=3)``; -1 where a class has no GT."""
+def _coco_precision(
+    gt_json: dict[str, Any], dets: list[dict[str, Any]], max_dets: int, iou_type: str = "bbox",
+    sigmas: Sequence[float] | None = None,
+) -> np.ndarray:  # fmt: skip
+    """``COCOeval_faster``'s precision array ``(T=10, R=101, K, A, M)``; -1 where a class has no GT.
+
+    The last max-dets entry is ``max_dets`` and area index 0 is "all", for every ``iou_type``.
+    """
     fce = require("faster_coco_eval", "COCO mAP")
     coco_gt = fce.COCO(gt_json)
     coco_dt = coco_gt.loadRes(dets)
-    ev = fce.COCOeval_faster(coco_gt, coco_dt, iouType="bbox", print_function=lambda *a, **k: None)
-    ev.params.maxDets = [1, 10, int(max_dets)]
+    kwargs: dict[str, Any] = {"kpt_oks_sigmas": list(sigmas)} if sigmas is not None else {}
+    ev = fce.COCOeval_faster(
+        coco_gt, coco_dt, iouType=iou_type, print_function=lambda *a, **k: None, **kwargs
+    )
+    ev.params.maxDets = [int(max_dets)] if iou_type == "keypoints" else [1, 10, int(max_dets)]
     ev.evaluate()
     ev.accumulate()
-    return np.asarray(ev.eval["precision"])
+    precision = np.asarray(ev.eval["precision"])
+    # the class axis follows the evaluated category ids (keypoint evaluation keeps only those it scores):
+    # re-index it by category id - 1 so callers can use class ids, -1 (no ground truth) where absent
+    cat_ids = [int(c) for c in ev.params.catIds]
+    n_classes = max(len(gt_json["categories"]), max(cat_ids, default=0))
+    full = -np.ones((*precision.shape[:2], n_classes, *precision.shape[3:]), precision.dtype)
+    for pos, cid in enumerate(cat_ids):
+        full[:, :, cid - 1] = precision[:, :, pos]
+    return full
+
+
+def _rle(mask: np.ndarray) -> dict[str, Any]:
+    fce_mask = require("faster_coco_eval", "mask mAP").core.mask
+    rle = fce_mask.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return dict(rle)
+
+
+def _polygon(points: np.ndarray) -> list[list[float]]:
+    return [np.asarray(points, np.float64).reshape(-1).tolist()]
+
+
+def task_map(
+    task: str,
+    gt: Sequence[Any],
+    sizes: Sequence[tuple[int, int]],
+    preds: Sequence[Detections],
+    num_classes: int,
+    kpt_sigmas: Sequence[float] | None = None,
+    max_dets: int = 100,
+) -> dict[str, Any]:
+    """COCO mAP of what a segment/pose/obb model predicts besides boxes.
+
+    ``gt``: items with ``boxes``, ``class_ids`` and ``polygons`` (segment: outlines; obb: 4 corners) or
+    ``keypoints`` (pose, ``(n, K, 3)``); ``sizes``: ``(width, height)`` per image; ``preds``: the
+    pipeline's :class:`Detections` (``masks``, ``rboxes`` or ``keypoints``). Scored by ``COCOeval_faster``:
+    ``segm`` IoU of masks (segment) and of rotated boxes rasterised as polygons (obb: pixel-exact
+    rotated IoU), ``keypoints`` OKS (pose; COCO's sigmas for 17 keypoints, else ``kpt_sigmas`` or
+    COCO's mean sigma for each). Returns ``{"mAP50-95", "mAP50", "per_class", "instances"}`` as
+    :func:`coco_map`, as fractions 0–1.
+    """
+    if len(gt) != len(preds) or len(gt) != len(sizes):
+        raise ValueError(f"{len(gt)} ground-truth images, {len(sizes)} sizes and {len(preds)} predictions")
+    images: list[dict[str, Any]] = []
+    anns: list[dict[str, Any]] = []
+    dets: list[dict[str, Any]] = []
+    k_pts = 0
+    for image_id, (g, (w, h), p) in enumerate(zip(gt, sizes, preds, strict=True), start=1):
+        images.append({"id": image_id, "width": int(w), "height": int(h)})
+        for i, (box, c) in enumerate(
+            zip(np.asarray(g.boxes).tolist(), np.asarray(g.class_ids).tolist(), strict=True)
+        ):
+            x1, y1, x2, y2 = box
+            ann: dict[str, Any] = {"id": len(anns) + 1, "image_id": image_id, "category_id": int(c) + 1,
+                                   "bbox": [x1, y1, x2 - x1, y2 - y1], "iscrowd": 0}  # fmt: skip
+            if task == "pose":
+                kp = np.asarray(g.keypoints[i], np.float64)
+                k_pts = len(kp)
+                ann["keypoints"] = kp.reshape(-1).tolist()
+                ann["num_keypoints"] = int((kp[:, 2] > 0).sum())
+                ann["area"] = (x2 - x1) * (y2 - y1) * KPT_AREA_FROM_BOX
+            else:
+                ann["segmentation"] = _polygon(g.polygons[i])
+                ann["area"] = float(abs(_shoelace(g.polygons[i])))
+            anns.append(ann)
+        for i in range(len(p)):
+            det: dict[str, Any] = {"image_id": image_id, "category_id": int(p.class_id[i]) + 1,
+                                   "score": float(p.confidence[i])}  # fmt: skip
+            x1, y1, x2, y2 = (float(v) for v in p.xyxy[i])
+            det["bbox"] = [x1, y1, x2 - x1, y2 - y1]
+            if task == "pose":
+                assert p.keypoints is not None
+                kp = p.keypoints[i]
+                vis = kp[:, 2] if kp.shape[1] > 2 else np.ones(len(kp))
+                det["keypoints"] = np.stack([kp[:, 0], kp[:, 1], vis], 1).reshape(-1).astype(float).tolist()
+                k_pts = len(kp)
+            elif task == "segment":
+                assert p.masks is not None
+                det["segmentation"] = _rle(p.masks[i])
+            else:
+                det["segmentation"] = _polygon(p.polygon(i))
+            dets.append(det)
+    ids = [a["category_id"] - 1 for a in anns] + [d["category_id"] - 1 for d in dets]
+    nc = max(num_classes, max(ids, default=-1) + 1)
+    categories = [{"id": k + 1, "name": str(k)} for k in range(nc)]
+    if task == "pose":
+        for cat in categories:
+            cat["keypoints"] = [str(j) for j in range(k_pts)]
+    gt_json = {"images": images, "annotations": anns, "categories": categories}
+    instances = np.bincount([a["category_id"] - 1 for a in anns], minlength=nc)
+    out: dict[str, Any] = {"mAP50-95": 0.0, "mAP50": 0.0, "per_class": {}, "images": len(gt),
+                           "instances": int(instances.sum()), "detections": len(dets)}  # fmt: skip
+    if not instances.any():
+        return out
+    sigmas = None
+    if task == "pose":
+        sigmas = kpt_sigmas or (COCO_KPT_SIGMAS if k_pts == 17 else [float(np.mean(COCO_KPT_SIGMAS))] * k_pts)
+    iou_type = "keypoints" if task == "pose" else "segm"
+    precision = _coco_precision(gt_json, dets, max_dets, iou_type, sigmas) if dets else None
+    aps, aps50 = [], []
+    for k in range(nc):
+        if not instances[k]:
+            continue
+        if precision is None:
+            ap = ap50 = 0.0
+        else:
+            pr = precision[:, :, k, 0, -1]
+            ap, ap50 = float(np.mean(np.clip(pr, 0, None))), float(np.mean(np.clip(pr[0], 0, None)))
+        aps.append(ap)
+        aps50.append(ap50)
+        out["per_class"][k] = {"mAP50-95": ap, "mAP50": ap50, "instances": int(instances[k])}
+    out["mAP50-95"], out["mAP50"] = float(np.mean(aps)), float(np.mean(aps50))
+    return out
+
+
+def _shoelace(points: np.ndarray) -> float:
+    x, y = np.asarray(points, np.float64).T
+    return 0.5 * float(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1)))
 
 
 def topk_accuracy(

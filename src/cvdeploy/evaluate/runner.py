@@ -46,13 +46,15 @@ def eval_pipeline(
     return pipe
 
 
-def require_task(bundle: Bundle, what: str, tasks: Sequence[str] = ("detect", "classify")) -> str:
+def require_task(
+    bundle: Bundle, what: str, tasks: Sequence[str] = ("detect", "segment", "pose", "obb", "classify")
+) -> str:
     """The bundle's task, or a BundleError when ``what`` cannot work on it."""
     task = bundle.contract.task
     if task not in tasks:
         raise BundleError(
             f"bundle {bundle.name!r} has a {task!r} contract (outputs are not decoded), so {what} has nothing "
-            "to score; re-export it with --task detect or --task classify"
+            "to score; re-export it with --task (detect, segment, pose, obb, classify) or --contract"
         )
     return task
 

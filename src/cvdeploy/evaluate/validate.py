@@ -1,7 +1,10 @@
 """Accuracy of one artifact of a bundle on a labelled dataset: COCO mAP for detectors, top-1/top-5 for classifiers.
 
 Images go through the bundle's one pipeline (the production preprocessing and decoding), with the
-standard evaluation thresholds (conf 0.001, max_det 300) set on a copy of the contract.
+standard evaluation thresholds (conf 0.001, max_det 300) set on a copy of the contract. Segmentation,
+pose and oriented-box models are scored on their boxes and on what they predict besides: mask mAP,
+keypoint (OKS) mAP, rotated-box mAP. Results are fractions (0–1) as COCO tools give them; the CLI
+shows points (0–100).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from cvdeploy.bundle import Artifact, Bundle
+from cvdeploy.contract import BOX_TASKS
 from cvdeploy.errors import InputError
 from cvdeploy.evaluate.datasets import (
     ClassificationDataset,
@@ -23,7 +27,7 @@ from cvdeploy.evaluate.datasets import (
     open_detection_dataset,
     read_classify_folder,
 )
-from cvdeploy.evaluate.metrics import coco_map, topk_accuracy
+from cvdeploy.evaluate.metrics import coco_map, task_map, topk_accuracy
 from cvdeploy.evaluate.runner import (
     EVAL_CONF,
     EVAL_MAX_DET,
@@ -97,7 +101,7 @@ def validate(
     first images.
     """
     b = open_bundle(bundle)
-    task = require_task(b, "val")
+    task = require_task(b, "val", ("classify", *BOX_TASKS))
     check_batch(batch)
     b.artifact(artifact)  # an unknown name fails before any work
     t0 = time.perf_counter()
@@ -105,7 +109,7 @@ def validate(
     if task == "classify":
         result = _validate_classifier(b, read_classify_folder(data, b.contract.classes, split), limit, run)
     else:
-        dset = open_detection_dataset(data, images, split).head(limit)
+        dset = open_detection_dataset(data, images, split, task, b.contract.output.kpt_shape).head(limit)
         result = _validate_detector(b, dset, conf, max_det, run)
     result["seconds"] = round(time.perf_counter() - t0, 3)
     return result
@@ -153,13 +157,22 @@ def _validate_detector(
     preds = _detect(pipe, dset, run.batch, run.progress, f"val {name}")
     gt = [(it.boxes, it.class_ids if lookup is None else lookup[it.class_ids]) for it in dset.items]
     nc = max(b.contract.num_classes, len(dset.class_names) if lookup is None else 0)
-    scores = coco_map(gt, preds, num_classes=nc)
+    task = b.contract.task
     names = b.contract.classes or dset.class_names
+    extra: dict[str, Any] = {}
+    if task in ("segment", "pose", "obb"):
+        items = [it._replace(class_ids=g[1]) for it, g in zip(dset.items, gt, strict=True)]
+        t = task_map(task, items, dset.sizes, preds, nc)
+        key = {"segment": "mask", "pose": "pose", "obb": "rbox"}[task]
+        extra = {f"{key}_mAP50-95": t["mAP50-95"], f"{key}_mAP50": t["mAP50"],
+                 f"{key}_per_class": {(names[k] if k < len(names) else str(k)): v for k, v in t["per_class"].items()}}  # fmt: skip
+    scores = coco_map(gt, preds, num_classes=nc)
     per_class = {(names[k] if k < len(names) else str(k)): v for k, v in scores["per_class"].items()}
     return {
+        **extra,
         "bundle": b.name,
         "artifact": name,
-        "task": "detect",
+        "task": task,
         "dataset": str(dset.source),
         "format": dset.format,
         "split": dset.split,
@@ -194,7 +207,8 @@ def write_metrics(bundle: Bundle, result: dict[str, Any]) -> Artifact:
     and ``top5`` instead of the mAPs. Other metrics already recorded (latency, ...) are kept.
     """
     art = bundle.artifact(result["artifact"])
-    keys = ("mAP50-95", "mAP50") if "mAP50" in result else ("top1", "top5")
+    keys: tuple[str, ...] = ("mAP50-95", "mAP50") if "mAP50" in result else ("top1", "top5")
+    keys += tuple(k for k in result if k.endswith(("_mAP50-95", "_mAP50")))
     entry = {"dataset": result["dataset"], "split": result["split"], **{k: round(float(result[k]), 5) for k in keys},
              "images": result["images"]}  # fmt: skip
     art.metrics.update(entry)

@@ -2,7 +2,8 @@
 
 Letterbox follows the Ultralytics geometry exactly so that boxes agree with Ultralytics' own
 predictions on the same ONNX file: ``r = min(H/h, W/w)``, new size ``(round(w r), round(h r))``
-with INTER_LINEAR, padding split evenly with ``round(d/2 ∓ 0.1)`` on the two sides.
+with INTER_LINEAR, padding split evenly with ``round(d/2 ∓ 0.1)`` on the two sides; the way back
+uses each axis' exact scale ``new/old``.
 """
 
 from __future__ import annotations
@@ -63,7 +64,9 @@ def letterbox(
         img = cv2.copyMakeBorder(
             img, top, bottom, left, right, cv2.BORDER_CONSTANT, value=(pad_value, pad_value, pad_value)
         )
-    return img, Geometry(h, w, r, r, float(left), float(top))
+    # the resized image holds new_w x new_h pixels for w x h: the per-axis scale is exactly that ratio (the
+    # rounding of the new size makes it differ from r by up to half a pixel over the image, as Ultralytics accounts)
+    return img, Geometry(h, w, new_w / w, new_h / h, float(left), float(top))
 
 
 def stretch(img: np.ndarray, height: int, width: int) -> tuple[np.ndarray, Geometry]:
@@ -73,10 +76,16 @@ def stretch(img: np.ndarray, height: int, width: int) -> tuple[np.ndarray, Geome
     return out, Geometry(h, w, width / w, height / h, 0.0, 0.0)
 
 
-def center_crop(img: np.ndarray, height: int, width: int) -> tuple[np.ndarray, Geometry]:
-    """Resize the short side to fit, then crop the centre to ``(height, width)`` (classification style)."""
+def center_crop(
+    img: np.ndarray, height: int, width: int, crop_fraction: float = 1.0
+) -> tuple[np.ndarray, Geometry]:
+    """Resize the short side to fit, then crop the centre to ``(height, width)`` (classification style).
+
+    ``crop_fraction`` < 1 resizes the short side to ``size / crop_fraction`` first (torchvision's
+    ImageNet evaluation: resize 256, crop 224 is 0.875).
+    """
     h, w = img.shape[:2]
-    r = max(height / h, width / w)
+    r = max(height / h, width / w) / crop_fraction
     new_w, new_h = max(width, int(round(w * r))), max(height, int(round(h * r)))
     resized = cv2.resize(img, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
     top, left = (new_h - height) // 2, (new_w - width) // 2

@@ -72,7 +72,13 @@ def optimized_parity(
                 filter(None, [problem, "every class score is zero (scores were quantized away)"])
             )
     if problem:
-        raise ParityError(f"the optimized model is broken: {problem}")
+        hint = {
+            "int8": "try --calib-method entropy or percentile, more representative --images, --per-tensor, "
+            "--runtime openvino, or keep the FP32/FP16 artifact",
+            "fp16": "keep the FP32 artifact, or try --bf16 where the CPU has it",
+            "bf16": "keep the FP32 artifact",
+        }.get(precision, "keep the FP32 artifact")
+        raise ParityError(f"the optimized model is broken: {problem}; next: {hint}")
     return parity, execution_record(cand_rt)
 
 

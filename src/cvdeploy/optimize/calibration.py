@@ -57,7 +57,7 @@ def load_calibration(
     contrast) are reported, since INT8 ranges from unrepresentative images clip real inputs.
     """
     if sources is None or (isinstance(sources, Sequence) and not isinstance(sources, str) and not sources):
-        raise InputError("no calibration images given; pass --calib with a folder of representative images")
+        raise InputError("no calibration images given; pass --images with a folder of representative images")
     items = [sources] if isinstance(sources, str | Path) else list(sources)
     files = find_images(items)
     if not files:

@@ -89,8 +89,10 @@ def quantize_int8(
     opts.check()
     if "onnx-fp32" not in b.artifact_names:
         raise BundleError(f"bundle {b.name!r} has no onnx-fp32 artifact to quantize; re-export it")
-    if opts.val is not None and b.contract.task != "detect":
-        raise ConfigError(f"--val scores detectors by mAP; bundle {b.name!r} is a {b.contract.task!r} model")
+    if opts.val is not None and b.contract.task == "raw":
+        raise ConfigError(
+            f"--data scores accuracy; bundle {b.name!r} is a raw model (outputs are not decoded)"
+        )
     calib = load_calibration(calib_images, b.contract, limit=opts.max_images, profile=_profile(b))
     say(f"calibration: {len(calib)} images through the bundle's preprocessing")
     with tempfile.TemporaryDirectory(prefix="cvdeploy-int8-") as tmp:
@@ -122,8 +124,13 @@ def _ort(
     b: Bundle, calib: CalibrationSet, opts: Int8Options, work: Path, say: Step, calib_images: Any, fp32: Path,
     details: dict[str, Any],
 ) -> Artifact:  # fmt: skip
+    from cvdeploy.optimize.quantize_ort import ensure_opset
+
+    src, per_channel, notes = ensure_opset(fp32, work / "opset.onnx", opts.per_channel, fp32.name)
+    for n in notes:
+        say(n)
     pre = work / "pre.onnx"
-    notes = pre_process(fp32, pre)
+    notes += pre_process(src, pre)
     head = _head(pre, opts.float_head)
     if opts.float_head:
         say(f"float head: {head.summary()}")
@@ -131,7 +138,7 @@ def _ort(
     say(f"INT8 types {types.tag.upper()}: {types.reason}")
     config = OrtQuantConfig(
         method=opts.method,
-        per_channel=opts.per_channel,
+        per_channel=per_channel,
         types=types,
         exclude_nodes=head.nodes + list(opts.extra_float_nodes),
     )
@@ -167,7 +174,9 @@ def _ort(
         record_accuracy(metrics, scorer, baseline, score, drop, within, budget)
         if not within:
             log.warning(
-                "INT8 %s drop %.2f exceeds the budget of %g points even with layers in float",
+                "INT8 %s drop %.2f exceeds the budget of %g points even with layers in float; try next: "
+                "--calib-method entropy or percentile, more representative --images, --runtime openvino "
+                "(NNCF), or keep the FP32/FP16 artifact",
                 scorer.mode, drop, budget,
             )  # fmt: skip
     else:
@@ -208,7 +217,7 @@ def _openvino(
         ignored_names=ignored,
     )
     validation = None
-    if opts.val is not None and opts.accuracy_control:
+    if opts.val is not None and opts.accuracy_control and b.contract.task == "detect":
         config.max_drop = opts.max_drop / 100.0
         validation = map_validation(b.contract, opts.val, limit=opts.eval_limit)
         say(f"NNCF with accuracy control (max drop {opts.max_drop:g} mAP50-95 points)")
@@ -254,8 +263,9 @@ def _record_reference(b: Bundle, scorer: Scorer | None) -> None:
     if res is None or scorer is None or scorer.limit is not None:
         return
     art = b.artifact(scorer.reference)
+    keys = ("top1", "top5") if scorer.classifier else ("mAP50-95", "mAP50")
     art.metrics.update({"dataset": res["dataset"], "split": res["split"], "images": res["images"],
-                        "mAP50-95": round(float(res["mAP50-95"]), 5), "mAP50": round(float(res["mAP50"]), 5)})  # fmt: skip
+                        **{k: round(float(res[k]), 5) for k in keys}})  # fmt: skip
 
 
 def _profile(b: Bundle) -> dict[str, Any] | None:

@@ -94,7 +94,63 @@ def split_chunked_blocks(model: Any) -> int:
         module._cvdeploy_split = True
         module.forward = types.MethodType(_split_forward, module)
         count += 1
+    return count + _split_ultralytics_blocks(model)
+
+
+#: Ultralytics CSP blocks whose first conv is chunked in two: C2f-style (every half feeds the concat, the
+#: second through the bottlenecks) and C2PSA-style (the second half through attention blocks).
+_C2F_STYLE = ("C2f", "C3k2")
+_C2PSA_STYLE = ("C2PSA",)
+
+
+def _split_ultralytics_blocks(model: Any) -> int:
+    """The same rewrite for Ultralytics' C2f/C3k2/C2PSA blocks (``cv1`` chunked into halves of ``c``)."""
+    count = 0
+    for module in list(model.modules()):
+        kind = type(module).__name__
+        if kind not in _C2F_STYLE + _C2PSA_STYLE or getattr(module, "_cvdeploy_split", False):
+            continue
+        cv1, h = getattr(module, "cv1", None), getattr(module, "c", None)
+        conv, bn = getattr(cv1, "conv", None), getattr(cv1, "bn", None)
+        if conv is None or bn is None or not isinstance(h, int) or conv.out_channels != 2 * h:
+            continue
+        module.cv1a, module.cv1b = (_half(cv1, part) for part in (slice(0, h), slice(h, 2 * h)))
+        del module.cv1
+        module._cvdeploy_split = True
+        forward = _c2f_forward if kind in _C2F_STYLE else _c2psa_forward
+        module.forward = types.MethodType(forward, module)
+        count += 1
     return count
+
+
+def _half(block: Any, part: slice) -> Any:
+    """A copy of an Ultralytics ``Conv`` (conv + bn + act) keeping only the output channels in ``part``."""
+    torch = require("torch")
+    half = copy.deepcopy(block)
+    conv, bn = half.conv, half.bn
+    conv.weight = torch.nn.Parameter(conv.weight.data[part].clone())
+    conv.out_channels = conv.weight.shape[0]
+    if conv.bias is not None:
+        conv.bias = torch.nn.Parameter(conv.bias.data[part].clone())
+    bn.weight = torch.nn.Parameter(bn.weight.data[part].clone())
+    bn.bias = torch.nn.Parameter(bn.bias.data[part].clone())
+    bn.running_mean = bn.running_mean[part].clone()
+    bn.running_var = bn.running_var[part].clone()
+    bn.num_features = conv.out_channels
+    return half
+
+
+def _c2f_forward(self: Any, x: Any) -> Any:
+    torch = require("torch")
+    y = [self.cv1a(x), self.cv1b(x)]
+    y.extend(m(y[-1]) for m in self.m)
+    return self.cv2(torch.cat(y, 1))
+
+
+def _c2psa_forward(self: Any, x: Any) -> Any:
+    torch = require("torch")
+    a, b = self.cv1a(x), self.cv1b(x)
+    return self.cv2(torch.cat((a, self.m(b)), 1))
 
 
 def _split_forward(self: Any, x: Any) -> Any:
@@ -162,9 +218,11 @@ def prune_channels(
     macs0, params0 = tp.utils.count_ops_and_params(model, example)
     imp = tp.importance.GroupMagnitudeImportance(p=2)
     iterative = steps if target_macs is not None else 1
+    # attention blocks reshape channels into heads, which DepGraph cannot prune consistently: left whole
+    attention = [m for m in model.modules() if type(m).__name__ in ("Attention", "PSABlock", "C2PSA")]
     pruner = tp.pruner.MetaPruner(
         model, example, importance=imp, pruning_ratio=ratio if ratio is not None else 0.8,
-        iterative_steps=iterative, ignored_layers=keep + narrow, round_to=round_to,
+        iterative_steps=iterative, ignored_layers=keep + narrow + attention, round_to=round_to,
     )  # fmt: skip
     with torch.no_grad():
         for _ in range(iterative):

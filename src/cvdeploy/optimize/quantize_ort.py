@@ -82,6 +82,58 @@ class OrtQuantConfig:
         }
 
 
+#: Per-channel QDQ needs DequantizeLinear's ``axis`` attribute, which ONNX added in opset 13.
+PER_CHANNEL_OPSET = 13
+
+
+def model_opset(path: Path) -> int:
+    """The default-domain opset of an ONNX file."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return next((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def ensure_opset(
+    src: Path, dst: Path, per_channel: bool, name: str = "the model"
+) -> tuple[Path, bool, list[str]]:
+    """Make per-channel INT8 possible on a model of any opset.
+
+    Below opset 13 (Ultralytics exports opset 12 by default in some releases) the model is upgraded to
+    13 with ONNX's version converter; when that fails, per-tensor weights are used instead (they need no
+    ``axis``). Returns the model to quantize, whether per-channel stays on, and notes saying what was done.
+    """
+    opset = model_opset(src)
+    if not per_channel or opset >= PER_CHANNEL_OPSET:
+        return src, per_channel, []
+    import onnx
+    from onnx import version_converter
+
+    try:
+        converted = version_converter.convert_version(onnx.load(str(src)), PER_CHANNEL_OPSET)
+        onnx.checker.check_model(converted)
+        onnx.save(converted, str(dst))
+    except Exception as exc:  # the converter lacks adapters for some ops: per-tensor works at any opset
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        note = (f"{name} is opset {opset} and ONNX's version converter could not lift it to {PER_CHANNEL_OPSET} "
+                f"({_scrub(why, src.parent)}); quantized with per-tensor weights instead of per-channel")  # fmt: skip
+        log.warning(note)
+        return src, False, [note]
+    note = f"{name} is opset {opset}: upgraded to opset {PER_CHANNEL_OPSET} for per-channel INT8 weights"
+    log.info(note)
+    return dst, True, [note]
+
+
+def _scrub(message: str, *folders: Path) -> str:
+    """A message with cvdeploy's temporary folders taken out: users see file names, never temp paths."""
+    import re
+    import tempfile
+
+    for folder in folders:
+        message = message.replace(str(folder) + "/", "").replace(str(folder), "")
+    return re.sub(re.escape(tempfile.gettempdir()) + r"/cvdeploy-[^/\s]+/?", "", message)
+
+
 def pre_process(src: Path, dst: Path, symbolic: bool = False) -> list[str]:
     """ONNX Runtime's ``quant_pre_process`` (shape inference + graph optimisation); returns notes.
 
@@ -99,7 +151,9 @@ def pre_process(src: Path, dst: Path, symbolic: bool = False) -> list[str]:
         quant_pre_process(str(src), str(dst), skip_symbolic_shape=not symbolic)
     except Exception as exc:  # symbolic inference fails on some graphs; keep going without it
         if not symbolic:
-            raise ModelError(f"cannot prepare {src.name} for quantization: {exc}") from None
+            raise ModelError(
+                f"cannot prepare the model for quantization: {_scrub(str(exc).splitlines()[0], src.parent, dst.parent)}"
+            ) from None
         log.info("quant_pre_process failed (%s); retrying without symbolic shape inference", exc)
         notes.append(f"quant_pre_process without symbolic shape inference ({type(exc).__name__})")
         return pre_process(src, dst, symbolic=False) + notes
@@ -164,7 +218,12 @@ def quantize_qdq(
             extra_options=extra,
             calibration_cache_path=str(cache) if cache is not None else None,
         )
-    except ValueError as exc:
-        raise ModelError(f"ONNX Runtime quantization failed: {exc}") from None
+    except Exception as exc:  # ORT raises ValueError, onnx/ORT runtime errors (e.g. an unsupported attribute)
+        msg = _scrub(
+            str(exc).splitlines()[0] if str(exc) else type(exc).__name__, model_path.parent, out_path.parent
+        )
+        raise ModelError(
+            f"ONNX Runtime quantization failed: {msg}; try --per-tensor, --calib-method entropy, or --runtime openvino"
+        ) from None
     finally:
         quiet.setLevel(level)

@@ -86,9 +86,16 @@ def prune_bundle(
     method = "distillation from the unpruned model"
     if config.labels is not None and config.label_gain > 0:
         method += f" + detection loss on the train split of {config.labels}"
-    details = {"pruning": report.to_dict(), "recovery": {"method": method, **tlog.to_dict(),
-               "epochs": config.epochs, "crop": config.crop}}  # fmt: skip
-    return _add_trained(bundle, student, tag, tp.state_dict(student), details, say)
+    details: dict[str, Any] = {"pruning": report.to_dict(), "recovery": {"method": method, **tlog.to_dict(),
+                               "epochs": config.epochs, "crop": config.crop}}  # fmt: skip
+    try:
+        state = tp.state_dict(student)  # with the pruned structure, for tp.load_state_dict
+    except AttributeError:  # torch-pruning cannot walk some modules (Ultralytics heads' properties)
+        state = {k: v.detach().clone() for k, v in student.state_dict().items()}
+        details["weights_note"] = (
+            "a plain state dict of the pruned model (torch-pruning could not record its structure)"
+        )
+    return _add_trained(bundle, student, tag, state, details, say)
 
 
 def sparsify_bundle(bundle: Bundle, amount: float, step: Step | None = None) -> Artifact:

@@ -1,4 +1,5 @@
-"""Scoring candidate models during optimization: mAP on labels, or fidelity against FP32 without.
+"""Scoring candidate models during optimization: mAP (top-1 for classifiers) on labels, or fidelity
+against FP32 without.
 
 Candidates are not in the bundle yet, so they are scored through a detached copy of the bundle
 (manifest in memory only) with the candidate added as a temporary artifact: the very pipeline
@@ -31,7 +32,8 @@ def detached_with(
 
 @dataclass
 class Scorer:
-    """Scores a model file in points (0–100): mAP50-95 with labels, fidelity mAP50 vs FP32 without.
+    """Scores a model file in points (0–100): mAP50-95 with labels, fidelity mAP50 vs FP32 without;
+    for classifiers top-1 with labels, top-1 agreement with FP32 without.
 
     ``labels``: a ``data.yaml`` / COCO dataset (its ``split`` is used). ``images``: unlabelled images
     for fidelity. ``limit`` caps the images scored per candidate.
@@ -49,10 +51,23 @@ class Scorer:
 
     def __post_init__(self) -> None:
         if self.labels is None and self.images is None:
-            raise ConfigError("scoring needs a labelled dataset (--val) or images for fidelity")
+            raise ConfigError("scoring needs a labelled dataset (--data) or images for fidelity")
+
+    @property
+    def classifier(self) -> bool:
+        return self.bundle.contract.task == "classify"
+
+    @property
+    def key(self) -> str:
+        """The result's figure that is scored."""
+        if self.classifier:
+            return "top1" if self.labels is not None else "top1_agreement"
+        return "mAP50-95" if self.labels is not None else "mAP50"
 
     @property
     def mode(self) -> str:
+        if self.classifier:
+            return "top-1" if self.labels is not None else "fidelity top-1"
         return "mAP50-95" if self.labels is not None else "fidelity mAP50"
 
     def result(self, path: Path, runtime: str = "onnxruntime", precision: str = "int8") -> dict[str, Any]:
@@ -75,8 +90,7 @@ class Scorer:
 
     def points(self, result: dict[str, Any]) -> float:
         self.dataset = str(result.get("dataset", self.labels or self.images))
-        key = "mAP50-95" if self.labels is not None else "mAP50"
-        value = result.get(key)
+        value = result.get(self.key)
         return 0.0 if value is None else 100.0 * float(value)
 
     def __call__(self, path: Path, runtime: str = "onnxruntime", precision: str = "int8") -> float:
@@ -84,7 +98,7 @@ class Scorer:
 
     def unusable(self) -> str | None:
         """Why scoring cannot work here (the FP32 model finds nothing on the fidelity images), or None."""
-        if self.labels is not None:
+        if self.labels is not None or self.classifier:
             return None
         from cvdeploy.evaluate.fidelity import fidelity
 
@@ -135,16 +149,14 @@ def make_scorer(
     """
     import logging
 
-    if b.contract.task != "detect":
-        details["accuracy"] = (
-            f"not measured: accuracy checks score detectors, this is a {b.contract.task!r} model"
-        )
+    if b.contract.task == "raw":
+        details["accuracy"] = "not measured: a raw model's outputs are not decoded"
         return None
     if labels is not None:
         return Scorer(b, labels=labels, limit=limit)
     if images is None:
         details["accuracy"] = (
-            "not measured: give --val data.yaml (mAP) or --calib with one image folder (fidelity against FP32)"
+            "not measured: give --data data.yaml (mAP) or --images with one image folder (fidelity against FP32)"
         )
         return None
     scorer = Scorer(b, images=images, limit=limit or 50)
@@ -168,10 +180,18 @@ def record_accuracy(
     """Write a candidate's score (mAP with labels, fidelity without) and its budget verdict into ``metrics``."""
     if scorer.labels is not None:
         metrics.update(
-            {"dataset": str(scorer.labels), "split": scorer.split, "mAP50-95": round(score / 100, 5)}
+            {"dataset": str(scorer.labels), "split": scorer.split, scorer.key: round(score / 100, 5)}
         )
-        metrics["optimize"] = {"fp32_mAP50-95": round(baseline / 100, 5), "drop_points": round(drop, 3),
+        metrics["optimize"] = {f"fp32_{scorer.key}": round(baseline / 100, 5), "drop_points": round(drop, 3),
                                "max_drop": budget, "within_budget": within}  # fmt: skip
+    elif scorer.classifier:
+        metrics["fidelity"] = {"against": scorer.reference, "dataset": str(scorer.images),
+                               "top1_agreement": round(score / 100, 5)}  # fmt: skip
+        metrics["optimize"] = {
+            "fidelity_loss_points": round(drop, 3),
+            "max_loss": budget,
+            "within_budget": within,
+        }
     else:
         metrics["fidelity"] = {
             "against": scorer.reference,

@@ -40,7 +40,8 @@ class Variant:
     model_p50_ms: float | None = None  # the runtime alone
     speedup: float | None = None  # FP32 model p50 / this model p50
     map50_95: float | None = None  # points (0-100)
-    drop: float | None = None  # points vs onnx-fp32
+    top1: float | None = None  # classifiers: top-1 accuracy, points (0-100)
+    drop: float | None = None  # points vs onnx-fp32 (mAP50-95; top-1 for classifiers)
     fidelity: float | None = None  # fidelity mAP50 vs FP32, points
     parity_cosine: float | None = None
     box_agreement: float | None = None
@@ -108,16 +109,15 @@ def variants(
     arts = [bundle.artifact(n) for n in (names or bundle.artifact_names)]
     ref = bundle.artifact(REFERENCE) if REFERENCE in bundle.artifact_names else None
     ref_map = _map(ref) if ref is not None else None
+    ref_top1 = _map(ref, "top1") if ref is not None else None
     ref_lat = latency.get(REFERENCE, {}).get("model_p50_ms") or _recorded(ref, "model_p50_ms")
     rows = []
     for art in arts:
         lat = latency.get(art.name) or art.metrics.get("variant", {})
-        m = _map(art)
-        fid = (
-            art.metrics.get("fidelity", {}).get("mAP50")
-            if isinstance(art.metrics.get("fidelity"), dict)
-            else None
-        )
+        m, t1 = _map(art), _map(art, "top1")
+        raw_fid = art.metrics.get("fidelity")
+        fid_doc: dict[str, Any] = raw_fid if isinstance(raw_fid, dict) else {}
+        fid = fid_doc.get("mAP50", fid_doc.get("top1_agreement"))
         model_ms = lat.get("model_p50_ms")
         row = Variant(
             artifact=art.name,
@@ -128,7 +128,12 @@ def variants(
             model_p50_ms=_r(model_ms),
             speedup=_r(ref_lat / model_ms) if ref_lat and model_ms else None,
             map50_95=_r(100 * m) if m is not None else None,
-            drop=_r(100 * (ref_map - m)) if m is not None and ref_map is not None else None,
+            top1=_r(100 * t1) if t1 is not None else None,
+            drop=_r(100 * (ref_map - m))
+            if m is not None and ref_map is not None
+            else _r(100 * (ref_top1 - t1))
+            if t1 is not None and ref_top1 is not None
+            else None,
             fidelity=_r(100 * float(fid)) if isinstance(fid, int | float) else None,
             parity_cosine=art.parity.cosine if art.parity else None,
             box_agreement=art.parity.box_agreement if art.parity else None,
@@ -167,8 +172,8 @@ def _r(v: float | None, nd: int = 2) -> float | None:
     return None if v is None else round(float(v), nd)
 
 
-def _map(art: Artifact | None) -> float | None:
-    v = art.metrics.get("mAP50-95") if art is not None else None
+def _map(art: Artifact | None, key: str = "mAP50-95") -> float | None:
+    v = art.metrics.get(key) if art is not None else None
     return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
 
 
@@ -203,14 +208,14 @@ def _fmt(v: float | None, pattern: str = "{:.2f}") -> str:
 def table(rows: Sequence[Variant], highlight: str | None = None) -> Table:
     """The variants table as a report :class:`Table` (for terminal, HTML and Markdown)."""
     columns = ["artifact", "runtime", "precision", "executes", "size MB", "p50 ms", "model p50 ms", "speedup",
-               "mAP50-95", "Δ mAP", "fidelity", "parity cos", "agreement"]  # fmt: skip
+               "mAP50-95", "top-1", "Δ", "fidelity", "parity cos", "agreement"]  # fmt: skip
     body = []
     for r in rows:
         body.append([
             r.artifact, r.runtime, r.precision, r.executes or "—", _fmt(r.size_mb, "{:.1f}"), _fmt(r.p50_ms, "{:.1f}"),
             _fmt(r.model_p50_ms, "{:.1f}"), _fmt(r.speedup, "{:.2f}x"), _fmt(r.map50_95, "{:.1f}"),
-            _fmt(None if r.drop is None else 0.0 - r.drop, "{:+.2f}"), _fmt(r.fidelity, "{:.1f}"),
-            _fmt(r.parity_cosine, "{:.4f}"), _fmt(r.box_agreement, "{:.2f}"),
+            _fmt(r.top1, "{:.1f}"), _fmt(None if r.drop is None else 0.0 - r.drop, "{:+.2f}"),
+            _fmt(r.fidelity, "{:.1f}"), _fmt(r.parity_cosine, "{:.4f}"), _fmt(r.box_agreement, "{:.2f}"),
         ])  # fmt: skip
     hl = [i for i, r in enumerate(rows) if r.artifact == highlight]
     return Table(columns, body, title="variants", highlight=hl)
@@ -225,8 +230,9 @@ def document(bundle: Bundle, rows: Sequence[Variant], extra: dict[str, Any] | No
     sec.add(Paragraph(
         "speedup: FP32 model p50 / this model p50 (runtime alone, batch 1); p50 ms: a whole request "
         "(JPEG decode, preprocessing, model, NMS). executes: the precision the runtime read back after compiling. "
-        "drop: mAP50-95 points lost against onnx-fp32 on labelled "
-        "data; fidelity: mAP50 against FP32's own detections where there are no labels."
+        "mAP50-95 and top-1 (classifiers) in points, 0-100; Δ: points "
+        "lost against onnx-fp32 on labelled data (mAP50-95, or top-1 for classifiers); fidelity: mAP50 against "
+        "FP32's own detections (top-1 agreement for classifiers) where there are no labels."
     ))  # fmt: skip
     for r in rows:
         for note in r.notes:
@@ -308,13 +314,16 @@ def variants_table(
     """
     say = step or (lambda msg: log.info(msg))
     b = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
-    if val is not None and b.contract.task == "detect":
-        from cvdeploy.evaluate.datasets import open_detection_dataset
+    if val is not None and b.contract.task != "raw":
+        from cvdeploy.evaluate.datasets import open_detection_dataset, read_classify_folder
         from cvdeploy.evaluate.validate import validate, write_metrics
 
-        source = str(open_detection_dataset(val, None, "val").source)
+        classify = b.contract.task == "classify"
+        source = str(read_classify_folder(val, b.contract.classes).source if classify
+                     else open_detection_dataset(val, None, "val").source)  # fmt: skip
+        key = "top1" if classify else "mAP50-95"
         for art in b.manifest.artifacts:
-            if _map(art) is None or art.metrics.get("dataset") != source:
+            if _map(art, key) is None or art.metrics.get("dataset") != source:
                 say(f"scoring {art.name} on {val}")
                 write_metrics(b, validate(b, val, artifact=art.name, progress=False))
     latency = None

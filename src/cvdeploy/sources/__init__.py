@@ -13,6 +13,10 @@ SourceKind = Literal["onnx", "torch", "torchscript", "ultralytics", "bundle"]
 
 def detect_kind(source: str) -> SourceKind:
     """Decide what kind of model ``source`` names: a file, ``python:pkg.mod:factory``, a bundle or ``zoo:NAME``."""
+    if "://" in source:
+        raise InputError(
+            f"{source}: cvdeploy does not download models (it never reaches the network); save the file and pass its path"
+        )
     if source.startswith("python:"):
         return "torch"
     if source.startswith("zoo:"):

@@ -7,12 +7,13 @@ from typing import Any
 
 import yaml
 
-from cvdeploy.contract import InputSpec, OutputSpec
+from cvdeploy.contract import FORMATS, TASKS, InputSpec, OutputSpec
 from cvdeploy.errors import ConfigError, InputError
-from cvdeploy.sources.onnx import ContractHints
+from cvdeploy.sources.assemble import ContractHints
+from cvdeploy.sources.presets import PRESETS
 
-_TASKS = ("detect", "classify", "raw")
-_FORMATS = ("yolov8", "yolov5", "classify", "raw")
+_TASKS = TASKS
+_FORMATS = FORMATS
 
 
 def read_names(value: str) -> list[str]:
@@ -46,10 +47,17 @@ def hints_from(
     task: str | None = None,
     output_format: str | None = None,
     contract_file: Path | None = None,
+    preset: str | None = None,
 ) -> ContractHints:
+    """Hints from export's flags; a flag given twice in contradiction (``--task`` vs ``--output-format``)
+    is refused when the contract is assembled."""
     hints = ContractHints()
     if contract_file is not None:
         hints = read_contract_file(contract_file)
+    if preset:
+        if preset not in PRESETS:
+            raise ConfigError(f"--preset {preset!r}: use one of {', '.join(PRESETS)}")
+        hints.preset = preset
     if names:
         hints.classes = read_names(names)
     if task:

@@ -1,26 +1,28 @@
-"""Import any ONNX file: read Ultralytics metadata when present, otherwise recognise the layout."""
+"""Import any ONNX file: read Ultralytics (or cvdeploy) metadata when present, otherwise recognise the layout.
+
+The contract itself is assembled by :mod:`cvdeploy.sources.assemble`, which verifies the metadata
+against the graph and says what it assumed.
+"""
 
 from __future__ import annotations
 
 import ast
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cvdeploy.contract import Contract, InputSpec, OutputSpec
-from cvdeploy.errors import ConfigError, ModelError
+from cvdeploy.contract import Contract
+from cvdeploy.errors import ModelError
+from cvdeploy.sources import layout as lay
+from cvdeploy.sources.assemble import ContractHints, GraphInput, ModelFacts, assemble
 
-
-@dataclass
-class ContractHints:
-    """What the user told us about the model (flags or a YAML file); ``None`` means unknown."""
-
-    imgsz: tuple[int, int] | None = None
-    classes: list[str] | None = None
-    task: str | None = None
-    format: str | None = None
-    input: dict[str, Any] = field(default_factory=dict)  # any InputSpec field
-    output: dict[str, Any] = field(default_factory=dict)  # any OutputSpec field
+__all__ = [
+    "ContractHints",
+    "contract_from_onnx",
+    "graph_io",
+    "load_onnx",
+    "recognise_output",
+    "ultralytics_metadata",
+]
 
 
 def load_onnx(path: str | Path) -> Any:
@@ -42,12 +44,26 @@ def load_onnx(path: str | Path) -> Any:
 
 
 def ultralytics_metadata(model: Any) -> dict[str, Any] | None:
-    """The ``names``/``stride``/``imgsz``/``task`` metadata an Ultralytics export writes, parsed."""
+    """The metadata an Ultralytics (or cvdeploy) export writes, parsed: ``names``, ``stride``, ``imgsz``,
+    ``task``, ``end2end``, ``kpt_shape``, ``args`` (with ``nms``), or a whole ``cvdeploy.contract``."""
     props = {p.key: p.value for p in model.metadata_props}
+    if "cvdeploy.contract" in props:
+        return {"cvdeploy.contract": props["cvdeploy.contract"], "author": "cvdeploy"}
     if "names" not in props or "stride" not in props:
         return None
     meta: dict[str, Any] = {}
-    for key in ("names", "stride", "imgsz", "task", "batch", "author", "version", "args"):
+    for key in (
+        "names",
+        "stride",
+        "imgsz",
+        "task",
+        "batch",
+        "author",
+        "version",
+        "args",
+        "end2end",
+        "kpt_shape",
+    ):
         if key in props:
             try:
                 meta[key] = ast.literal_eval(props[key])  # literal_eval: data only, never code
@@ -76,123 +92,52 @@ def graph_io(model: Any) -> tuple[list[tuple[str, list[int | str]]], list[tuple[
 
 def recognise_output(out_dims: list[list[int | str]], num_classes: int | None) -> tuple[str, int | None, str]:
     """Guess the output format from output shapes. Returns (format, num_classes, reason)."""
-    if len(out_dims) != 1:
-        return "raw", None, f"the model has {len(out_dims)} outputs (YOLO detectors have one)"
-    d = out_dims[0]
-    if len(d) == 2 and isinstance(d[1], int):
-        return "classify", d[1], f"output (batch, {d[1]}) looks like class scores"
-    if len(d) == 3:
-        a = d[1] if isinstance(d[1], int) else None
-        b = d[2] if isinstance(d[2], int) else None
-        if num_classes is not None:
-            if a == 4 + num_classes:
-                return "yolov8", num_classes, f"output (batch, 4+{num_classes}, N)"
-            if b == 5 + num_classes:
-                return "yolov5", num_classes, f"output (batch, N, 5+{num_classes})"
-        if a is not None and (b is None or a < b) and a >= 5:
-            return "yolov8", a - 4, f"output (batch, {a}, {b}) read as yolov8 (4 box + {a - 4} class rows)"
-        if b is not None and (a is None or b < a) and b >= 6:
-            return (
-                "yolov5",
-                b - 5,
-                f"output (batch, {a}, {b}) read as yolov5 (4 box + objectness + {b - 5} classes)",
-            )
-    return "raw", None, f"output shape {d} is not a layout cvdeploy can decode"
+    found = lay.recognise(out_dims, num_classes)
+    if found is None:
+        return "raw", None, f"output shape {lay.describe(out_dims)} is not a layout cvdeploy can decode"
+    return found.format, found.num_classes, found.reason
 
 
-def contract_from_onnx(model: Any, hints: ContractHints) -> tuple[Contract, list[str]]:
-    """Fill a contract from Ultralytics metadata, the graph's shapes and the user's hints.
+def contract_from_onnx(
+    model: Any, hints: ContractHints, what: str = "the model"
+) -> tuple[Contract, list[str]]:
+    """Fill a contract from the model's metadata, the graph's shapes and the user's hints.
 
-    Returns the contract and human-readable notes on what was inferred.
+    Returns the contract and human-readable notes on what was read, recognised and assumed. Raises
+    :class:`~cvdeploy.errors.ModelError`/:class:`~cvdeploy.errors.ConfigError` when the metadata or a
+    flag disagrees with the graph.
     """
-    notes: list[str] = []
     ins, outs = graph_io(model)
-    if len(ins) != 1:
-        notes.append(f"model has {len(ins)} inputs; imported as raw (tensors in, tensors out)")
-        return _raw_contract(ins, hints), notes
-    in_name, in_dims = ins[0]
     meta = ultralytics_metadata(model)
-    layout = "NCHW"
-    if len(in_dims) == 4 and in_dims[3] == 3 and in_dims[1] != 3:
-        layout = "NHWC"
-    if len(in_dims) != 4:
-        notes.append(f"input {in_name} has shape {in_dims}, not an image batch; imported as raw")
-        return _raw_contract(ins, hints), notes
-    hdim, wdim = (in_dims[2], in_dims[3]) if layout == "NCHW" else (in_dims[1], in_dims[2])
-    dynamic_shape = not (isinstance(hdim, int) and isinstance(wdim, int))
-    dynamic_batch = not isinstance(in_dims[0], int)
-    if hints.imgsz:
-        h, w = hints.imgsz
-        if not dynamic_shape and (h, w) != (hdim, wdim):
-            raise ConfigError(f"--imgsz {h}x{w} does not match the model's fixed input {hdim}x{wdim}")
-    elif not dynamic_shape:
-        h, w = int(hdim), int(wdim)
-    elif meta and meta.get("imgsz"):
-        sz = meta["imgsz"]
-        h, w = (sz, sz) if isinstance(sz, int) else (int(sz[0]), int(sz[1]))
-    else:
-        h, w = 640, 640
-        notes.append("the input size is dynamic and no --imgsz was given; using 640x640")
-
-    classes = hints.classes
-    task = hints.task
-    stride = 32
-    if meta:
-        names = meta.get("names")
-        if classes is None and isinstance(names, dict):
-            classes = [str(names[k]) for k in sorted(names)]
-        elif classes is None and isinstance(names, list):
-            classes = [str(n) for n in names]
-        stride = int(meta.get("stride", 32)) if isinstance(meta.get("stride"), int) else 32
-        utask = meta.get("task")
-        if task is None and utask in ("detect", "classify"):
-            task = str(utask)
-        notes.append(
-            f"Ultralytics metadata found: task={utask}, {len(classes or [])} classes, stride={stride}"
-        )
-    fmt = hints.format
-    nc = len(classes) if classes else None
-    if fmt is None:
-        fmt, nc_guess, reason = recognise_output([d for _, d in outs], nc)
-        notes.append(f"output format: {fmt} ({reason})")
-        if fmt == "raw":
-            notes.append("imported as raw: tensors in, tensors out; pass --format/--task to decode it")
-        if classes is None and nc_guess:
-            classes = [f"class{i}" for i in range(nc_guess)]
-            notes.append(f"no class names given; using class0..class{nc_guess - 1} (pass --names)")
-    if task is None or (task == "detect" and fmt not in ("yolov8", "yolov5")):
-        task = {"yolov8": "detect", "yolov5": "detect", "classify": "classify"}.get(fmt, "raw")
-    if task == "classify" and fmt != "classify":
-        fmt = "classify"
-    inp: dict[str, Any] = {
-        "name": in_name,
-        "layout": layout,
-        "height": h,
-        "width": w,
-        "dynamic_batch": dynamic_batch,
-        "dynamic_shape": dynamic_shape,
-        "stride": stride,
-    }
-    if task == "classify" and meta:
-        inp["resize"] = "center_crop"
-    inp.update(hints.input)
-    out: dict[str, Any] = {"format": fmt}
-    out.update(hints.output)
-    try:
-        contract = Contract(
-            task=task, classes=classes or [], input=InputSpec(**inp), output=OutputSpec(**out)
-        )
-    except Exception as exc:
-        raise ConfigError(f"invalid contract: {exc}") from None
-    return contract, notes
+    facts = ModelFacts.from_metadata(meta) if meta else None
+    if len(ins) != 1 or len(ins[0][1]) != 4:
+        why = (f"model has {len(ins)} inputs" if len(ins) != 1 else f"input {ins[0][0]} has shape {ins[0][1]}, not an "
+               "image batch")  # fmt: skip
+        if hints.task not in (None, "raw") or hints.format not in (None, "raw"):
+            raise ModelError(
+                f"{what}: {why}; cvdeploy decodes single-image-input models only — import it as raw"
+            )
+        hints = ContractHints(**{**hints.__dict__, "task": "raw", "format": "raw"})
+        contract, notes = assemble(_graph_input(ins[0] if ins else ("input", [])), [d for _, d in outs], None, hints,
+                                   what)  # fmt: skip
+        return contract, [f"{why}; imported as raw (tensors in, tensors out)", *notes]
+    return assemble(_graph_input(ins[0], _input_dtype(model)), [d for _, d in outs], facts, hints, what)
 
 
-def _raw_contract(ins: list[tuple[str, list[int | str]]], hints: ContractHints) -> Contract:
-    name = ins[0][0] if ins else "input"
-    inp: dict[str, Any] = {"name": name, "dynamic_batch": True}
-    if hints.imgsz:
-        inp["height"], inp["width"] = hints.imgsz
-    inp.update(hints.input)
-    return Contract(
-        task="raw", classes=hints.classes or [], input=InputSpec(**inp), output=OutputSpec(format="raw")
+def _graph_input(inp: tuple[str, list[int | str]], dtype: str = "float32") -> GraphInput:
+    name, dims = inp
+    if len(dims) != 4:
+        return GraphInput(name=name, batch="?", dtype=dtype)
+    layout = "NHWC" if dims[3] == 3 and dims[1] != 3 else "NCHW"
+    h, w = (dims[2], dims[3]) if layout == "NCHW" else (dims[1], dims[2])
+    return GraphInput(name, layout, h, w, dims[0], dtype)
+
+
+def _input_dtype(model: Any) -> str:
+    from onnx import TensorProto
+
+    inits = {i.name for i in model.graph.initializer}
+    first = next(i for i in model.graph.input if i.name not in inits)
+    return {TensorProto.FLOAT16: "float16", TensorProto.UINT8: "uint8"}.get(
+        first.type.tensor_type.elem_type, "float32"
     )

@@ -28,7 +28,27 @@ def load_factory(spec: str) -> Any:
         factory = getattr(factory, part)
     if not callable(factory):
         raise InputError(f"{spec!r}: {attr!r} is not callable")
-    model = factory()
+    try:
+        model = factory()
+    except TypeError:
+        # a factory with required arguments: say so instead of a traceback (the one TypeError we expect)
+        import inspect
+
+        try:
+            params = [p for p in inspect.signature(factory).parameters.values()
+                      if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]  # fmt: skip
+        except (TypeError, ValueError):
+            params = []
+        if not params:
+            raise
+        raise InputError(
+            f"{spec!r} needs argument(s) {', '.join(p.name for p in params)}; cvdeploy calls the factory with none — "
+            f"write a zero-argument function that builds the model (def build(): return {attr}(...)) and name that"
+        ) from None
+    except Exception as exc:
+        raise ModelError(
+            f"{spec!r}: the factory failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+        ) from None
     if not isinstance(model, torch.nn.Module):
         raise ModelError(f"{spec!r}: the factory returned {type(model).__name__}, not a torch.nn.Module")
     return model.eval()
@@ -43,15 +63,29 @@ def load_torchscript(path: str | Path) -> Any:
         raise ModelError(f"{path}: not a loadable TorchScript file ({exc})") from None
 
 
-def load_state_dict(model: Any, path: str | Path) -> Any:
-    """Load a plain state dict safely (``weights_only=True``) into ``model``."""
+def read_state_dict(path: str | Path) -> dict[str, Any]:
+    """A plain state dict from a file, loaded safely (``weights_only=True``: tensors, no code)."""
     torch = require("torch", "PyTorch weights")
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"weights file not found: {p}")
     try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
+        state = torch.load(str(p), map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ModelError(f"{path}: cannot load weights safely ({exc})") from None
+        raise ModelError(
+            f"{p}: cannot load weights safely — not a plain state dict ({type(exc).__name__}); save it with "
+            "torch.save(model.state_dict(), path)"
+        ) from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ModelError(f"{p}: holds a {type(state).__name__}, not a state dict")
+    return state
+
+
+def load_state_dict(model: Any, path: str | Path) -> Any:
+    """Load a plain state dict safely (``weights_only=True``) into ``model``."""
+    state = read_state_dict(path)
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
