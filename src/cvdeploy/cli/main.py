@@ -44,7 +44,7 @@ app.command("inspect", help=inspect_cmd.HELP)(inspect_cmd.inspect)
 app.command("predict", help=predict_cmd.HELP)(predict_cmd.predict)
 
 # Commands added by later modules register themselves here; each import is light (no torch, no ORT).
-for _mod_name in ("val_cmd", "zoo_cmd", "demo_cmd", "bench_cmd", "serve_cmd", "optimize_cmd"):
+for _mod_name in ("val_cmd", "zoo_cmd", "demo_cmd", "bench_cmd", "serve_cmd", "optimize_cmd", "doctor_cmd"):
     try:
         _mod = __import__(f"cvdeploy.cli.{_mod_name}", fromlist=["register"])
     except ModuleNotFoundError as _exc:

@@ -1,0 +1,84 @@
+"""Check 7 — controlled dataset: the deployed model and the source on the same labelled images.
+
+COCO mAP (:func:`cvdeploy.evaluate.metrics.coco_map`, evaluation threshold 0.001) of the deployed
+pipeline and of the reference on exactly the same images and tensors, per class. When the source
+scores well and the deployment does not, the drop is in the model or its conversion; when both
+score far below what the bundle recorded on its own validation data, the drop is in the data (or
+the labels).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from cvdeploy.decode import Decoder
+from cvdeploy.doctor.context import Context
+from cvdeploy.doctor.findings import CheckResult, Finding, skipped
+from cvdeploy.evaluate.metrics import coco_map
+from cvdeploy.evaluate.runner import EVAL_CONF, EVAL_MAX_DET
+from cvdeploy.results import Detections, Result
+
+CHECK, TITLE = "controlled", "Controlled dataset"
+MIN_DROP = 0.03  # mAP points (0-1) below which a difference is noise on a few dozen images
+
+
+def run(ctx: Context) -> list[CheckResult]:
+    t0 = time.perf_counter()
+    res = evaluate(ctx)
+    res.seconds = time.perf_counter() - t0
+    return [res]
+
+
+def evaluate(ctx: Context) -> CheckResult:
+    if ctx.labels is None:
+        return skipped(CHECK, TITLE, "needs --labels (a YOLO data.yaml or COCO json for some of the images)")
+    contract = ctx.deployment.pipeline.contract
+    if contract.task != "detect":
+        return skipped(CHECK, TITLE, "the controlled-dataset mAP is computed for detectors")
+    ref = ctx.workspace.reference()
+    stems = [s for s in ctx.images.stems if s in ctx.labels.boxes]
+    gts = [ctx.labels.boxes[s] for s in stems]
+    deployed: list[Result] = [ctx.passed.records[s].eval_result or ctx.passed.records[s].result for s in stems]
+    names = list(contract.classes)
+    dep_map = coco_map(gts, [d for d in deployed if isinstance(d, Detections)], len(names), max_dets=EVAL_MAX_DET)
+    details: dict[str, Any] = {"images": len(stems), "deployed": _summary(dep_map, names)}
+    findings: list[Finding] = []
+    line = f"on {len(stems)} labelled images mAP50-95 {dep_map['mAP50-95']:.3f} ({ctx.deployment.label})"
+    if ref is not None:
+        eval_contract = contract.model_copy(deep=True)
+        eval_contract.output.conf, eval_contract.output.max_det = EVAL_CONF, EVAL_MAX_DET
+        decoder = Decoder(eval_contract, [o.name for o in ctx.deployment.runtime.outputs])
+        ref_results = []
+        ctx.progress.begin(f"mAP of {ref.label}", len(stems))
+        for s in stems:
+            tensor, geoms = ctx.deployment.pipeline.preprocess([ctx.image(s)])
+            ref_results.extend(decoder(ctx.workspace.reference_outputs(s, tensor), geoms))
+            ctx.progress.advance()
+        ctx.progress.end()
+        ref_map = coco_map(gts, [d for d in ref_results if isinstance(d, Detections)], len(names), max_dets=EVAL_MAX_DET)
+        details["reference"] = {"label": ref.label, **_summary(ref_map, names)}
+        line += f" vs {ref_map['mAP50-95']:.3f} ({ref.label})"
+        drop = ref_map["mAP50-95"] - dep_map["mAP50-95"]
+        if drop > max(MIN_DROP, 0.1 * ref_map["mAP50-95"]):
+            worst = sorted(((v["mAP50-95"] - details["deployed"]["per_class"].get(k, {}).get("mAP50-95", 0.0), k)
+                            for k, v in details["reference"]["per_class"].items()), reverse=True)[:3]  # fmt: skip
+            findings.append(Finding("conversion.divergence", "critical",
+                                    f"{line}: the drop ({drop:.3f}) is in the deployed model, not the data; most in "
+                                    + ", ".join(f"{k} (−{d:.2f})" for d, k in worst) + ".", 0.8))  # fmt: skip
+    recorded = ctx.deployment.artifact.metrics.get("mAP50-95")
+    if isinstance(recorded, float | int) and not findings:
+        best = max(dep_map["mAP50-95"], details.get("reference", {}).get("mAP50-95", 0.0))
+        details["recorded_mAP50-95"] = recorded
+        if best < 0.7 * float(recorded) and recorded - best > MIN_DROP:
+            findings.append(Finding("data.drift", "warning",
+                                    f"{line}, far below the {recorded:.3f} recorded on the bundle's validation data "
+                                    f"({ctx.deployment.artifact.metrics.get('dataset', 'its dataset')}): the model itself "
+                                    "is fine, the drop is in these images or their labels.", 0.35))  # fmt: skip
+    return CheckResult(CHECK, TITLE, "finding" if findings else "ok", line, details, findings)
+
+
+def _summary(scores: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    per = {(names[k] if k < len(names) else str(k)): {"mAP50-95": round(v["mAP50-95"], 4), "instances": v["instances"]}
+           for k, v in scores["per_class"].items()}  # fmt: skip
+    return {"mAP50-95": round(scores["mAP50-95"], 4), "mAP50": round(scores["mAP50"], 4), "per_class": per}
