@@ -24,7 +24,14 @@ def _hist(values: Sequence[float], lo: float, hi: float, bins: int = 20) -> dict
     v = np.asarray(values, dtype=np.float64)
     counts, edges = np.histogram(np.clip(v, lo, hi), bins=bins, range=(lo, hi))
     summary = (
-        {"mean": float(v.mean()), "std": float(v.std()), "min": float(v.min()), "max": float(v.max())}
+        {
+            "mean": float(v.mean()),
+            "std": float(v.std()),
+            "min": float(v.min()),
+            "max": float(v.max()),
+            "p5": float(np.percentile(v, 5)),
+            "p95": float(np.percentile(v, 95)),
+        }
         if v.size
         else {}
     )

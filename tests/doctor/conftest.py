@@ -17,10 +17,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import cv2
 import pytest
 
-from cvdeploy.doctor import Doctor
+from cvdeploy.doctor import Doctor, faults
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
 PLANT_SEED, CLEAN_SEED = 6161, 7171
@@ -30,15 +29,8 @@ Y8_SIZE = 320
 
 
 def make_dataset(root: Path, seed: int, images: int = IMAGES) -> Path:
-    """A YOLO dataset of ``images`` generated shapes, each squashed to 640x480 or 480x640; returns data.yaml."""
-    from cvdeploy.zoo.dataset import generate_dataset
-
-    data = generate_dataset(root, images=images, seed=seed, splits=(0, 1, 0), progress=False, workers=1)
-    for k, f in enumerate(sorted((root / "images" / "val").glob("*.jpg"))):
-        img = cv2.imread(str(f))
-        size = (640, 480) if k % 2 == 0 else (480, 640)
-        cv2.imwrite(str(f), cv2.resize(img, size, interpolation=cv2.INTER_AREA), [cv2.IMWRITE_JPEG_QUALITY, 90])
-    return data
+    """Generated shapes squashed to 640x480 or 480x640; returns the data.yaml."""
+    return faults.shapes_dataset(root, seed, images)
 
 
 @pytest.fixture(scope="session")
@@ -54,7 +46,11 @@ def plant_images(plant_data: Path) -> Path:
 @pytest.fixture(scope="session")
 def drift_images(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """More images (20) for the drift plants: a two-sample test needs more than six to see the outputs move."""
-    return make_dataset(tmp_path_factory.mktemp("doctor-drift"), PLANT_SEED, DRIFT_IMAGES).parent / "images" / "val"
+    return (
+        make_dataset(tmp_path_factory.mktemp("doctor-drift"), PLANT_SEED, DRIFT_IMAGES).parent
+        / "images"
+        / "val"
+    )
 
 
 @pytest.fixture(scope="session")
@@ -102,7 +98,9 @@ def y8_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from cvdeploy.sources.ultralytics import from_yolo
 
     um = from_yolo(_yolov8n_module())
-    contract = Contract(task="detect", classes=um.names, input=InputSpec(height=Y8_SIZE, width=Y8_SIZE, stride=um.stride))
+    contract = Contract(
+        task="detect", classes=um.names, input=InputSpec(height=Y8_SIZE, width=Y8_SIZE, stride=um.stride)
+    )
     out = tmp_path_factory.mktemp("y8") / "yolov8n.cvd"
     opts = ExportOptions(imgsz=(Y8_SIZE, Y8_SIZE), dynamic_batch=True, dynamic_shape=True, parity_count=2)
     export_torch(um.module, out, contract, Source(kind="ultralytics", file="yolov8n.yaml"), opts)
@@ -135,5 +133,3 @@ def run_of(doctor: Doctor):  # type: ignore[no-untyped-def]
 
     dep = open_deployment(doctor.bundle)
     return dep.run, [o.name for o in dep.runtime.outputs]
-
-

@@ -7,20 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from cvdeploy.doctor import Doctor, DoctorOptions, SpeedSettings, faults
+from cvdeploy.doctor import Doctor, faults
 from cvdeploy.doctor.deployment import open_deployment
+from cvdeploy.doctor.faults import Planter
 
 pytestmark = pytest.mark.slow
-
-
-def _clean_options(doctor: Doctor, data: Path, tmp: Path, txt: bool = False) -> DoctorOptions:
-    dep = open_deployment(doctor.bundle)
-    found = faults.results(dep.run, doctor.bundle.contract, doctor.images.paths, [o.name for o in dep.runtime.outputs])
-    observed = (faults.write_save_txt(found, doctor.images.paths, tmp / "labels") if txt
-                else faults.write_predict_json(found, doctor.images.paths, tmp / "observed.json"))  # fmt: skip
-    tensors = faults.write_tensors(doctor.bundle.contract, doctor.images.paths, tmp / "tensors")
-    return DoctorOptions(observed=observed, inputs=tensors, labels=data,
-                         speed=SpeedSettings(runs=6, warmup=2, images=3))  # fmt: skip
 
 
 def _assert_clean(report) -> None:  # type: ignore[no-untyped-def]
@@ -35,13 +26,21 @@ def _assert_clean(report) -> None:  # type: ignore[no-untyped-def]
 
 def test_clean_zoo_deployment_has_no_critical_finding(clean_data: Path, tmp_path: Path) -> None:
     doctor = Doctor("zoo:n", clean_data.parent / "images" / "val")
-    report = doctor.diagnose(_clean_options(doctor, clean_data, tmp_path))
+    report = doctor.diagnose(Planter(doctor, tmp_path).clean(clean_data))
     _assert_clean(report)
     controlled = next(c for c in report.checks if c.id == "controlled")
     assert controlled.details["deployed"]["mAP50-95"] > 0.3  # the shipped model does detect these shapes
 
 
 @pytest.mark.ultralytics
-def test_clean_yolov8n_deployment_has_no_critical_finding(y8_bundle: Path, clean_data: Path, tmp_path: Path) -> None:
+def test_clean_yolov8n_deployment_has_no_critical_finding(
+    y8_bundle: Path, clean_data: Path, tmp_path: Path
+) -> None:
     doctor = Doctor(y8_bundle, clean_data.parent / "images" / "val")
-    _assert_clean(doctor.diagnose(_clean_options(doctor, clean_data, tmp_path, txt=True)))
+    options = Planter(doctor, tmp_path).clean(clean_data)
+    dep = open_deployment(doctor.bundle)  # the same results, as Ultralytics save_txt files this time
+    found = faults.results(
+        dep.run, doctor.bundle.contract, doctor.images.paths, [o.name for o in dep.runtime.outputs]
+    )
+    options.observed = faults.write_save_txt(found, doctor.images.paths, tmp_path / "labels")
+    _assert_clean(doctor.diagnose(options))

@@ -143,7 +143,9 @@ def _same_stem(d: Path) -> None:
     cv2.imwrite(str(sub / first.name.replace(".jpg", ".png")), cv2.imread(str(first)))
 
 
-@pytest.mark.parametrize(("spoil", "phrase"), [(_unreadable, "cannot read as an image"), (_same_stem, "share the name")])
+@pytest.mark.parametrize(
+    ("spoil", "phrase"), [(_unreadable, "cannot read as an image"), (_same_stem, "share the name")]
+)
 def test_bad_image_folders_are_refused(spoil: Callable[[Path], None], phrase: str, plant_images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
     import shutil
 
@@ -154,7 +156,9 @@ def test_bad_image_folders_are_refused(spoil: Callable[[Path], None], phrase: st
     _one_line_error(capsys, phrase)
 
 
-def test_missing_images_and_bundle(tmp_path: Path, plant_images: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_images_and_bundle(
+    tmp_path: Path, plant_images: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert run(["doctor", "zoo:n", "--images", str(tmp_path / "none")]) == 2
     _one_line_error(capsys, "no such file or folder")
     assert run(["doctor", str(tmp_path / "nothing.cvd"), "--images", str(plant_images)]) == 2

@@ -16,11 +16,26 @@ from cvdeploy.doctor.findings import Finding, rank
 from cvdeploy.errors import InputError
 from cvdeploy.results import Detections
 
-ISSUE_IDS = (
-    "preprocess.channel_order preprocess.resize preprocess.normalization preprocess.pad_value preprocess.input_size "
-    "data.drift labels.class_mapping conversion.divergence env.mismatch numerics.nonfinite speed.warmup speed.threads "
-    "speed.precision speed.provider_fallback speed.preprocessing speed.input_size speed.model_size speed.concurrency"
-).split()
+ISSUE_IDS = [
+    "preprocess.channel_order",
+    "preprocess.resize",
+    "preprocess.normalization",
+    "preprocess.pad_value",
+    "preprocess.input_size",
+    "data.drift",
+    "labels.class_mapping",
+    "conversion.divergence",
+    "env.mismatch",
+    "numerics.nonfinite",
+    "speed.warmup",
+    "speed.threads",
+    "speed.precision",
+    "speed.provider_fallback",
+    "speed.preprocessing",
+    "speed.input_size",
+    "speed.model_size",
+    "speed.concurrency",
+]
 
 
 def test_the_ids_are_the_issues_and_each_is_documented() -> None:
@@ -46,7 +61,9 @@ def test_rank_merges_by_id_and_sorts_by_score() -> None:
 
 
 def _det(boxes: list[list[float]], conf: list[float], cls: list[int]) -> Detections:
-    return Detections(np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(conf, np.float32), np.asarray(cls, np.int64))
+    return Detections(
+        np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(conf, np.float32), np.asarray(cls, np.int64)
+    )
 
 
 @pytest.mark.parametrize(
@@ -69,7 +86,10 @@ def test_similarity_falls_with_the_confidence_gap() -> None:
     from cvdeploy.doctor.matching import image_similarity
 
     a = _det([[0, 0, 10, 10]], [0.9], [1])
-    near, far = image_similarity(a, _det([[0, 0, 10, 10]], [0.88], [1])), image_similarity(a, _det([[0, 0, 10, 10]], [0.6], [1]))
+    near, far = (
+        image_similarity(a, _det([[0, 0, 10, 10]], [0.88], [1])),
+        image_similarity(a, _det([[0, 0, 10, 10]], [0.6], [1])),
+    )
     assert 1.0 > near > far > 0.0
     assert image_similarity(a, _det([[0, 0, 10, 10]], [0.6], [1]), use_conf=False) == 1.0
 
@@ -112,7 +132,16 @@ def test_variants_change_one_setting_each() -> None:
     assert {v.finding for v in vs} == {f for f in ISSUE_IDS if f.startswith("preprocess.")}
     for v in vs:
         changed = {k for k, val in v.contract.input.model_dump().items() if val != base.input.model_dump()[k]}
-        assert changed and changed <= {"color", "resize", "scale", "mean", "std", "pad_value", "height", "width"}, v.key
+        assert changed and changed <= {
+            "color",
+            "resize",
+            "scale",
+            "mean",
+            "std",
+            "pad_value",
+            "height",
+            "width",
+        }, v.key
         if v.finding != "preprocess.input_size":
             assert changed.isdisjoint({"height", "width"})
     assert not [v for v in preprocessing_variants(base, sizes=False) if v.finding == "preprocess.input_size"]
@@ -193,7 +222,9 @@ def test_coco_labels_are_matched_by_stem(two_images, tmp_path: Path) -> None:  #
                             {"id": 2, "image_id": 2, "category_id": 7, "bbox": [0, 0, 5, 5]}],
             "categories": [{"id": 7, "name": "y"}, {"id": 3, "name": "x"}]}  # fmt: skip
     (tmp_path / "c.json").write_text(json.dumps(coco))
-    labels = read_labels(tmp_path / "c.json", two_images, Contract(classes=["x", "y"]), {"a": (200, 100), "b": (50, 50)})
+    labels = read_labels(
+        tmp_path / "c.json", two_images, Contract(classes=["x", "y"]), {"a": (200, 100), "b": (50, 50)}
+    )
     boxes, classes = labels.boxes["a"]
     assert boxes.tolist() == [[10, 10, 30, 40]]
     assert classes.tolist() == [1]  # COCO order is x (3), y (7); mapped to the model's names by name

@@ -43,8 +43,8 @@ HELP = (
 
 """
     "Exit code: 0 when nothing critical is found, 1 when something is, 2 on a user error. "
-    "--json prints {\"findings\": [{\"id\", \"severity\", \"title\", \"evidence\", \"fix\", \"score\"}], "
-    "\"checks\": [...]}, most likely cause first. Finding ids are listed in cvdeploy.doctor.findings."
+    '--json prints {"findings": [{"id", "severity", "title", "evidence", "fix", "score"}], '
+    '"checks": [...]}, most likely cause first. Finding ids are listed in cvdeploy.doctor.findings.'
 )
 
 
@@ -55,20 +55,34 @@ def doctor(
     observed: Path = typer.Option(
         None, "--observed", help="What it returned: predict --json file or a folder of Ultralytics .txt."
     ),
-    inputs: Path = typer.Option(None, "--inputs", help="Folder of the tensors it fed its model, one .npy per image."),
-    model: Path = typer.Option(None, "--model", help="The model file it runs, when not an artifact of the bundle."),
+    inputs: Path = typer.Option(
+        None, "--inputs", help="Folder of the tensors it fed its model, one .npy per image."
+    ),
+    model: Path = typer.Option(
+        None, "--model", help="The model file it runs, when not an artifact of the bundle."
+    ),
     labels: Path = typer.Option(None, "--labels", help="Ground truth: YOLO data.yaml or COCO json."),
-    artifact: str = typer.Option(None, "--artifact", "-a", help="Artifact it runs (default: the bundle's default)."),
-    speed: bool = typer.Option(False, "--speed", help="Run the slowness checks (they need no observed data)."),
+    artifact: str = typer.Option(
+        None, "--artifact", "-a", help="Artifact it runs (default: the bundle's default)."
+    ),
+    speed: bool = typer.Option(
+        False, "--speed", help="Run the slowness checks (they need no observed data)."
+    ),
     threads: int = typer.Option(None, "--threads", min=1, help="--speed: the deployment's intra-op threads."),
     concurrency: int = typer.Option(1, "--concurrency", min=1, help="--speed: requests it keeps in flight."),
     device: str = typer.Option("cpu", "--device", help="--speed: the device it asks for (cpu, cuda, auto)."),
     spinning: bool = typer.Option(
-        None, "--spinning/--no-spinning", help="--speed: whether its threads spin-wait (default: cvdeploy's choice)."
+        None,
+        "--spinning/--no-spinning",
+        help="--speed: whether its threads spin-wait (default: cvdeploy's choice).",
     ),
-    keep_io: Path = typer.Option(None, "--keep-io", help="Write every stage's input/output of a sample here."),
+    keep_io: Path = typer.Option(
+        None, "--keep-io", help="Write every stage's input/output of a sample here."
+    ),
     save_profile: Path = typer.Option(
-        None, "--save-profile", help="Bundles without a reference profile: write one built from the images here."
+        None,
+        "--save-profile",
+        help="Bundles without a reference profile: write one built from the images here.",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON document on stdout."),
     html: Path = typer.Option(None, "--html", help="Write a self-contained HTML report with plots."),
@@ -76,7 +90,9 @@ def doctor(
     from cvdeploy.doctor import Doctor, DoctorOptions, SpeedSettings
 
     speed_settings = (
-        SpeedSettings(threads=threads, concurrency=concurrency, device=device, spinning=spinning) if speed else None
+        SpeedSettings(threads=threads, concurrency=concurrency, device=device, spinning=spinning)
+        if speed
+        else None
     )
     options = DoctorOptions(artifact=artifact, observed=observed, inputs=inputs, labels=labels, model=model,
                             speed=speed_settings, keep_io=keep_io, save_profile=save_profile)  # fmt: skip

@@ -17,7 +17,7 @@ import numpy as np
 from cvdeploy._deps import require
 from cvdeploy.doctor import figures
 from cvdeploy.doctor.context import Context
-from cvdeploy.doctor.findings import CheckResult, FigureFn, Finding, skipped
+from cvdeploy.doctor.findings import CheckResult, FigureFn, Finding, Verdict, skipped
 from cvdeploy.doctor.matching import class_pairs
 from cvdeploy.reports.document import Figure
 from cvdeploy.results import Detections
@@ -28,7 +28,9 @@ MIN_GAIN = 0.3  # the permutation must agree with this much more of the pairs th
 MIN_AGREEMENT = 0.7
 
 
-def best_permutation(pairs: list[tuple[int, int]], nc: int) -> tuple[dict[int, int], float, float, np.ndarray]:
+def best_permutation(
+    pairs: list[tuple[int, int]], nc: int
+) -> tuple[dict[int, int], float, float, np.ndarray]:
     """``(mapping row→col where it differs, agreement under the identity, under the best permutation, matrix)``."""
     n = max([nc, *(a + 1 for a, _ in pairs), *(b + 1 for _, b in pairs)])
     m = np.zeros((n, n), np.int64)
@@ -60,7 +62,8 @@ def _judge(pairs: list[tuple[int, int]], names: list[str], source: str, them: st
     score = min(0.97, 0.5 + 0.5 * (perm - ident))
     fix = "translate class ids by name with the bundle's class list (cvdeploy inspect shows it); " + (
         "the labels were written with another class order — fix names in data.yaml"
-        if them == "label" else "the deployment decodes ids with another class list"
+        if them == "label"
+        else "the deployment decodes ids with another class list"
     )
     return details, Finding("labels.class_mapping", "critical", evidence, score, fix=fix), m
 
@@ -79,26 +82,36 @@ def run(ctx: Context) -> list[CheckResult]:
     stems = ctx.images.stems
     if ctx.observed is not None:
         pairs = class_pairs(ctx.passed.results(stems), [ctx.observed[s] for s in stems], iou=0.7)  # type: ignore[arg-type]
-        details["observed"], f, m = _judge(pairs, names, "the deployment's results vs the contract's", "deployment")
+        details["observed"], f, m = _judge(
+            pairs, names, "the deployment's results vs the contract's", "deployment"
+        )
         if f:
             findings.append(f)
-            figs.append(lambda m=m: _confusion(m, names, "model class (contract)", "class the deployment reports"))
+            figs.append(_draw(m, names, "model class (contract)", "class the deployment reports"))
     if ctx.labels is not None:
         stems_l = [s for s in stems if s in ctx.labels.boxes]
         preds = [ctx.passed.records[s].result for s in stems_l]
         gts = [ctx.labels.boxes[s] for s in stems_l]
-        pairs = [(b, a) for a, b in class_pairs(gts, [p for p in preds if isinstance(p, Detections)], iou=0.5)]
-        details["labels"], f, m = _judge(pairs, names, f"the labels ({ctx.labels.source.name}) vs the model", "label")
+        pairs = [
+            (b, a) for a, b in class_pairs(gts, [p for p in preds if isinstance(p, Detections)], iou=0.5)
+        ]
+        details["labels"], f, m = _judge(
+            pairs, names, f"the labels ({ctx.labels.source.name}) vs the model", "label"
+        )
         if f:
             findings.append(f)
-            figs.append(lambda m=m: _confusion(m, names, "model class", "label class"))
-    verdict = "finding" if findings else "ok"
+            figs.append(_draw(m, names, "model class", "label class"))
+    verdict: Verdict = "finding" if findings else "ok"
     summary = ("class ids are permuted" if findings else
                "matched boxes carry the same class ids" + (f" ({details['observed']['identity_agreement']:.0%} of "
                f"{details['observed']['pairs']} vs the deployment)" if "observed" in details else ""))  # fmt: skip
     res = CheckResult(CHECK, TITLE, verdict, summary, details, findings, figs)
     res.seconds = time.perf_counter() - t0
     return [res]
+
+
+def _draw(m: np.ndarray, names: list[str], rows: str, cols: str) -> FigureFn:
+    return lambda: _confusion(m, names, rows, cols)
 
 
 def _confusion(m: np.ndarray, names: list[str], rows: str, cols: str) -> list[Figure]:

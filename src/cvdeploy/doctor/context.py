@@ -8,6 +8,7 @@ the same deployment, so a test suite or a benchmark can diagnose many observatio
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,7 @@ from cvdeploy.doctor.deployment import (
     Deployment,
     Reference,
     ResizableModel,
+    file_key,
     open_reference,
     resizable_model,
     source_module,
@@ -28,6 +30,18 @@ from cvdeploy.images import read_image
 from cvdeploy.results import Detections
 
 _UNSET: Any = object()
+#: Simulated variant results and reference outputs, kept for the life of the process: a test suite or a
+#: benchmark diagnoses many deployments of the same models on the same images. Keys name files by path,
+#: size and modification time, so a changed file is never answered from the cache.
+_VARIANTS: dict[tuple[str, str, str], Any] = {}
+_REFERENCE: dict[tuple[str, str, tuple[int, ...]], list[np.ndarray]] = {}
+_CACHE_LIMIT = 4096
+
+
+def _bounded(cache: dict[Any, Any]) -> dict[Any, Any]:
+    if len(cache) >= _CACHE_LIMIT:
+        cache.clear()
+    return cache
 
 
 class Workspace:
@@ -38,9 +52,7 @@ class Workspace:
         self._module: Any = _UNSET
         self._reference: Any = _UNSET
         self._resizable: dict[str, ResizableModel | None] = {}
-        self._ref_outputs: dict[tuple[str, tuple[int, ...]], list[np.ndarray]] = {}
         self._passes: dict[tuple[str, bool, int], ContractPass] = {}
-        self.variant_cache: dict[tuple[str, str, str], Any] = {}  # (deployment, variant, stem) → result
 
     def module(self) -> Any | None:
         if self._module is _UNSET:
@@ -53,14 +65,21 @@ class Workspace:
         ref: Reference | None = self._reference
         return ref
 
-    def reference_outputs(self, stem: str, tensor: np.ndarray) -> list[np.ndarray]:
-        """The reference's outputs on the contract tensor of image ``stem`` (kept: the source is slow)."""
+    def reference_outputs(self, image: Path, tensor: np.ndarray) -> list[np.ndarray]:
+        """The reference's outputs on the contract tensor of ``image`` (kept: the source is slow)."""
         ref = self.reference()
         assert ref is not None
-        key = (stem, tensor.shape)
-        if key not in self._ref_outputs:
-            self._ref_outputs[key] = ref.run(tensor)
-        return self._ref_outputs[key]
+        key = (ref.key, file_key(image), tuple(tensor.shape))
+        if key not in _REFERENCE:
+            _bounded(_REFERENCE)[key] = ref.run(tensor)
+        return _REFERENCE[key]
+
+    def simulated(self, model: Path, variant: str, image: Path) -> Any | None:
+        """A variant's result on ``image`` through ``model``, if simulated before."""
+        return _VARIANTS.get((file_key(model), variant, file_key(image)))
+
+    def keep_simulated(self, model: Path, variant: str, image: Path, result: Any) -> None:
+        _bounded(_VARIANTS)[(file_key(model), variant, file_key(image))] = result
 
     def resizable(self, deployment: Deployment) -> ResizableModel | None:
         key = str(deployment.model_path)

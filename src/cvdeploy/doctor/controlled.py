@@ -39,9 +39,13 @@ def evaluate(ctx: Context) -> CheckResult:
     ref = ctx.workspace.reference()
     stems = [s for s in ctx.images.stems if s in ctx.labels.boxes]
     gts = [ctx.labels.boxes[s] for s in stems]
-    deployed: list[Result] = [ctx.passed.records[s].eval_result or ctx.passed.records[s].result for s in stems]
+    deployed: list[Result] = [
+        ctx.passed.records[s].eval_result or ctx.passed.records[s].result for s in stems
+    ]
     names = list(contract.classes)
-    dep_map = coco_map(gts, [d for d in deployed if isinstance(d, Detections)], len(names), max_dets=EVAL_MAX_DET)
+    dep_map = coco_map(
+        gts, [d for d in deployed if isinstance(d, Detections)], len(names), max_dets=EVAL_MAX_DET
+    )
     details: dict[str, Any] = {"images": len(stems), "deployed": _summary(dep_map, names)}
     findings: list[Finding] = []
     line = f"on {len(stems)} labelled images mAP50-95 {dep_map['mAP50-95']:.3f} ({ctx.deployment.label})"
@@ -53,10 +57,14 @@ def evaluate(ctx: Context) -> CheckResult:
         ctx.progress.begin(f"mAP of {ref.label}", len(stems))
         for s in stems:
             tensor, geoms = ctx.deployment.pipeline.preprocess([ctx.image(s)])
-            ref_results.extend(decoder(ctx.workspace.reference_outputs(s, tensor), geoms))
+            ref_results.extend(
+                decoder(ctx.workspace.reference_outputs(ctx.passed.records[s].path, tensor), geoms)
+            )
             ctx.progress.advance()
         ctx.progress.end()
-        ref_map = coco_map(gts, [d for d in ref_results if isinstance(d, Detections)], len(names), max_dets=EVAL_MAX_DET)
+        ref_map = coco_map(
+            gts, [d for d in ref_results if isinstance(d, Detections)], len(names), max_dets=EVAL_MAX_DET
+        )
         details["reference"] = {"label": ref.label, **_summary(ref_map, names)}
         line += f" vs {ref_map['mAP50-95']:.3f} ({ref.label})"
         drop = ref_map["mAP50-95"] - dep_map["mAP50-95"]

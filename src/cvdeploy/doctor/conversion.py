@@ -46,7 +46,7 @@ def _outputs(ctx: Context) -> dict[str, Any]:
     dep_res: list[Result] = []
     decoder = dep.pipeline.decoder
     for c in ctx.passed.captures:
-        r = ctx.workspace.reference_outputs(c.stem, c.tensor)
+        r = ctx.workspace.reference_outputs(ctx.passed.records[c.stem].path, c.tensor)
         d = output_diff(r, c.outputs)
         cosines.append(float(d["cosine"]))
         means.append(float(d["mean_abs_diff"]))
@@ -57,7 +57,9 @@ def _outputs(ctx: Context) -> dict[str, Any]:
             ref_res.extend(decoder(r, geoms))
             dep_res.append(c.result)
     agreement = detection_agreement(ref_res, dep_res) if ref_res else None
-    scale = max((float(np.abs(o).max()) for c in ctx.passed.captures for o in c.outputs if o.size), default=0.0)
+    scale = max(
+        (float(np.abs(o).max()) for c in ctx.passed.captures for o in c.outputs if o.size), default=0.0
+    )
     return {"max_abs_diff": worst["max_abs_diff"], "where": worst["where"], "cosine": min(cosines, default=1.0),
             "mean_abs_diff": float(np.mean(means)) if means else 0.0, "agreement": agreement,
             "images": len(ctx.passed.captures), "scale": scale}  # fmt: skip
@@ -74,7 +76,9 @@ def _head_quantized(ref_path: Path, cand_path: Path) -> list[str]:
     head = set(find_head_decode(ref).nodes)
     head_tensors = {o for n in ref.graph.node if n.name in head for o in n.output}
     cand = onnx.load(str(cand_path), load_external_data=False)
-    return sorted({n.input[0] for n in cand.graph.node if n.op_type == "QuantizeLinear" and n.input[0] in head_tensors})
+    return sorted(
+        {n.input[0] for n in cand.graph.node if n.op_type == "QuantizeLinear" and n.input[0] in head_tensors}
+    )
 
 
 def _fp16_overflow(ref_path: Path, tensor: np.ndarray) -> list[tuple[str, float]]:
@@ -107,22 +111,30 @@ def review(ctx: Context) -> CheckResult:
     dep = ctx.deployment
     ref = ctx.workspace.reference()
     if ref is None:
-        return skipped(CHECK, TITLE, "the bundle has neither a PyTorch source nor an FP32 ONNX artifact to compare with")
+        return skipped(
+            CHECK, TITLE, "the bundle has neither a PyTorch source nor an FP32 ONNX artifact to compare with"
+        )
     details: dict[str, Any] = {"reference": ref.label, "deployed": dep.label}
     causes: list[str] = []
     tampered = artifact_tampered(dep)
     if tampered:
-        causes.append(f"{tampered} no longer matches the sha256 recorded at export: the file was modified (a changed weight)")
+        causes.append(
+            f"{tampered} no longer matches the sha256 recorded at export: the file was modified (a changed weight)"
+        )
     same_file = ref.onnx_path is not None and dep.model_path.resolve() == ref.onnx_path.resolve()
     if same_file and not ref.is_source and not tampered:
         parity = dep.artifact.parity
-        note = f" (max abs diff {parity.max_abs_diff:.2g}, agreement {parity.box_agreement})" if parity else ""
+        note = (
+            f" (max abs diff {parity.max_abs_diff:.2g}, agreement {parity.box_agreement})" if parity else ""
+        )
         return CheckResult(CHECK, TITLE, "ok", f"the deployed model is the bundle's reference ONNX, checked against "
                            f"the source at export{note}", details)  # fmt: skip
     precision = dep.runtime.execution().precision
     tol = tolerance_for(precision)
     out = _outputs(ctx)
-    details["outputs"] = {k: (v if not isinstance(v, float) or np.isfinite(v) else None) for k, v in out.items()}
+    details["outputs"] = {
+        k: (v if not isinstance(v, float) or np.isfinite(v) else None) for k, v in out.items()
+    }
     details["precision"] = precision
     allowed = tol.atol + tol.rtol * out["scale"]
     agreement = out["agreement"]
@@ -145,10 +157,16 @@ def review(ctx: Context) -> CheckResult:
         if precision == "fp16" and tensors:
             over = _fp16_overflow(ref.onnx_path, tensors[0])
             if over:
-                causes.append(f"FP16 range: reference activations reach {over[0][1]:.3g} at {over[0][0]} (FP16 max 65504)")
+                causes.append(
+                    f"FP16 range: reference activations reach {over[0][1]:.3g} at {over[0][0]} (FP16 max 65504)"
+                )
         if precision == "fp32":  # FP16/INT8 conversions legitimately add and remove operators
             r_ops, c_ops = op_counts(ref.onnx_path), op_counts(cand_onnx)
-            dropped = {op: n - c_ops.get(op, 0) for op, n in r_ops.items() if op not in _IGNORED_OPS and c_ops.get(op, 0) < n}
+            dropped = {
+                op: n - c_ops.get(op, 0)
+                for op, n in r_ops.items()
+                if op not in _IGNORED_OPS and c_ops.get(op, 0) < n
+            }
             if dropped:
                 causes.append("operators dropped: " + ", ".join(f"{op} ×{n}" for op, n in dropped.items()))
         compared = layers
@@ -158,7 +176,9 @@ def review(ctx: Context) -> CheckResult:
                f"{out['cosine']:.5f}{agree_txt} on {out['images']} images")  # fmt: skip
     noticeable = agreement is not None and agreement < 0.95
     if not (beyond or causes or noticeable):
-        return CheckResult(CHECK, TITLE, "ok", summary + f" — within the {precision} tolerance", details, figures=figs)
+        return CheckResult(
+            CHECK, TITLE, "ok", summary + f" — within the {precision} tolerance", details, figures=figs
+        )
     evidence = summary + ("; beyond the " + precision + " tolerance" if beyond else "") + "."
     if layers is not None and layers.first_jump is not None:
         j = layers.layers[layers.first_jump]
@@ -167,13 +187,19 @@ def review(ctx: Context) -> CheckResult:
         evidence += f"; worst: {worst}."
     if causes:
         evidence += " Likely cause: " + "; ".join(causes) + "."
-    critical = beyond or bool(causes and (agreement is None or agreement < 0.95)) or (agreement is not None and agreement < 0.8)
+    critical = (
+        beyond
+        or bool(causes and (agreement is None or agreement < 0.95))
+        or (agreement is not None and agreement < 0.8)
+    )
     score = (0.85 if critical else 0.4) + (0.1 if causes else 0.0)
     fix = ("restore the exported file or re-export (cvdeploy export), which checks parity against the source"
            if tampered or any("weight" in c for c in causes) else
            "keep the box-decode head in float (cvdeploy optimize --int8 does)" if any("head" in c for c in causes) else
            "keep the overflowing layers in FP32 or use BF16/INT8" if any("FP16" in c for c in causes) else "")  # fmt: skip
-    finding = Finding("conversion.divergence", "critical" if critical else "warning", evidence, score, fix=fix)
+    finding = Finding(
+        "conversion.divergence", "critical" if critical else "warning", evidence, score, fix=fix
+    )
     return CheckResult(CHECK, TITLE, "finding", summary, details, [finding], figs)
 
 

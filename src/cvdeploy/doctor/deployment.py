@@ -30,6 +30,12 @@ log = logging.getLogger("cvdeploy")
 RunFn = Callable[[np.ndarray], list[np.ndarray]]
 
 
+def file_key(path: Path) -> str:
+    """A file's identity for caches: resolved path, size and modification time."""
+    st = path.stat()
+    return f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+
+
 def _engine_for(path: Path) -> registry.Engine:
     for e in registry.ENGINES.values():
         if path.name.lower().endswith(e.suffix) and e.name != "torch":
@@ -137,6 +143,7 @@ class Reference:
     run: RunFn
     onnx_path: Path | None  # the FP32 ONNX the layers are compared with
     is_source: bool
+    key: str = ""  # identifies what computes (cache key): the source's weights or the ONNX file
 
 
 #: Rebuilt PyTorch sources and their dynamic-size exports, per (factory, weights sha256): loading torch
@@ -182,12 +189,15 @@ def open_reference(bundle: Bundle, module: Any | None) -> Reference | None:
         from cvdeploy.runtimes.torch import TorchRuntime
 
         rt = TorchRuntime(module, bundle.contract.input.name)
-        return Reference("PyTorch source", lambda t: rt.run({rt.input_name: t}), onnx_path, True)
+        return Reference(
+            "PyTorch source", lambda t: rt.run({rt.input_name: t}), onnx_path, True, str(_source_key(bundle))
+        )
     if art is None:
         return None
-    rt = bundle.load_runtime(art)
-    name = rt.inputs[0].name
-    return Reference(f"{art.name} (checked against the source at export)", lambda t: rt.run({name: t}), onnx_path, False)  # fmt: skip
+    onnx_rt = bundle.load_runtime(art)
+    name = onnx_rt.inputs[0].name
+    return Reference(f"{art.name} (checked against the source at export)", lambda t: onnx_rt.run({name: t}), onnx_path, False,
+                     file_key(bundle.file(art)))  # fmt: skip
 
 
 def artifact_tampered(deployment: Deployment) -> str | None:

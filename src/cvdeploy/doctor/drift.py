@@ -28,7 +28,7 @@ import numpy as np
 from cvdeploy._deps import require
 from cvdeploy.doctor import figures
 from cvdeploy.doctor.context import Context
-from cvdeploy.doctor.findings import CheckResult, FigureFn, Finding, skipped
+from cvdeploy.doctor.findings import CheckResult, FigureFn, Finding, Severity, skipped
 from cvdeploy.profile import output_values
 from cvdeploy.reports.document import Figure
 from cvdeploy.results import Detections
@@ -101,7 +101,9 @@ def _cohen_d(ref_mean: float, ref_std: float, cur: np.ndarray) -> float:
     return max(-10.0, min(10.0, (cur_mean - ref_mean) / pooled))
 
 
-def _histogram_drift(name: str, group: str, ref: dict[str, Any], values: Sequence[float]) -> FeatureDrift | None:
+def _histogram_drift(
+    name: str, group: str, ref: dict[str, Any], values: Sequence[float]
+) -> FeatureDrift | None:
     edges = ref.get("edges")
     if not edges or not values:
         return None
@@ -179,7 +181,9 @@ def compare(profile: dict[str, Any], ctx: Context) -> list[FeatureDrift]:
 def run(ctx: Context) -> list[CheckResult]:
     t0 = time.perf_counter()
     if ctx.profile is None:
-        return [skipped(CHECK, TITLE, ctx.profile_note or "the bundle has no reference profile to compare with")]
+        return [
+            skipped(CHECK, TITLE, ctx.profile_note or "the bundle has no reference profile to compare with")
+        ]
     rows = compare(ctx.profile, ctx)
     result = judge(rows, ctx)
     result.seconds = time.perf_counter() - t0
@@ -198,6 +202,7 @@ def judge(rows: list[FeatureDrift], ctx: Context) -> CheckResult:
                            f"profile ({len(rows)} features tested)", details, figures=figs)  # fmt: skip
     moved = "; ".join(r.describe() for r in app + out)
     geo_text = "; ".join(r.describe() for r in geo)
+    severity: Severity
     if app and out:
         v = max(r.cramers_v for r in app)
         severity = "critical" if v >= LARGE_V else "warning"
@@ -212,7 +217,9 @@ def judge(rows: list[FeatureDrift], ctx: Context) -> CheckResult:
                     "look alike: the content (objects, classes) differs, or see the other findings.")  # fmt: skip
     else:
         severity, score = "info", 0.1
-        evidence = f"image size/shape differs from the reference ({geo_text}); the contract's resize absorbs it."
+        evidence = (
+            f"image size/shape differs from the reference ({geo_text}); the contract's resize absorbs it."
+        )
     if geo and (app or out):
         evidence += f" Image size/shape also differs: {geo_text}."
     fix = "fine-tune on labelled images like these (or fix the capture: exposure, focus, compression)"
@@ -225,8 +232,16 @@ def judge(rows: list[FeatureDrift], ctx: Context) -> CheckResult:
 def _figure(rows: list[FeatureDrift]) -> list[Figure]:
     shown = sorted(rows, key=lambda r: (not r.drifted, -r.cramers_v))[:9]
     png = figures.drift_histograms(
-        [(LABELS.get(r.name, r.name), r.edges, r.ref_counts, r.cur_counts, "drifted" if r.drifted else "same")
-         for r in shown]  # fmt: skip
+        [
+            (
+                LABELS.get(r.name, r.name),
+                r.edges,
+                r.ref_counts,
+                r.cur_counts,
+                "drifted" if r.drifted else "same",
+            )
+            for r in shown
+        ]
     )
     if not png:
         return []

@@ -57,12 +57,16 @@ def differences(ctx: Context) -> list[tuple[float, str, str]]:
                             f"{dist} {b} runs the model here; the bundle was exported and checked with {a}"
                             + (" (another release: kernels and fusions differ)" if minor else "")))  # fmt: skip
     caps_then_flags = ((recorded_env.get("cpu") or {}).get("flags")) if recorded_env else None
-    caps_then = execution.get("cpu_capabilities") or (env.cpu_capabilities(caps_then_flags) if caps_then_flags else None)
+    caps_then = execution.get("cpu_capabilities") or (
+        env.cpu_capabilities(caps_then_flags) if caps_then_flags else None
+    )
     caps_now = env.cpu_capabilities()
     if caps_then:
         changed = {k: (caps_then.get(k), v) for k, v in caps_now.items() if bool(caps_then.get(k)) != v}
         if changed:
-            text = ", ".join(f"{k} {'yes' if a else 'no'}→{'yes' if b else 'no'}" for k, (a, b) in changed.items())
+            text = ", ".join(
+                f"{k} {'yes' if a else 'no'}→{'yes' if b else 'no'}" for k, (a, b) in changed.items()
+            )
             if current.precision == "int8" and "vnni" in changed and not caps_now["vnni"]:
                 out.append((0.3, "warning", f"CPU capabilities differ from the export machine's ({text}): INT8 without "
                             "VNNI takes a 16-bit path where U8S8 products can saturate"))  # fmt: skip
@@ -72,7 +76,13 @@ def differences(ctx: Context) -> list[tuple[float, str, str]]:
     for dist in ("opencv-python-headless", "opencv-python", "numpy"):
         a, b = libs_then.get(dist), libs_now.get(dist)
         if a and b and _minor(a) != _minor(b):
-            out.append((0.1, "info", f"{dist} {b} here vs {a} at export (image decoding/resizing may differ slightly)"))
+            out.append(
+                (
+                    0.1,
+                    "info",
+                    f"{dist} {b} here vs {a} at export (image decoding/resizing may differ slightly)",
+                )
+            )
     providers = (execution.get("settings") or {}).get("providers")
     now_providers = current.settings.get("providers")
     if providers and now_providers and providers[0] != now_providers[0]:
@@ -89,7 +99,7 @@ def run(ctx: Context) -> list[CheckResult]:
         res = CheckResult(CHECK, TITLE, "ok", "the libraries, CPU features and effective precision match the export's",
                           details)  # fmt: skip
     else:
-        score, severity, _ = diffs[0]
+        score = diffs[0][0]
         rank = {"critical": 0, "warning": 1, "info": 2}
         sev = min((d[1] for d in diffs), key=lambda s: rank[s])
         evidence = "; ".join(d[2] for d in diffs) + "."

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import cv2
@@ -62,7 +62,9 @@ def drift_histograms(rows: Sequence[tuple[str, Sequence[float], Sequence[int], S
         ax.bar(e[:-1], r, width=width, align="edge", alpha=0.45, color=plots.COLORS[0], label="reference")
         ax.step(e, np.append(c, c[-1] if c.size else 0), where="post", color=plots.COLORS[1], linewidth=1.8,
                 label="these images")  # fmt: skip
-        ax.set_title(f"{name} — {verdict}", fontsize=9, color=plots.COLORS[4] if verdict != "same" else "black")
+        ax.set_title(
+            f"{name} — {verdict}", fontsize=9, color=plots.COLORS[4] if verdict != "same" else "black"
+        )
         ax.tick_params(labelsize=7)
     for ax in axes[len(rows) :]:
         ax.set_visible(False)
@@ -71,7 +73,11 @@ def drift_histograms(rows: Sequence[tuple[str, Sequence[float], Sequence[int], S
 
 
 def layer_curve(
-    positions: Sequence[int], sqnr_db: Sequence[float], names: Sequence[str], first_jump: int | None, title: str
+    positions: Sequence[int],
+    sqnr_db: Sequence[float],
+    names: Sequence[str],
+    first_jump: int | None,
+    title: str,
 ) -> bytes | None:
     """SQNR of every aligned intermediate tensor along the graph, the first jump marked."""
     if not positions or not _plotting():
@@ -98,7 +104,7 @@ def ranking(labels: Sequence[str], values: Sequence[float], xlabel: str, title: 
     return plots.stacked_bars(list(labels), {xlabel: list(values)}, xlabel=xlabel, title=title)
 
 
-def stage_split(labels: Sequence[str], stages: dict[str, Sequence[float]], title: str) -> bytes | None:
+def stage_split(labels: Sequence[str], stages: Mapping[str, Sequence[float]], title: str) -> bytes | None:
     if not labels or not _plotting():
         return None
     return plots.stacked_bars(list(labels), stages, xlabel="ms per image", title=title)

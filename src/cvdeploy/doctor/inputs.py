@@ -186,7 +186,10 @@ def _read_txt_folder(
         cx, cy, bw, bh = a[:, 1] * w, a[:, 2] * h, a[:, 3] * w, a[:, 4] * h
         xyxy = np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], 1)
         out[f.stem] = Detections(
-            xyxy.astype(np.float32), a[:, 5].astype(np.float32), a[:, 0].astype(np.int64), list(contract.classes)
+            xyxy.astype(np.float32),
+            a[:, 5].astype(np.float32),
+            a[:, 0].astype(np.int64),
+            list(contract.classes),
         )
     return out
 
@@ -315,7 +318,9 @@ def _coco_labels(path: Path, stems: set[str]) -> tuple[list[str], dict[str, tupl
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"--labels {path}: not valid JSON ({exc})") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("images"), list) or "categories" not in doc:
-        raise InputError(f"--labels {path}: not a COCO detection json (needs images, annotations, categories)")
+        raise InputError(
+            f"--labels {path}: not a COCO detection json (needs images, annotations, categories)"
+        )
     cats = sorted(doc["categories"], key=lambda c: int(c["id"]))
     index = {int(c["id"]): k for k, c in enumerate(cats)}
     names = [str(c.get("name", c["id"])) for c in cats]

@@ -143,8 +143,10 @@ def compare_layers(ref_path: Path, cand_path: Path, tensors: Sequence[np.ndarray
         co = cs.run(None, {c_in: t})
         for k, (_, rt, ct, _, _) in enumerate(pairs):
             a, b = ro[r_idx[rt]], co[c_idx[ct]]
-            if not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray)) or a.shape != b.shape or not (
-                np.issubdtype(a.dtype, np.floating) and np.issubdtype(b.dtype, np.floating)
+            if (
+                not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray))
+                or a.shape != b.shape
+                or not (np.issubdtype(a.dtype, np.floating) and np.issubdtype(b.dtype, np.floating))
             ):
                 usable[k] = False
                 continue
@@ -157,7 +159,9 @@ def compare_layers(ref_path: Path, cand_path: Path, tensors: Sequence[np.ndarray
             worst[k] = max(worst[k], float(np.abs(diff).max(initial=0.0)))
     for k, (pos, rt, _ct, op, node) in enumerate(pairs):
         if usable[k]:
-            report.layers.append(LayerError(pos, rt, _ct, op, node, _sqnr(sig[k], noise[k]), worst[k], int(nonfinite[k])))
+            report.layers.append(
+                LayerError(pos, rt, _ct, op, node, _sqnr(sig[k], noise[k]), worst[k], int(nonfinite[k]))
+            )
     report.first_nonfinite = next((i for i, e in enumerate(report.layers) if e.nonfinite), None)
     report.first_jump = _first_jump([e.sqnr_db for e in report.layers], reduced)
     return report

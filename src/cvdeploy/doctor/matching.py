@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from cvdeploy.ops.boxes import box_iou
-from cvdeploy.results import Detections
+from cvdeploy.results import Detections, Result
 
 #: A confidence difference of this much scales a matched pair's credit by 1/e.
 CONF_SCALE = 0.05
@@ -49,16 +49,19 @@ def image_similarity(observed: Detections, simulated: Detections, use_conf: bool
     iou[iou < MATCH_IOU] = 0.0
     credit = iou
     if use_conf:
-        credit = iou * np.exp(-np.abs(observed.confidence[:, None] - simulated.confidence[None, :]) / CONF_SCALE)
+        credit = iou * np.exp(
+            -np.abs(observed.confidence[:, None] - simulated.confidence[None, :]) / CONF_SCALE
+        )
     pairs = _greedy(credit, np.argsort(-observed.confidence, kind="stable"), 0.0)
     return float(2.0 * sum(credit[i, j] for i, j in pairs) / (n_o + n_s))
 
 
-def similarities(
-    observed: Sequence[Detections], simulated: Sequence[Detections], use_conf: bool = True
-) -> np.ndarray:
-    """``(n,)`` per-image similarity of paired lists."""
-    return np.asarray([image_similarity(o, s, use_conf) for o, s in zip(observed, simulated, strict=True)])
+def similarities(observed: Sequence[Detections], simulated: Sequence[Result], use_conf: bool = True) -> np.ndarray:
+    """``(n,)`` per-image similarity of paired lists (a result that is not detections reproduces nothing)."""
+    return np.asarray([
+        image_similarity(o, s, use_conf) if isinstance(s, Detections) else 0.0
+        for o, s in zip(observed, simulated, strict=True)
+    ])
 
 
 def class_pairs(reference: Sequence[Detections | tuple[np.ndarray, np.ndarray]], other: Sequence[Detections], iou: float = 0.7) -> list[tuple[int, int]]:  # fmt: skip

@@ -78,7 +78,9 @@ def _nonfinite(a: np.ndarray) -> int:
     return int(a.size - np.count_nonzero(np.isfinite(a))) if np.issubdtype(a.dtype, np.floating) else 0
 
 
-def health_of(deployment: Deployment, tensor: np.ndarray, outputs: list[np.ndarray], result: Result) -> Health:
+def health_of(
+    deployment: Deployment, tensor: np.ndarray, outputs: list[np.ndarray], result: Result
+) -> Health:
     """Non-finite values per stage and the anomalies of the raw output of one image."""
     h = Health()
     h.nonfinite["tensor"] = _nonfinite(tensor)
@@ -96,7 +98,9 @@ def health_of(deployment: Deployment, tensor: np.ndarray, outputs: list[np.ndarr
         if cand.any():
             cx, cy, w, bh = pred[0, cand], pred[1, cand], pred[2, cand], pred[3, cand]
             H, W = tensor.shape[2:4] if contract.input.layout == "NCHW" else tensor.shape[1:3]
-            bad = (cx < 0) | (cx > W) | (cy < 0) | (cy > H) | (w <= 0) | (bh <= 0) | (w > 2 * W) | (bh > 2 * H)
+            bad = (
+                (cx < 0) | (cx > W) | (cy < 0) | (cy > H) | (w <= 0) | (bh <= 0) | (w > 2 * W) | (bh > 2 * H)
+            )
             h.out_of_range = int(bad.sum())
     return h
 

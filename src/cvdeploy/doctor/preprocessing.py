@@ -27,7 +27,7 @@ from cvdeploy.contract import Contract
 from cvdeploy.decode import Decoder
 from cvdeploy.doctor import figures
 from cvdeploy.doctor.context import Context
-from cvdeploy.doctor.findings import CheckResult, FigureFn, Finding, skipped
+from cvdeploy.doctor.findings import CheckResult, FigureFn, Finding, Verdict, skipped
 from cvdeploy.doctor.inputs import has_confidence
 from cvdeploy.doctor.matching import similarities
 from cvdeploy.doctor.variants import Variant, at_size, describe_norm, preprocessing_variants
@@ -52,19 +52,24 @@ def _simulate(ctx: Context, variant: Variant | None, stems: Sequence[str]) -> li
         return ctx.passed.results(list(stems))
     dep = ctx.deployment
     spec = variant.contract.input
-    same_size = (spec.height, spec.width) == (dep.pipeline.contract.input.height, dep.pipeline.contract.input.width)
+    same_size = (spec.height, spec.width) == (
+        dep.pipeline.contract.input.height,
+        dep.pipeline.contract.input.width,
+    )
     resizable = None if same_size else ctx.workspace.resizable(dep)
     pre = Preprocessor(spec)
     decoder = Decoder(variant.contract, [o.name for o in dep.runtime.outputs])
     out: list[Result] = []
-    cache = ctx.workspace.variant_cache
+    ws = ctx.workspace
     for stem in stems:
-        key = (str(dep.model_path), variant.key, stem)
-        if key not in cache:
+        path = ctx.passed.records[stem].path
+        found = ws.simulated(dep.model_path, variant.key, path)
+        if found is None:
             tensor, geoms = pre([ctx.image(stem)])
             raw = dep.run(tensor) if resizable is None else resizable.run(tensor)
-            cache[key] = decoder(raw, geoms)[0]
-        out.append(cache[key])
+            found = decoder(raw, geoms)[0]
+            ws.keep_simulated(dep.model_path, variant.key, path, found)
+        out.append(found)
     return out
 
 
@@ -100,7 +105,9 @@ def check_observed(ctx: Context) -> CheckResult:
     first = chosen[:FIRST_ROUND]
     can_resize = ctx.workspace.resizable(ctx.deployment) is not None
     candidates = preprocessing_variants(ctx.deployment.pipeline.contract, sizes=can_resize)
-    ctx.progress.begin("trying preprocessing variants", len(candidates) * len(first) + FINALISTS * len(chosen))
+    ctx.progress.begin(
+        "trying preprocessing variants", len(candidates) * len(first) + FINALISTS * len(chosen)
+    )
     obs_first = [ctx.observed[s] for s in first]
     round1 = []
     for v in candidates:
@@ -122,9 +129,15 @@ def check_observed(ctx: Context) -> CheckResult:
     details["resizable_model"] = can_resize
     best_mean, p, best, sims = scored[0]
     contract_mean = float(base_sub.mean())
-    figs: list[FigureFn] = [lambda: _figures(ctx, chosen, obs, base_sub, float(base_sub[: len(first)].mean()), round1)]
+    figs: list[FigureFn] = [
+        lambda: _figures(ctx, chosen, obs, base_sub, float(base_sub[: len(first)].mean()), round1)
+    ]
     if best_mean <= contract_mean + 0.01 or p >= 0.05:
-        note = "" if can_resize else "; other input sizes could not be simulated (static model, no PyTorch source)"
+        note = (
+            ""
+            if can_resize
+            else "; other input sizes could not be simulated (static model, no PyTorch source)"
+        )
         return CheckResult(CHECK, TITLE, "ok", f"the contract reproduces {base.mean():.1%} of the observations and no "
                            f"single preprocessing deviation does better (best: {best.key}, {best_mean:.1%}){note}",
                            details, figures=figs)  # fmt: skip
@@ -215,14 +228,17 @@ def check_tensors(ctx: Context) -> CheckResult:
     best_key, best_id, best_contract, best_desc = ranked[0]
     base_err = med[candidates[0][0]]
     if not resized and base_err <= EXACT_TENSOR:
-        verdict = "finding" if findings else "ok"
+        verdict: Verdict = "finding" if findings else "ok"
         return CheckResult(CHECK, TITLE, verdict, f"the tensors match the contract's preprocessing (relative error "
                            f"{base_err:.2g})", details, findings)  # fmt: skip
     if resized:
         what = f"feeds {h}x{w} tensors (the contract: {spec.height}x{spec.width})"
         if best_key != candidates[0][0] and med[best_key] <= EXACT_TENSOR:
             what += f" and {best_desc}"
-        finding_id, fix = "preprocess.input_size", f"resize images to {spec.height}x{spec.width} as the contract says"
+        finding_id, fix = (
+            "preprocess.input_size",
+            f"resize images to {spec.height}x{spec.width} as the contract says",
+        )
     elif med[best_key] < 0.5 * base_err and np.isfinite(med[best_key]):
         what, finding_id = best_desc, best_id
         fix = next((v.fix for v in preprocessing_variants(contract) if v.key == best_key), "")
@@ -240,7 +256,9 @@ def check_tensors(ctx: Context) -> CheckResult:
     if impact is not None:
         evidence += f" Fed these tensors, the model keeps {impact:.0%} of the contract's detections."
     severe = impact is None or impact < 0.9
-    findings.append(Finding(finding_id, "critical" if severe else "warning", evidence, 0.97 if exact else 0.8, fix=fix))
+    findings.append(
+        Finding(finding_id, "critical" if severe else "warning", evidence, 0.97 if exact else 0.8, fix=fix)
+    )
     return CheckResult(CHECK, TITLE, "finding", f"the tensors match {best_key}", details, findings)
 
 
@@ -276,7 +294,9 @@ def run(ctx: Context) -> list[CheckResult]:
     if ctx.observed is not None:
         out.append(check_observed(ctx))
     if not out:
-        out.append(skipped(CHECK, TITLE, "needs --observed (what the deployment returned) or --inputs (what it fed)"))
+        out.append(
+            skipped(CHECK, TITLE, "needs --observed (what the deployment returned) or --inputs (what it fed)")
+        )
     for r in out:
         r.seconds = (time.perf_counter() - t0) / len(out)
     return out

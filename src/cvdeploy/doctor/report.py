@@ -40,7 +40,10 @@ class DoctorReport:
         return next((f for f in self.findings if f.id == finding_id), None)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"findings": [f.to_dict() for f in self.findings], "checks": [c.to_dict() for c in self.checks]}
+        return {
+            "findings": [f.to_dict() for f in self.findings],
+            "checks": [c.to_dict() for c in self.checks],
+        }
 
     def to_document(self, figures: bool = True) -> Document:
         """The report as a Document; ``figures`` draws the checks' plots (seconds; the terminal skips them)."""

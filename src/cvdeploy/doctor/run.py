@@ -26,7 +26,16 @@ from pathlib import Path
 
 from cvdeploy import env
 from cvdeploy.bundle import Bundle
-from cvdeploy.doctor import classmap, controlled, conversion, drift, environment, preprocessing, speed, stageio
+from cvdeploy.doctor import (
+    classmap,
+    controlled,
+    conversion,
+    drift,
+    environment,
+    preprocessing,
+    speed,
+    stageio,
+)
 from cvdeploy.doctor.context import Context, Workspace
 from cvdeploy.doctor.deployment import open_deployment
 from cvdeploy.doctor.findings import CheckResult, rank
@@ -89,7 +98,9 @@ class Doctor:
         deployment = open_deployment(self.bundle, opts.artifact, opts.model)
         with_eval = labels is not None
         key = (str(deployment.model_path), with_eval, opts.sample)
-        passed = self._pass(key, lambda: contract_pass(deployment, self.images, with_eval, opts.sample, self.progress))
+        passed = self._pass(
+            key, lambda: contract_pass(deployment, self.images, with_eval, opts.sample, self.progress)
+        )
         profile = load_profile(self.bundle.path, self.bundle.manifest.reference_profile)
         note = ""
         if profile is None:

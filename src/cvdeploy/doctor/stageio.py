@@ -45,8 +45,16 @@ def keep_io(ctx: Context, folder: Path) -> Path:
         for k, o in enumerate(c.outputs):
             np.save(folder / f"{c.stem}.output{k}.npy", o)
         (folder / f"{c.stem}.result.json").write_text(json.dumps(_result_json(c.result)), encoding="utf-8")
-        index.append({"image": c.stem, "tensor_shape": list(c.tensor.shape), "outputs": [list(o.shape) for o in c.outputs]})
-    (folder / "index.json").write_text(json.dumps({"deployment": ctx.deployment.label, "captures": index}, indent=1))
+        index.append(
+            {
+                "image": c.stem,
+                "tensor_shape": list(c.tensor.shape),
+                "outputs": [list(o.shape) for o in c.outputs],
+            }
+        )
+    (folder / "index.json").write_text(
+        json.dumps({"deployment": ctx.deployment.label, "captures": index}, indent=1)
+    )
     return folder
 
 
@@ -62,7 +70,9 @@ def run(ctx: Context, keep: Path | None = None) -> list[CheckResult]:
     notes: list[str] = []
     constant = [r.stem for r in records if r.health.constant_output]
     if constant:
-        notes.append(f"the model's output is constant for {len(constant)} of {n} images (e.g. {constant[0]!r})")
+        notes.append(
+            f"the model's output is constant for {len(constant)} of {n} images (e.g. {constant[0]!r})"
+        )
     saturated = [r.stem for r in records if r.health.saturated_share >= SATURATED_SHARE]
     if saturated:
         notes.append(f"class scores saturate at 1 on ≥{SATURATED_SHARE:.0%} of the anchors for {len(saturated)} images "
@@ -80,16 +90,25 @@ def run(ctx: Context, keep: Path | None = None) -> list[CheckResult]:
         stems = stages[first]
         where = {"tensor": "the preprocessed tensor", "output": "the model's raw output",
                  "detections": "the decoded results"}[first]  # fmt: skip
-        evidence = f"NaN or infinity first appears in {where} for {len(stems)} of {n} images (e.g. {stems[0]!r})"
+        evidence = (
+            f"NaN or infinity first appears in {where} for {len(stems)} of {n} images (e.g. {stems[0]!r})"
+        )
         node = _locate(ctx, stems[0]) if first == "output" else None
         if node:
             evidence += f"; the first node of {ctx.deployment.label} to produce it is {node[0]} ({node[1]})"
             details["first_nonfinite_node"] = {"node": node[0], "op_type": node[1]}
-        fix = ("check that node's weights and inputs (a NaN/inf weight, a division by zero, FP16 overflow); "
-               "re-export from the source") if first == "output" else ""
+        fix = (
+            (
+                "check that node's weights and inputs (a NaN/inf weight, a division by zero, FP16 overflow); "
+                "re-export from the source"
+            )
+            if first == "output"
+            else ""
+        )
         findings.append(Finding("numerics.nonfinite", "critical", evidence + ".", 0.96, fix=fix))
     summary = ("NaN/inf in " + ", ".join(stages) if stages else f"every stage finite on {n} images") + (
-        f"; note: {'; '.join(notes)}" if notes else "; outputs vary and stay in range")
+        f"; note: {'; '.join(notes)}" if notes else "; outputs vary and stay in range"
+    )
     res = CheckResult(CHECK, TITLE, "finding" if findings else "ok", summary, details, findings)
     res.seconds = time.perf_counter() - t0
     return [res]

@@ -65,7 +65,11 @@ def other_sizes(spec: InputSpec, low: float = 0.5, high: float = 1.5) -> list[tu
         r = s / max(h, w)
         if not low <= r <= high or s == max(h, w):
             continue
-        nh, nw = (s, s) if h == w else (round(h * r / spec.stride) * spec.stride, round(w * r / spec.stride) * spec.stride)
+        nh, nw = (
+            (s, s)
+            if h == w
+            else (round(h * r / spec.stride) * spec.stride, round(w * r / spec.stride) * spec.stride)
+        )
         if nh % spec.stride or nw % spec.stride or min(nh, nw) < spec.stride:
             continue
         out.append((nh, nw))
