@@ -60,3 +60,21 @@ def test_yolov8n_plant_is_the_top_finding(
     planter = Planter(y8_doctor, tmp_path, sorted(drift_images.glob("*.jpg")), tensors=True)
     doctor, options = planter.plant(finding)
     check_top(doctor.diagnose(options), finding)
+
+
+@pytest.mark.slow
+def test_exif_orientation_applied_by_the_deployment(zoo_doctor: Doctor, tmp_path: Path) -> None:
+    """Phone photos carry an EXIF rotation: readers that apply it (cv2.imread, Ultralytics) see other pixels
+    than cvdeploy, which reads them as stored. Named as a geometry (resize) finding with its own title."""
+    from cvdeploy.doctor import DoctorOptions, faults
+    from cvdeploy.doctor.deployment import open_deployment
+    from cvdeploy.doctor.variants import decode_with_exif
+
+    tagged = faults.tag_orientation(zoo_doctor.images.paths, tmp_path / "phone")
+    doctor = Doctor("zoo:n", tagged)
+    dep = open_deployment(doctor.bundle)
+    found = faults.results(dep.run, doctor.bundle.contract, tagged, decode=decode_with_exif)
+    observed = faults.write_predict_json(found, tagged, tmp_path / "observed.json")
+    report = doctor.diagnose(DoctorOptions(observed=observed))
+    check_top(report, "preprocess.resize")
+    assert report.top is not None and "EXIF" in report.top.title and report.top.severity == "critical"

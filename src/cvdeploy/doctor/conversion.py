@@ -170,7 +170,8 @@ def review(ctx: Context) -> CheckResult:
             if dropped:
                 causes.append("operators dropped: " + ", ".join(f"{op} ×{n}" for op, n in dropped.items()))
         compared = layers
-        figs = [lambda: _layer_figure(compared, dep.label, ref.label)]
+        onnx_name = ref.onnx_path.name
+        figs = [lambda: _layer_figure(compared, dep.label, onnx_name)]
     agree_txt = f", reproduces {agreement:.0%} of its detections" if agreement is not None else ""
     summary = (f"{dep.label} (executing {precision}) vs {ref.label}: max abs diff {out['max_abs_diff']:.3g}, cosine "
                f"{out['cosine']:.5f}{agree_txt} on {out['images']} images")  # fmt: skip
@@ -182,7 +183,8 @@ def review(ctx: Context) -> CheckResult:
     evidence = summary + ("; beyond the " + precision + " tolerance" if beyond else "") + "."
     if layers is not None and layers.first_jump is not None:
         j = layers.layers[layers.first_jump]
-        evidence += f" Layer by layer ({layers.aligned_by}-aligned), the error starts at {j.node} ({j.op_type}, SQNR {j.sqnr_db:.0f} dB)"
+        evidence += (f" Layer by layer against {ref.onnx_path.name if ref.onnx_path else 'the reference'} "
+                     f"({layers.aligned_by}-aligned), the error starts at {j.node} ({j.op_type}, SQNR {j.sqnr_db:.0f} dB)")  # fmt: skip
         worst = ", ".join(f"{e.node} {e.sqnr_db:.0f} dB" for e in layers.worst(3))
         evidence += f"; worst: {worst}."
     if causes:

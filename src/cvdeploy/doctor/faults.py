@@ -40,12 +40,14 @@ def deviant(contract: Contract, **changes: Any) -> Contract:
     return c
 
 
-def results(run: RunFn, contract: Contract, images: Sequence[Path], output_names: Sequence[str] = ()) -> dict[str, Result]:  # fmt: skip
-    """What a deployment preprocessing as ``contract`` says and running ``run`` returns, per image stem."""
+def results(run: RunFn, contract: Contract, images: Sequence[Path], output_names: Sequence[str] = (),
+            decode: Callable[[Path], np.ndarray] = read_image) -> dict[str, Result]:  # fmt: skip
+    """What a deployment decoding images with ``decode``, preprocessing as ``contract`` says and running
+    ``run`` returns, per image stem."""
     pre, dec = Preprocessor(contract.input), Decoder(contract, list(output_names))
     out: dict[str, Result] = {}
     for p in images:
-        tensor, geoms = pre([read_image(p)])
+        tensor, geoms = pre([decode(p)])
         out[p.stem] = dec(run(tensor), geoms)[0]
     return out
 
@@ -124,6 +126,22 @@ def edit_onnx(src: Path, dst: Path, mode: str = "scale", factor: float = 1.5, po
     init.CopyFrom(numpy_helper.from_array(w, init.name))
     onnx.save(model, str(dst))
     return init.name
+
+
+def tag_orientation(images: Sequence[Path], folder: Path, orientation: int = 6) -> list[Path]:
+    """Copies whose pixels are unchanged but whose EXIF says to rotate them (6: 90° clockwise), as phones write."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for p in images:
+        with Image.open(p) as im:
+            exif = im.getexif()
+            exif[0x0112] = orientation
+            dst = folder / (p.stem + ".jpg")
+            im.convert("RGB").save(dst, quality=95, exif=exif)
+        out.append(dst)
+    return out
 
 
 def shift_images(images: Sequence[Path], folder: Path, brightness: float = 0.35, blur: int = 0, quality: int = 90) -> list[Path]:  # fmt: skip

@@ -116,7 +116,7 @@ def confusion(matrix: np.ndarray, rows: Sequence[str], cols: Sequence[str], titl
     return plots.heatmap(matrix.tolist(), list(rows), list(cols), title=title, unit="boxes")
 
 
-def image_pairs(pairs: Sequence[tuple[str, np.ndarray, Result, Result]], left: str, right: str, size: int = 360) -> bytes:  # fmt: skip
+def image_pairs(pairs: Sequence[tuple[str, np.ndarray, Result, Result]], left: str, right: str, size: int = 300) -> bytes:  # fmt: skip
     """One row per image: the image annotated with ``left`` results beside the same image with ``right`` ones."""
     rows = []
     for caption, img, a, b in pairs:

@@ -56,12 +56,16 @@ def image_similarity(observed: Detections, simulated: Detections, use_conf: bool
     return float(2.0 * sum(credit[i, j] for i, j in pairs) / (n_o + n_s))
 
 
-def similarities(observed: Sequence[Detections], simulated: Sequence[Result], use_conf: bool = True) -> np.ndarray:
+def similarities(
+    observed: Sequence[Detections], simulated: Sequence[Result], use_conf: bool = True
+) -> np.ndarray:
     """``(n,)`` per-image similarity of paired lists (a result that is not detections reproduces nothing)."""
-    return np.asarray([
-        image_similarity(o, s, use_conf) if isinstance(s, Detections) else 0.0
-        for o, s in zip(observed, simulated, strict=True)
-    ])
+    return np.asarray(
+        [
+            image_similarity(o, s, use_conf) if isinstance(s, Detections) else 0.0
+            for o, s in zip(observed, simulated, strict=True)
+        ]
+    )
 
 
 def class_pairs(reference: Sequence[Detections | tuple[np.ndarray, np.ndarray]], other: Sequence[Detections], iou: float = 0.7) -> list[tuple[int, int]]:  # fmt: skip

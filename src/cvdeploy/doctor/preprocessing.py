@@ -30,7 +30,7 @@ from cvdeploy.doctor.context import Context
 from cvdeploy.doctor.findings import CheckResult, FigureFn, Finding, Verdict, skipped
 from cvdeploy.doctor.inputs import has_confidence
 from cvdeploy.doctor.matching import similarities
-from cvdeploy.doctor.variants import Variant, at_size, describe_norm, preprocessing_variants
+from cvdeploy.doctor.variants import Variant, at_size, describe_norm, exif_variant, preprocessing_variants
 from cvdeploy.parity import detection_agreement
 from cvdeploy.preprocess import Preprocessor
 from cvdeploy.reports.document import Figure
@@ -65,7 +65,7 @@ def _simulate(ctx: Context, variant: Variant | None, stems: Sequence[str]) -> li
         path = ctx.passed.records[stem].path
         found = ws.simulated(dep.model_path, variant.key, path)
         if found is None:
-            tensor, geoms = pre([ctx.image(stem)])
+            tensor, geoms = pre([variant.decode(path) if variant.decode else ctx.image(stem)])
             raw = dep.run(tensor) if resizable is None else resizable.run(tensor)
             found = decoder(raw, geoms)[0]
             ws.keep_simulated(dep.model_path, variant.key, path, found)
@@ -105,6 +105,9 @@ def check_observed(ctx: Context) -> CheckResult:
     first = chosen[:FIRST_ROUND]
     can_resize = ctx.workspace.resizable(ctx.deployment) is not None
     candidates = preprocessing_variants(ctx.deployment.pipeline.contract, sizes=can_resize)
+    exif = exif_variant(ctx.deployment.pipeline.contract, [ctx.passed.records[s].path for s in stems])
+    if exif is not None:
+        candidates.append(exif)
     ctx.progress.begin(
         "trying preprocessing variants", len(candidates) * len(first) + FINALISTS * len(chosen)
     )
@@ -150,7 +153,8 @@ def check_observed(ctx: Context) -> CheckResult:
     )
     if best_mean < 0.9:
         evidence += " It does not explain everything: a second deviation or another cause may remain."
-    finding = Finding(best.finding, "critical" if gain >= 0.1 else "warning", evidence, score, fix=best.fix)  # fmt: skip
+    finding = Finding(best.finding, "critical" if gain >= 0.1 else "warning", evidence, score, fix=best.fix,
+                      title=best.title)  # fmt: skip
     return CheckResult(CHECK, TITLE, "finding", f"{best.key} reproduces {best_mean:.1%} vs the contract's "
                        f"{contract_mean:.1%}", details, [finding], figs)  # fmt: skip
 

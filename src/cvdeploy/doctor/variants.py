@@ -7,7 +7,12 @@ and :class:`~cvdeploy.decode.Decoder` that production uses simulate it.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
 
 from cvdeploy.contract import Contract, InputSpec
 
@@ -33,6 +38,8 @@ class Variant:
     description: str  # what the deployment does, e.g. "feeds BGR (the contract says RGB)"
     fix: str
     contract: Contract
+    title: str = ""  # overrides the finding's catalogue title
+    decode: Callable[[Path], np.ndarray] | None = None  # reads the image another way than cvdeploy does
 
 
 def _deviant(contract: Contract, **changes: object) -> Contract:
@@ -114,6 +121,43 @@ def preprocessing_variants(contract: Contract, sizes: bool = True) -> list[Varia
                                f"feed the model {spec.height}x{spec.width} as the contract says",
                                _deviant(contract, height=h, width=w)))  # fmt: skip
     return out
+
+
+def exif_orientation(path: Path) -> int | None:
+    """The EXIF orientation tag of an image file (1 = as stored), or None when it has none."""
+    try:
+        from PIL import Image
+    except ImportError:
+        return None
+    try:
+        with Image.open(path) as im:
+            value = im.getexif().get(0x0112)
+    except Exception:  # unreadable files are reported by the reader that decodes them
+        return None
+    return int(value) if value else None
+
+
+def decode_with_exif(path: Path) -> np.ndarray:
+    """The image as viewers (and ``cv2.imread``, Ultralytics, PIL's ``exif_transpose``) show it: EXIF orientation applied."""
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise ValueError(f"cannot decode {path}")
+    return img
+
+
+def exif_variant(contract: Contract, paths: Sequence[Path]) -> Variant | None:
+    """The deployment applies EXIF orientation, which cvdeploy does not (pixels as stored) — only when some
+    image carries an orientation other than 1."""
+    rotated = [p for p in paths if exif_orientation(p) not in (None, 1)]
+    if not rotated:
+        return None
+    return Variant("exif=applied", "preprocess.resize",
+                   f"rotates/flips images by their EXIF orientation ({len(rotated)} of the images carry one); "
+                   "cvdeploy reads pixels as stored",
+                   "decode images the same way on both sides: rotate them upright before sending (PIL "
+                   "ImageOps.exif_transpose) so that no reader depends on the EXIF tag",
+                   contract.model_copy(deep=True), title="image orientation (EXIF) differs from the contract",
+                   decode=decode_with_exif)  # fmt: skip
 
 
 def at_size(contract: Contract, height: int, width: int) -> Contract:
