@@ -78,3 +78,16 @@ def test_exif_orientation_applied_by_the_deployment(zoo_doctor: Doctor, tmp_path
     report = doctor.diagnose(DoctorOptions(observed=observed))
     check_top(report, "preprocess.resize")
     assert report.top is not None and "EXIF" in report.top.title and report.top.severity == "critical"
+
+
+@pytest.mark.slow
+def test_a_modified_artifact_is_caught_by_its_hash(zoo_doctor: Doctor, tmp_path: Path) -> None:
+    """A bundle whose artifact was edited after export: not refused (doctor is there to explain), but named."""
+    from cvdeploy.doctor import faults
+
+    b = faults.copy_bundle("zoo:n", tmp_path / "edited.cvd")
+    path = b.file(b.artifact())
+    faults.edit_onnx(path, path, mode="scale", factor=1.3)
+    report = Doctor(b, zoo_doctor.images.paths).diagnose()
+    check_top(report, "conversion.divergence")
+    assert report.top is not None and "sha256" in report.top.evidence

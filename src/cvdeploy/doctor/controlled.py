@@ -17,6 +17,7 @@ from cvdeploy.doctor.context import Context
 from cvdeploy.doctor.findings import CheckResult, Finding, skipped
 from cvdeploy.evaluate.metrics import coco_map
 from cvdeploy.evaluate.runner import EVAL_CONF, EVAL_MAX_DET
+from cvdeploy.reports.document import Table
 from cvdeploy.results import Detections, Result
 
 CHECK, TITLE = "controlled", "Controlled dataset"
@@ -83,7 +84,21 @@ def evaluate(ctx: Context) -> CheckResult:
                                     f"{line}, far below the {recorded:.3f} recorded on the bundle's validation data "
                                     f"({ctx.deployment.artifact.metrics.get('dataset', 'its dataset')}): the model itself "
                                     "is fine, the drop is in these images or their labels.", 0.35))  # fmt: skip
-    return CheckResult(CHECK, TITLE, "finding" if findings else "ok", line, details, findings)
+    res = CheckResult(CHECK, TITLE, "finding" if findings else "ok", line, details, findings)
+    res.tables.append(_per_class(details, ctx.deployment.label))
+    return res
+
+
+def _per_class(details: dict[str, Any], label: str) -> Table:
+    dep = details["deployed"]["per_class"]
+    ref = (details.get("reference") or {}).get("per_class", {})
+    ref_label = (details.get("reference") or {}).get("label", "reference")
+    rows = [[name, str(v["instances"]), f"{v['mAP50-95']:.3f}", f"{ref[name]['mAP50-95']:.3f}" if name in ref else "—"]
+            for name, v in dep.items()]  # fmt: skip
+    rows.append(["all", str(sum(v["instances"] for v in dep.values())), f"{details['deployed']['mAP50-95']:.3f}",
+                 f"{details['reference']['mAP50-95']:.3f}" if "reference" in details else "—"])  # fmt: skip
+    return Table(["class", "instances", f"mAP50-95 {label}", f"mAP50-95 {ref_label}"], rows,
+                 title="Controlled dataset: the same labelled images through both", highlight=[len(rows) - 1])  # fmt: skip
 
 
 def _summary(scores: dict[str, Any], names: list[str]) -> dict[str, Any]:

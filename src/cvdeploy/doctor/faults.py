@@ -244,12 +244,13 @@ class Planter:
     ``tensors=True`` plants preprocessing faults in the input tensors instead of the results (for a
     model whose detections mean nothing); ``drift_images`` are the known-good images the data-drift
     plant darkens and blurs (a two-sample test needs more than a handful); ``bigger`` builds a
-    bundle that deploys a bigger model while holding a smaller one as accurate (``speed.model_size``).
+    bundle that deploys a bigger model while holding a smaller one as accurate (``speed.model_size``);
+    ``seed`` is that of the fresh images with large objects the ``speed.input_size`` plant generates.
     """
 
     def __init__(self, doctor: Doctor, workdir: Path, drift_images: Sequence[Path] | None = None, tensors: bool = False,
                  speed: dict[str, Any] | None = None, bigger: Callable[[Path], Bundle] | None = None,
-                 data_yaml: Path | None = None) -> None:  # fmt: skip
+                 data_yaml: Path | None = None, seed: int = 9191) -> None:  # fmt: skip
         self.doctor = doctor
         self.tmp = workdir
         self.drift_images = list(drift_images or doctor.images.paths)
@@ -257,6 +258,7 @@ class Planter:
         self.speed = speed or {"runs": 6, "warmup": 2, "images": 3}
         self.bigger = bigger or zoo_with_smaller_model
         self.data_yaml = data_yaml
+        self.seed = seed  # of the images a plant generates (speed.input_size)
 
     # -- helpers
     def _dep(self) -> Deployment:
@@ -409,17 +411,14 @@ class Planter:
         return self._speed(self._doctor_on(self.doctor.bundle, sorted(out.glob("*.jpg"))))
 
     def _close_ups(self) -> tuple[Doctor, DoctorOptions]:
-        """Images whose objects are twice as large (centre halves blown up), and a reference profile that agrees."""
+        """Fresh images whose objects are all at least 10 % of the image side, and a reference profile that agrees."""
         from cvdeploy.pipeline import Pipeline
         from cvdeploy.profile import build_profile
 
-        out = self._dir("close-ups")
-        for p in self.doctor.images.paths:
-            img = read_image(p)
-            h, w = img.shape[:2]
-            crop = img[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4]
-            cv2.imwrite(str(out / f"{p.stem}.jpg"), cv2.resize(crop, (w, h), interpolation=cv2.INTER_CUBIC))
-        images = sorted(out.glob("*.jpg"))
+        data = shapes_dataset(
+            self.tmp / "large-objects", self.seed, max(20, len(self.drift_images)), min_object=0.1
+        )
+        images = sorted((data.parent / "images" / "val").glob("*.jpg"))
         bundle = copy_bundle(self.doctor.bundle, self.tmp / "closeups.cvd")
         (bundle.path / "profile.json").write_text(
             json.dumps(build_profile(Pipeline.from_bundle(bundle), images))
@@ -447,14 +446,24 @@ def zoo_with_smaller_model(dst: Path) -> Bundle:
     return b
 
 
-def shapes_dataset(root: Path, seed: int, images: int) -> Path:
+def shapes_dataset(root: Path, seed: int, images: int, min_object: float | None = None) -> Path:
     """A YOLO dataset of generated shapes, every image squashed to 640x480 or 480x640 (so letterbox pads).
 
-    YOLO labels are normalised, so they stay valid under the resize. Returns the ``data.yaml``.
+    YOLO labels are normalised, so they stay valid under the resize. ``min_object``: the smallest object
+    side as a fraction of the image side (the generator's default is 0.025). Returns the ``data.yaml``.
     """
-    from cvdeploy.zoo.dataset import generate_dataset
+    from cvdeploy.zoo import dataset as generator
 
-    data = generate_dataset(root, images=images, seed=seed, splits=(0, 1, 0), progress=False, workers=1)
+    default = generator._MIN_FRAC
+    generator._MIN_FRAC = (
+        min_object or default
+    )  # generated in this process (workers=1), so the change applies
+    try:
+        data = generator.generate_dataset(
+            root, images=images, seed=seed, splits=(0, 1, 0), progress=False, workers=1
+        )
+    finally:
+        generator._MIN_FRAC = default
     for k, f in enumerate(sorted((root / "images" / "val").glob("*.jpg"))):
         img = read_image(f)
         size = (640, 480) if k % 2 == 0 else (480, 640)

@@ -44,7 +44,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from cvdeploy.reports.document import Figure
+from cvdeploy.reports.document import Figure, Table
 
 Severity = Literal["critical", "warning", "info"]
 #: Draws a check's figures when a report needs them (plots cost seconds; JSON and the terminal skip them).
@@ -177,6 +177,7 @@ class CheckResult:
     findings: list[Finding] = field(default_factory=list)
     figures: list[FigureFn] = field(default_factory=list)
     seconds: float = 0.0
+    tables: list[Table] = field(default_factory=list)  # shown in the terminal and the HTML report
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "title": self.title, "verdict": self.verdict, "summary": self.summary,

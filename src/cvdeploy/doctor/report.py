@@ -74,10 +74,10 @@ class DoctorReport:
                       [[c.title, _VERDICT[c.verdict], c.summary, f"{c.seconds:.1f}"] for c in self.checks],
                       align=["left", "left", "left", "right"],
                       highlight=[i for i, c in enumerate(self.checks) if c.verdict == "finding"]))  # fmt: skip
-        for c in self.checks if figures else []:
-            figs: list[Figure] = [f for draw in c.figures for f in draw()]
-            if figs:
+        for c in self.checks:
+            figs: list[Figure] = [f for draw in c.figures for f in draw()] if figures else []
+            if figs or c.tables:
                 s = doc.section(c.title)
                 s.add(Paragraph(c.summary))
-                s.add(*figs)
+                s.add(*c.tables, *figs)
         return doc
