@@ -52,7 +52,7 @@ class Workspace:
         self._module: Any = _UNSET
         self._reference: Any = _UNSET
         self._resizable: dict[str, ResizableModel | None] = {}
-        self._passes: dict[tuple[str, bool, int], ContractPass] = {}
+        self._passes: dict[str, ContractPass] = {}
 
     def module(self) -> Any | None:
         if self._module is _UNSET:
@@ -87,10 +87,10 @@ class Workspace:
             self._resizable[key] = resizable_model(deployment, self.module())
         return self._resizable[key]
 
-    def cached_pass(self, key: tuple[str, bool, int]) -> ContractPass | None:
+    def cached_pass(self, key: str) -> ContractPass | None:
         return self._passes.get(key)
 
-    def keep_pass(self, key: tuple[str, bool, int], value: ContractPass) -> None:
+    def keep_pass(self, key: str, value: ContractPass) -> None:
         self._passes = {key: value}  # one at a time: a pass holds captures of every stage
 
 

@@ -250,7 +250,7 @@ class Planter:
 
     def __init__(self, doctor: Doctor, workdir: Path, drift_images: Sequence[Path] | None = None, tensors: bool = False,
                  speed: dict[str, Any] | None = None, bigger: Callable[[Path], Bundle] | None = None,
-                 data_yaml: Path | None = None, seed: int = 9191) -> None:  # fmt: skip
+                 data_yaml: Path | None = None, seed: int = 9191, sample: int = 8) -> None:  # fmt: skip
         self.doctor = doctor
         self.tmp = workdir
         self.drift_images = list(drift_images or doctor.images.paths)
@@ -259,6 +259,7 @@ class Planter:
         self.bigger = bigger or zoo_with_smaller_model
         self.data_yaml = data_yaml
         self.seed = seed  # of the images a plant generates (speed.input_size)
+        self.sample = sample  # images whose every stage is captured (DoctorOptions.sample)
 
     # -- helpers
     def _dep(self) -> Deployment:
@@ -327,7 +328,9 @@ class Planter:
             "speed.model_size": lambda: self._speed(self._doctor_on(self.bigger(self.tmp / "bigger.cvd"))),
             "speed.concurrency": lambda: self._speed(concurrency=4, spinning=True),
         }
-        return simple[finding]()
+        doctor, options = simple[finding]()
+        options.sample = self.sample
+        return doctor, options
 
     def clean(self, data_yaml: Path | None = None, speed: bool = True) -> DoctorOptions:
         """Options of a correct deployment: its results, tensors and the true labels (and --speed)."""

@@ -65,6 +65,7 @@ class ContractPass:
     captures: list[Capture]
     seconds: float
     stage_seconds: dict[str, float]
+    with_eval: bool = False  # records hold results at the evaluation threshold too
 
     def results(self, stems: list[str]) -> list[Result]:
         return [self.records[s].result for s in stems]
@@ -145,4 +146,4 @@ def contract_pass(
             captures.append(Capture(path.stem, img, tensor, outputs, result))
         bar.advance()
     bar.end()
-    return ContractPass(records, captures, clock() - t_start, stage)
+    return ContractPass(records, captures, clock() - t_start, stage, with_eval)

@@ -18,6 +18,7 @@ model runs, so a bad path costs nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -37,7 +38,7 @@ from cvdeploy.doctor import (
     stageio,
 )
 from cvdeploy.doctor.context import Context, Workspace
-from cvdeploy.doctor.deployment import open_deployment
+from cvdeploy.doctor.deployment import Deployment, file_key, open_deployment
 from cvdeploy.doctor.findings import CheckResult, rank
 from cvdeploy.doctor.inputs import ImageSet, image_set, read_labels, read_observed, read_tensors
 from cvdeploy.doctor.passes import ContractPass, contract_pass
@@ -78,13 +79,16 @@ class Doctor:
         self.workspace = Workspace(self.bundle)
         self.progress = progress or Silent()
 
-    def _pass(self, ctx_key: tuple[str, bool, int], build: object) -> ContractPass:
-        cached = self.workspace.cached_pass(ctx_key)
-        if cached is not None:
-            return cached
-        assert callable(build)
-        value: ContractPass = build()
-        self.workspace.keep_pass(ctx_key, value)
+    def _pass(self, deployment: Deployment, with_eval: bool, sample: int) -> ContractPass:
+        """The contract pass of ``deployment``, reused from an earlier diagnosis of the same model file when it
+        kept enough (evaluation-threshold results, captures)."""
+        key = file_key(deployment.model_path)
+        cached = self.workspace.cached_pass(key)
+        if (cached is not None and (cached.with_eval or not with_eval)
+                and len(cached.captures) >= min(sample, len(self.images))):  # fmt: skip
+            return dataclasses.replace(cached, captures=cached.captures[:sample])
+        value = contract_pass(deployment, self.images, with_eval, sample, self.progress)
+        self.workspace.keep_pass(key, value)
         return value
 
     def diagnose(self, options: DoctorOptions | None = None) -> DoctorReport:
@@ -97,10 +101,7 @@ class Doctor:
         tensors = read_tensors(opts.inputs, self.images, contract) if opts.inputs else None
         deployment = open_deployment(self.bundle, opts.artifact, opts.model)
         with_eval = labels is not None
-        key = (str(deployment.model_path), with_eval, opts.sample)
-        passed = self._pass(
-            key, lambda: contract_pass(deployment, self.images, with_eval, opts.sample, self.progress)
-        )
+        passed = self._pass(deployment, with_eval, opts.sample)
         profile = load_profile(self.bundle.path, self.bundle.manifest.reference_profile)
         note = ""
         if profile is None:

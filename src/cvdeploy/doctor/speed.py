@@ -125,7 +125,7 @@ class _Run:
             for k in (0, 1):
                 time_pass(pipes[k], feeds[k].batch(i, 1), s.clock)
         rows: list[list[tuple[int, int, int, int, int]]] = [[], []]
-        for i in range(max(s.runs, 2 * MIN_RUNS)):
+        for i in range(max(s.runs, MIN_RUNS)):
             for k in (0, 1) if i % 2 == 0 else (1, 0):
                 rows[k].append(time_pass(pipes[k], feeds[k].batch(s.warmup + i, 1), s.clock))
             self.ctx.progress.advance()
