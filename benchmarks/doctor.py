@@ -9,7 +9,7 @@ times the real command line on 100 fresh images in a new process, without ``--sp
 planted (``--observed`` from a BGR deployment, so the variant search runs) and ``--labels`` (so the
 source's mAP is computed too): the most work ``doctor`` does without ``--speed``.
 
-    python benchmarks/doctor.py [--images 12] [--time-images 100] [--skip-timing]
+    python benchmarks/doctor.py [--images 12] [--time-images 100] [--skip-timing | --timing-only]
 
 Ends with ``RESULT planted=N top1=N false_alarms=N time_100_images_s=S``. Targets: every planted fault
 top-1, zero false alarms, under 120 s for 100 images.
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -96,17 +97,22 @@ def time_cli(root: Path, images: int) -> float:
     observed = Planter(doctor, root / "timing-work").observed(color="BGR")
     cmd = [sys.executable, "-c", "from cvdeploy.cli.main import main; main()", "doctor", "zoo:n", "--images",
            str(folder), "--observed", str(observed), "--labels", str(data), "--json"]  # fmt: skip
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if proc.returncode not in (0, 1):
         raise SystemExit(f"doctor failed ({proc.returncode}): {proc.stderr[-2000:]}")
     import json
 
-    top = json.loads(proc.stdout)["findings"][0]["id"]
-    print(
-        f"  {images} images, --observed (BGR deployment) --labels, no --speed: {seconds:.1f} s; top finding {top}"
-    )
+    doc = json.loads(proc.stdout)
+    top = doc["findings"][0]["id"]
+    print("  per check: " + ", ".join(f"{c['id']} {c['seconds']:.1f} s" for c in doc["checks"]))
+    load = os.getloadavg()[0]
+    print(f"  {images} images, --observed (BGR deployment) --labels, no --speed: {seconds:.1f} s wall, {cpu:.1f} s CPU "
+          f"(load average {load:.1f} on {os.cpu_count()} cores); top finding {top}")  # fmt: skip
     return seconds
 
 
@@ -135,10 +141,15 @@ def main() -> None:
     ap.add_argument("--clean-images", type=int, default=24, help="clean images (fresh, seed 8282)")
     ap.add_argument("--time-images", type=int, default=100)
     ap.add_argument("--skip-timing", action="store_true")
+    ap.add_argument("--timing-only", action="store_true", help="only time the command line on --time-images")
     args = ap.parse_args()
     print(f"machine: {env.cpu_info()['model']}, {env.available_cpus()} CPUs ({env.capabilities_line()})")
     with tempfile.TemporaryDirectory(prefix="cvdeploy-doctor-bench-") as tmp:
         root = Path(tmp)
+        if args.timing_only:
+            seconds = time_cli(root, args.time_images)
+            print(f"\nRESULT time_{args.time_images}_images_s={seconds:.1f}")
+            return
         print(f"planting every fault into zoo:n on {args.images} fresh images:")
         rows = plant_all(root, args.images)
         confusion(rows)

@@ -156,6 +156,13 @@ def test_bad_image_folders_are_refused(spoil: Callable[[Path], None], phrase: st
     _one_line_error(capsys, phrase)
 
 
+def test_unknown_device_is_refused_before_any_work(
+    plant_images: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(["doctor", "zoo:n", "--images", str(plant_images), "--speed", "--device", "tpu"]) == 2
+    _one_line_error(capsys, "--device 'tpu'")
+
+
 def test_missing_images_and_bundle(
     tmp_path: Path, plant_images: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -43,7 +43,9 @@ def check_top(report: DoctorReport, expected: str) -> None:
 @pytest.mark.parametrize("finding", ACCURACY)
 def test_zoo_plant_is_the_top_finding(finding: str, zoo_doctor: Doctor, plant_data: Path, drift_images: Path,
                                       tmp_path: Path) -> None:  # fmt: skip
-    planter = Planter(zoo_doctor, tmp_path, sorted(drift_images.glob("*.jpg")), data_yaml=plant_data, sample=4)
+    planter = Planter(
+        zoo_doctor, tmp_path, sorted(drift_images.glob("*.jpg")), data_yaml=plant_data, sample=4
+    )
     doctor, options = planter.plant(finding)
     report = doctor.diagnose(options)
     check_top(report, finding)

@@ -73,6 +73,8 @@ def _y8_with_smaller_model(dst: Path, y8: Bundle) -> Bundle:
 @pytest.mark.parametrize("finding", [f for f in SPEED if f != "speed.input_size"])
 def test_yolov8n_speed_plant_is_the_top_finding(finding: str, y8_doctor: Doctor, tmp_path: Path) -> None:
     _skip_where_not_a_fault(finding)
-    planter = Planter(y8_doctor, tmp_path, bigger=lambda dst: _y8_with_smaller_model(dst, y8_doctor.bundle), sample=4)
+    planter = Planter(
+        y8_doctor, tmp_path, bigger=lambda dst: _y8_with_smaller_model(dst, y8_doctor.bundle), sample=4
+    )
     doctor, options = planter.plant(finding)
     check(doctor.diagnose(options), finding)

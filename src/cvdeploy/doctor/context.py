@@ -51,6 +51,7 @@ class Workspace:
         self.bundle = bundle
         self._module: Any = _UNSET
         self._reference: Any = _UNSET
+        self._onnx_reference: Any = _UNSET
         self._resizable: dict[str, ResizableModel | None] = {}
         self._passes: dict[str, ContractPass] = {}
 
@@ -65,9 +66,18 @@ class Workspace:
         ref: Reference | None = self._reference
         return ref
 
-    def reference_outputs(self, image: Path, tensor: np.ndarray) -> list[np.ndarray]:
-        """The reference's outputs on the contract tensor of ``image`` (kept: the source is slow)."""
-        ref = self.reference()
+    def onnx_reference(self) -> Reference | None:
+        """The bundle's FP32 ONNX artifact (parity-checked against the source at export): the fast reference."""
+        if self._onnx_reference is _UNSET:
+            self._onnx_reference = open_reference(self.bundle, None)
+        ref: Reference | None = self._onnx_reference
+        return ref
+
+    def reference_outputs(
+        self, image: Path, tensor: np.ndarray, reference: Reference | None = None
+    ) -> list[np.ndarray]:
+        """The outputs of ``reference`` (default: :meth:`reference`) on the contract tensor of ``image`` (kept)."""
+        ref = reference or self.reference()
         assert ref is not None
         key = (ref.key, file_key(image), tuple(tensor.shape))
         if key not in _REFERENCE:

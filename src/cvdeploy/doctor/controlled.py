@@ -1,7 +1,10 @@
 """Check 7 — controlled dataset: the deployed model and the source on the same labelled images.
 
 COCO mAP (:func:`cvdeploy.evaluate.metrics.coco_map`, evaluation threshold 0.001) of the deployed
-pipeline and of the reference on exactly the same images and tensors, per class. When the source
+pipeline and of the source on exactly the same images and tensors, per class. The source is
+represented by the bundle's FP32 ONNX artifact (parity-checked against it at export, and again by
+the conversion review), which runs several times faster than PyTorch; PyTorch is used only when the
+bundle has no such artifact. When the source
 scores well and the deployment does not, the drop is in the model or its conversion; when both
 score far below what the bundle recorded on its own validation data, the drop is in the data (or
 the labels).
@@ -14,6 +17,7 @@ from typing import Any
 
 from cvdeploy.decode import Decoder
 from cvdeploy.doctor.context import Context
+from cvdeploy.doctor.deployment import Reference, artifact_tampered, reference_artifact
 from cvdeploy.doctor.findings import CheckResult, Finding, skipped
 from cvdeploy.evaluate.metrics import coco_map
 from cvdeploy.evaluate.runner import EVAL_CONF, EVAL_MAX_DET
@@ -37,7 +41,7 @@ def evaluate(ctx: Context) -> CheckResult:
     contract = ctx.deployment.pipeline.contract
     if contract.task != "detect":
         return skipped(CHECK, TITLE, "the controlled-dataset mAP is computed for detectors")
-    ref = ctx.workspace.reference()
+    ref, same = _reference(ctx)
     stems = [s for s in ctx.images.stems if s in ctx.labels.boxes]
     gts = [ctx.labels.boxes[s] for s in stems]
     deployed: list[Result] = [
@@ -50,7 +54,10 @@ def evaluate(ctx: Context) -> CheckResult:
     details: dict[str, Any] = {"images": len(stems), "deployed": _summary(dep_map, names)}
     findings: list[Finding] = []
     line = f"on {len(stems)} labelled images mAP50-95 {dep_map['mAP50-95']:.3f} ({ctx.deployment.label})"
-    if ref is not None:
+    if same:
+        details["reference"] = {"label": "the source", **details["deployed"]}
+        line += f"; {ctx.deployment.label} is the bundle's reference ONNX, parity-checked against the source at export"
+    elif ref is not None:
         eval_contract = contract.model_copy(deep=True)
         eval_contract.output.conf, eval_contract.output.max_det = EVAL_CONF, EVAL_MAX_DET
         decoder = Decoder(eval_contract, [o.name for o in ctx.deployment.runtime.outputs])
@@ -59,7 +66,7 @@ def evaluate(ctx: Context) -> CheckResult:
         for s in stems:
             tensor, geoms = ctx.deployment.pipeline.preprocess([ctx.image(s)])
             ref_results.extend(
-                decoder(ctx.workspace.reference_outputs(ctx.passed.records[s].path, tensor), geoms)
+                decoder(ctx.workspace.reference_outputs(ctx.passed.records[s].path, tensor, ref), geoms)
             )
             ctx.progress.advance()
         ctx.progress.end()
@@ -87,6 +94,25 @@ def evaluate(ctx: Context) -> CheckResult:
     res = CheckResult(CHECK, TITLE, "finding" if findings else "ok", line, details, findings)
     res.tables.append(_per_class(details, ctx.deployment.label))
     return res
+
+
+def _reference(ctx: Context) -> tuple[Reference | None, bool]:
+    """What to score beside the deployment, and whether the deployment is that reference itself.
+
+    The FP32 ONNX artifact stands for the source (its parity with the source was checked at export, and
+    the conversion review checks it again on a sample): it runs several times faster than PyTorch, which
+    matters on a hundred images. The PyTorch source is used only for bundles without that artifact.
+    """
+    dep = ctx.deployment
+    art = reference_artifact(ctx.bundle)
+    if (
+        art is not None
+        and not dep.from_file
+        and dep.artifact.name == art.name
+        and artifact_tampered(dep) is None
+    ):
+        return None, True
+    return (ctx.workspace.onnx_reference() or ctx.workspace.reference()), False
 
 
 def _per_class(details: dict[str, Any], label: str) -> Table:

@@ -43,7 +43,7 @@ from cvdeploy.doctor.context import Context
 from cvdeploy.doctor.deployment import Deployment
 from cvdeploy.doctor.findings import CheckResult, FigureFn, Finding, Severity
 from cvdeploy.doctor.variants import other_sizes
-from cvdeploy.errors import CvdeployError
+from cvdeploy.errors import ConfigError, CvdeployError
 from cvdeploy.parity import detection_agreement
 from cvdeploy.pipeline import Pipeline
 from cvdeploy.preprocess import Preprocessor, resize_bgr
@@ -58,6 +58,7 @@ CONFIDENT = 0.5  # detections a smaller input must keep ...
 KEEP = 0.8  # ... at least this share of them (a warning below 0.95: validate before deploying)
 MIN_CONFIDENT = 5
 PipelineLoader = Callable[[RuntimeOptions], Pipeline]
+DEVICES = ("cpu", "cuda", "gpu", "tensorrt", "auto")
 
 
 @dataclass
@@ -73,6 +74,12 @@ class SpeedSettings:
     images: int = 8
     loader: PipelineLoader | None = None  # builds the deployed pipeline with given options (a test seam)
     clock: Clock = time.perf_counter_ns
+
+    def __post_init__(self) -> None:
+        if self.device not in DEVICES:
+            raise ConfigError(f"--device {self.device!r}: use one of {', '.join(DEVICES)}")
+        if self.concurrency < 1 or (self.threads is not None and self.threads < 1):
+            raise ConfigError("--threads and --concurrency must be at least 1")
 
     def options(self) -> RuntimeOptions:
         return RuntimeOptions(threads=self.threads, device=self.device, spinning=self.spinning,
