@@ -13,7 +13,7 @@ from __future__ import annotations
 from cvdeploy.doctor.findings import FINDING_IDS, FINDINGS, CheckResult, Finding
 from cvdeploy.doctor.report import DoctorReport
 from cvdeploy.doctor.run import Doctor, DoctorOptions, diagnose
-from cvdeploy.doctor.speed import SpeedSettings
+from cvdeploy.doctor.timing import SpeedSettings
 
 __all__ = [
     "FINDINGS",

@@ -23,7 +23,7 @@ from cvdeploy.contract import Contract
 from cvdeploy.decode import Decoder
 from cvdeploy.doctor.deployment import Deployment, open_deployment
 from cvdeploy.doctor.run import Doctor, DoctorOptions
-from cvdeploy.doctor.speed import SpeedSettings, load_deployed
+from cvdeploy.doctor.timing import SpeedSettings, load_deployed
 from cvdeploy.images import read_image
 from cvdeploy.preprocess import Preprocessor
 from cvdeploy.results import Detections, Result

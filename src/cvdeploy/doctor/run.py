@@ -44,7 +44,7 @@ from cvdeploy.doctor.inputs import ImageSet, image_set, read_labels, read_observ
 from cvdeploy.doctor.passes import ContractPass, contract_pass
 from cvdeploy.doctor.progress import Progress, Silent
 from cvdeploy.doctor.report import DoctorReport
-from cvdeploy.doctor.speed import SpeedSettings
+from cvdeploy.doctor.timing import SpeedSettings
 from cvdeploy.errors import CvdeployError, MissingDependency
 from cvdeploy.evaluate.datasets import image_size
 from cvdeploy.profile import load_profile, output_values, summarize

@@ -1,10 +1,10 @@
 """Check 8 — slowness (``--speed``): measure the deployment as it is configured, then each fix.
 
-Everything is measured with the bench harness (:func:`cvdeploy.bench.harness.measure`, real
-images through the one pipeline, every stage timed): the deployment with its own settings
-(:class:`SpeedSettings`: threads, concurrency, device, spinning), then — where a fact says a fix
-may help — the same images with the fix applied, so each finding carries the gain measured in the
-same run:
+The deployment is measured with its own settings (:class:`~cvdeploy.doctor.timing.SpeedSettings`:
+threads, concurrency, device, spinning) through the bench harness (real images through the one
+pipeline, every stage timed); then — where a fact says a fix may help — the fix is measured side by
+side with the deployment (:meth:`~cvdeploy.doctor.timing.Timing.versus`, passes alternating), so each
+finding carries the gain measured in the same run:
 
 - ``speed.provider_fallback``: an accelerator was requested, the CPU runs the model;
 - ``speed.threads``: more intra-op threads than CPUs this process may use (or far fewer), vs the
@@ -14,8 +14,8 @@ same run:
   INT8 without VNNI (vs the FP32 artifact), BF16 available but an OpenVINO FP32 artifact (vs BF16);
 - ``speed.warmup``: first request vs steady state;
 - ``speed.preprocessing``: share of image decode + preprocessing, vs images sent at the model's size;
-- ``speed.input_size``: the smallest objects (reference profile and these images) still ≥ 24 px
-  at a smaller input, vs that size (with the share of detections it keeps);
+- ``speed.input_size``: small objects (5th percentile, these images and the reference profile) still
+  ≥ 24 px at a smaller input where the model keeps ≥ 80 % of its confident detections, vs that size;
 - ``speed.model_size``: another artifact of the bundle as accurate (recorded) and faster.
 
 The loader and clock are seams (as in :mod:`cvdeploy.bench.harness`), so tests can plant a slow
@@ -27,7 +27,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import cv2
@@ -35,21 +34,21 @@ import numpy as np
 
 from cvdeploy import env
 from cvdeploy.bench.concurrent import measure_concurrent
-from cvdeploy.bench.harness import MIN_RUNS, STAGES, Clock, ImageFeed, Measurement, measure, time_pass
+from cvdeploy.bench.harness import ImageFeed
 from cvdeploy.bundle import Artifact
 from cvdeploy.decode import Decoder
 from cvdeploy.doctor import figures
 from cvdeploy.doctor.context import Context
-from cvdeploy.doctor.deployment import Deployment
 from cvdeploy.doctor.findings import CheckResult, FigureFn, Finding, Severity
+from cvdeploy.doctor.timing import Measured, SpeedSettings, Timing, speedup
 from cvdeploy.doctor.variants import other_sizes
-from cvdeploy.errors import ConfigError, CvdeployError
+from cvdeploy.errors import CvdeployError
 from cvdeploy.parity import detection_agreement
 from cvdeploy.pipeline import Pipeline
 from cvdeploy.preprocess import Preprocessor, resize_bgr
 from cvdeploy.reports.document import Figure, Table
 from cvdeploy.results import Detections, Result
-from cvdeploy.runtimes import RuntimeOptions, registry
+from cvdeploy.runtimes import registry
 
 CHECK, TITLE = "speed", "Slowness"
 #: Small-object side (model pixels) a YOLO head finds reliably: three cells of its finest stride (8).
@@ -57,115 +56,13 @@ MIN_OBJECT_PX = 24
 CONFIDENT = 0.5  # detections a smaller input must keep ...
 KEEP = 0.8  # ... at least this share of them (a warning below 0.95: validate before deploying)
 MIN_CONFIDENT = 5
-PipelineLoader = Callable[[RuntimeOptions], Pipeline]
-DEVICES = ("cpu", "cuda", "gpu", "tensorrt", "auto")
-
-
-@dataclass
-class SpeedSettings:
-    """How the deployment runs (what to diagnose) and how long to measure."""
-
-    threads: int | None = None  # None: cvdeploy's default, the CPUs this process may use
-    concurrency: int = 1
-    device: str = "cpu"
-    spinning: bool | None = None  # None: cvdeploy's default (off under concurrency)
-    runs: int = 15
-    warmup: int = 3
-    images: int = 8
-    loader: PipelineLoader | None = None  # builds the deployed pipeline with given options (a test seam)
-    clock: Clock = time.perf_counter_ns
-
-    def __post_init__(self) -> None:
-        if self.device not in DEVICES:
-            raise ConfigError(f"--device {self.device!r}: use one of {', '.join(DEVICES)}")
-        if self.concurrency < 1 or (self.threads is not None and self.threads < 1):
-            raise ConfigError("--threads and --concurrency must be at least 1")
-
-    def options(self) -> RuntimeOptions:
-        return RuntimeOptions(threads=self.threads, device=self.device, spinning=self.spinning,
-                              concurrency=max(1, self.concurrency))  # fmt: skip
-
-
-@dataclass
-class Measured:
-    label: str
-    m: Measurement
-
-    def p50(self, stage: str = "total") -> float:
-        return float(np.median(self.m.samples_ns[stage])) / 1e6
-
-    @property
-    def throughput(self) -> float:
-        return self.m.throughput
-
-
-@dataclass
-class _Run:
-    ctx: Context
-    settings: SpeedSettings
-    feed: ImageFeed
-    rows: list[Measured] = field(default_factory=list)
-
-    def loader(self, options: RuntimeOptions) -> Callable[[], Pipeline]:
-        custom = self.settings.loader
-        dep = self.ctx.deployment
-        if custom is not None:
-            return lambda: custom(options)
-        return lambda: load_deployed(dep, options)
-
-    def measure(self, label: str, load: Callable[[], Pipeline], feed: ImageFeed | None = None) -> Measured:
-        s = self.settings
-        m = measure(load, feed or self.feed, runs=s.runs, warmup=s.warmup, device=s.device, clock=s.clock,
-                    on_pass=lambda: self.ctx.progress.advance())  # fmt: skip
-        out = Measured(label, m)
-        self.rows.append(out)
-        return out
-
-    def versus(self, a: tuple[str, Callable[[], Pipeline], ImageFeed | None],
-               b: tuple[str, Callable[[], Pipeline], ImageFeed | None]) -> tuple[Measured, Measured]:  # fmt: skip
-        """Two configurations measured pass by pass in alternation (order swapped every pass), so a
-        change in the machine's load hits both alike: the fair way to measure the gain of a fix."""
-        s = self.settings
-        pipes = [a[1](), b[1]()]
-        feeds = [a[2] or self.feed, b[2] or self.feed]
-        for i in range(s.warmup):
-            for k in (0, 1):
-                time_pass(pipes[k], feeds[k].batch(i, 1), s.clock)
-        rows: list[list[tuple[int, int, int, int, int]]] = [[], []]
-        for i in range(max(s.runs, MIN_RUNS)):
-            for k in (0, 1) if i % 2 == 0 else (1, 0):
-                rows[k].append(time_pass(pipes[k], feeds[k].batch(s.warmup + i, 1), s.clock))
-            self.ctx.progress.advance()
-        out = []
-        for (label, _, _), pipe, r in zip((a, b), pipes, rows, strict=True):
-            table = np.asarray(r, dtype=np.int64)
-            m = Measurement({stage: table[:, k].copy() for k, stage in enumerate(STAGES)}, np.zeros(0, np.int64), 0,
-                            int(table[0, -1]), int(table[:, -1].sum()), 1, pipe.runtime.device_used,
-                            execution=pipe.runtime.execution().to_dict())  # fmt: skip
-            out.append(Measured(label, m))
-        self.rows.extend(out)
-        return out[0], out[1]
-
-
-def load_deployed(dep: Deployment, options: RuntimeOptions) -> Pipeline:
-    """The deployed model freshly loaded with ``options`` (its precision pinned as when deployed)."""
-    precision = dep.runtime.execution().precision
-    engine = registry.engine(dep.runtime.name)
-    runtime = engine.load(
-        dep.model_path, options.replace(precision=precision if precision in engine.precisions else None)
-    )
-    return Pipeline(dep.pipeline.contract.model_copy(deep=True), runtime, dep.artifact)
-
-
-def _gain(slow: float, fast: float) -> float:
-    return slow / fast if fast > 0 else 1.0
 
 
 def run(ctx: Context, settings: SpeedSettings) -> list[CheckResult]:
     t0 = time.perf_counter()
     paths = ctx.images.paths[: max(1, settings.images)]
     feed = ImageFeed([p.read_bytes() for p in paths], [str(p) for p in paths])
-    r = _Run(ctx, settings, feed)
+    r = Timing(ctx, settings, feed)
     ctx.progress.begin("measuring speed", (settings.runs + settings.warmup) * 6)
     findings: list[Finding] = []
     details: dict[str, Any] = {"settings": {"threads": settings.threads, "concurrency": settings.concurrency,
@@ -211,7 +108,7 @@ def _severity(gain: float, critical_at: float = 1.3) -> Severity:
     return "critical" if gain >= critical_at else "warning"
 
 
-def _fallback(r: _Run, base: Measured) -> Finding | None:
+def _fallback(r: Timing, base: Measured) -> Finding | None:
     s = r.settings
     if s.device in ("cpu", "auto") or not base.m.fell_back:
         return None
@@ -222,7 +119,7 @@ def _fallback(r: _Run, base: Measured) -> Finding | None:
                    "deploy a CPU-optimised artifact (cvdeploy optimize --int8)")  # fmt: skip
 
 
-def _threads(r: _Run, base: Measured) -> Finding | None:
+def _threads(r: Timing, base: Measured) -> Finding | None:
     avail = env.available_cpus()
     used = int(base.m.execution.get("threads") or r.settings.options().resolved_threads())
     over = used > avail
@@ -233,7 +130,7 @@ def _threads(r: _Run, base: Measured) -> Finding | None:
         (f"threads={used} (as deployed)", r.loader(r.settings.options()), None),
         (f"threads={avail}", r.loader(r.settings.options().replace(threads=avail)), None),
     )
-    gain = _gain(slow.p50(), fixed.p50())
+    gain = speedup(slow.p50(), fixed.p50())
     if over:
         ev = (f"{used} intra-op threads on {avail} available CPU(s) oversubscribe them: p50 {slow.p50():.1f} ms, with "
               f"{avail} thread(s) {fixed.p50():.1f} ms ({gain:.2f}× faster, measured)")  # fmt: skip
@@ -249,7 +146,7 @@ def _threads(r: _Run, base: Measured) -> Finding | None:
     )
 
 
-def _concurrency(r: _Run, base: Measured) -> Finding | None:
+def _concurrency(r: Timing, base: Measured) -> Finding | None:
     s = r.settings
     opts = s.options()
     if s.concurrency <= 1 or not opts.resolved_spinning():
@@ -272,7 +169,7 @@ def _concurrency(r: _Run, base: Measured) -> Finding | None:
                    "cvdeploy does it for concurrency > 1)")  # fmt: skip
 
 
-def _alternative(r: _Run, art: Artifact, precision: str | None = None) -> tuple[Measured, Measured]:
+def _alternative(r: Timing, art: Artifact, precision: str | None = None) -> tuple[Measured, Measured]:
     """The deployment and ``art`` (at ``precision``) measured side by side."""
     b = r.ctx.bundle
     options = r.settings.options()
@@ -286,7 +183,7 @@ def _alternative(r: _Run, art: Artifact, precision: str | None = None) -> tuple[
                     (f"{art.name}" + (f" at {precision}" if precision else ""), load, None))  # fmt: skip
 
 
-def _fp32_sibling(r: _Run) -> Artifact | None:
+def _fp32_sibling(r: Timing) -> Artifact | None:
     dep = r.ctx.deployment
     same = [
         a for a in r.ctx.bundle.manifest.artifacts if a.precision == "fp32" and a.runtime == dep.runtime.name
@@ -310,7 +207,7 @@ def _s8s8(path: Any) -> bool:
     return False
 
 
-def _precision(r: _Run, base: Measured) -> Finding | None:
+def _precision(r: Timing, base: Measured) -> Finding | None:
     dep = r.ctx.deployment
     caps = env.cpu_capabilities()
     executed = str(base.m.execution.get("precision", dep.runtime.execution().precision))
@@ -338,7 +235,7 @@ def _precision(r: _Run, base: Measured) -> Finding | None:
                 0.5,
             )
         slow, fast = _alternative(r, alt)
-        gain = _gain(slow.p50(), fast.p50())
+        gain = speedup(slow.p50(), fast.p50())
         ev = f"the deployment runs {reason}: p50 {slow.p50():.1f} ms; {alt.name} {fast.p50():.1f} ms ({gain:.2f}×, measured)"
         fix = ("quantise U8S8 (cvdeploy optimize --int8 picks it by CPU)" if "S8S8" in reason else
                f"deploy {alt.name}, or a precision this CPU runs fast (cvdeploy optimize --auto)")  # fmt: skip
@@ -353,7 +250,7 @@ def _precision(r: _Run, base: Measured) -> Finding | None:
         and not dep.from_file
     ):
         slow, fast = _alternative(r, dep.artifact, "bf16")
-        gain = _gain(slow.p50(), fast.p50())
+        gain = speedup(slow.p50(), fast.p50())
         if gain >= 1.2:
             ev = (f"this CPU has native BF16 but {dep.label} runs FP32: p50 {slow.p50():.1f} ms, {fast.p50():.1f} ms at "
                   f"BF16 ({gain:.2f}×, measured)")  # fmt: skip
@@ -362,7 +259,7 @@ def _precision(r: _Run, base: Measured) -> Finding | None:
     return None
 
 
-def _warmup(r: _Run, base: Measured) -> Finding | None:
+def _warmup(r: Timing, base: Measured) -> Finding | None:
     first = base.m.first_pass_ns / 1e6
     steady = base.p50()
     ratio = first / steady if steady > 0 else 1.0
@@ -378,7 +275,7 @@ def _warmup(r: _Run, base: Measured) -> Finding | None:
                    "of latency figures (cvdeploy bench and serve do)")  # fmt: skip
 
 
-def _preprocessing(r: _Run, base: Measured) -> Finding | None:
+def _preprocessing(r: Timing, base: Measured) -> Finding | None:
     pre = base.p50("image_decode") + base.p50("preprocess")
     total = base.p50()
     share = pre / total if total > 0 else 0.0
@@ -394,7 +291,7 @@ def _preprocessing(r: _Run, base: Measured) -> Finding | None:
         ("images as sent", r.loader(r.settings.options()), None),
         ("images sent at the model size", r.loader(r.settings.options()), ImageFeed.from_arrays(small)),
     )
-    gain = _gain(slow.p50(), fixed.p50())
+    gain = speedup(slow.p50(), fixed.p50())
     ev = (f"image decode + preprocessing take {pre:.1f} of {total:.1f} ms per request ({share:.0%}); with images sent at "
           f"the model's size ({spec.height}x{spec.width}) a request takes {fixed.p50():.1f} ms instead of {slow.p50():.1f} "
           f"({gain:.2f}×, measured)")  # fmt: skip
@@ -403,7 +300,7 @@ def _preprocessing(r: _Run, base: Measured) -> Finding | None:
                    "cv2.IMREAD_REDUCED_COLOR_2/4) before sending them")  # fmt: skip
 
 
-def _object_side(r: _Run) -> tuple[float | None, str]:
+def _object_side(r: Timing) -> tuple[float | None, str]:
     """Small-object side in model pixels: the 5th percentile on these images and in the reference profile."""
     ctx = r.ctx
     spec = ctx.deployment.pipeline.contract.input
@@ -449,7 +346,7 @@ def _agreement_at(ctx: Context, resizable: Any, contract: Any) -> float | None:
     return detection_agreement(confident, found, iou=0.5)
 
 
-def _input_size(r: _Run, base: Measured) -> Finding | None:
+def _input_size(r: Timing, base: Measured) -> Finding | None:
     ctx = r.ctx
     spec = ctx.deployment.pipeline.contract.input
     if ctx.deployment.pipeline.contract.task != "detect":
@@ -482,7 +379,7 @@ def _input_size(r: _Run, base: Measured) -> Finding | None:
 
     ref, fast = r.versus((f"input {spec.height}x{spec.width}", at(ctx.deployment.pipeline.contract.model_copy(deep=True)), None),
                          (f"input {h}x{w}", at(contract), None))  # fmt: skip
-    gain = _gain(ref.p50(), fast.p50())
+    gain = speedup(ref.p50(), fast.p50())
     if gain < 1.2:
         return None
     ev = (f"the small objects are {side:.0f} px at {spec.height}x{spec.width} ({where}); at {h}x{w} they stay ≥ "
@@ -500,7 +397,7 @@ def _accuracy(art: Artifact) -> float | None:
     return float(v) if isinstance(v, int | float) else None
 
 
-def _model_size(r: _Run, base: Measured) -> Finding | None:
+def _model_size(r: Timing, base: Measured) -> Finding | None:
     ctx = r.ctx
     dep = ctx.deployment
     mine = _accuracy(dep.artifact) if not dep.from_file else None
@@ -519,7 +416,7 @@ def _model_size(r: _Run, base: Measured) -> Finding | None:
         if not ok:
             continue
         slow, m = _alternative(r, art)
-        gain = _gain(slow.p50(), m.p50())
+        gain = speedup(slow.p50(), m.p50())
         if gain >= 1.2 and (best is None or gain > best[0]):
             best = (gain, art, m, slow, why)
     if best is None:
