@@ -22,6 +22,7 @@ _EXTRAS = {
     "ultralytics": "ultralytics",
     "faster_coco_eval": "eval",
     "skimage": "zoo",
+    "scipy": "doctor",
     "matplotlib": "reports",
     "jinja2": "reports",
     "fastapi": "serve",
