@@ -49,6 +49,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from cvdeploy.serve.config import Platform, SecurityConfig
 from cvdeploy.serve.errors import Forbidden, Unauthorized
+from cvdeploy.serve.logs import request_id_var
 
 __all__ = [
     "ACTIONS",
@@ -172,14 +173,15 @@ class Authorizer(Protocol):
 
 @dataclass(frozen=True)
 class Event:
-    """One state change (or attempt): who, what, on which resource, and whether it worked."""
+    """One state change (or attempt), denial, failed authentication or inference summary: who, what, on
+    which resource, and whether it worked. ``request_id`` defaults to that of the request being handled."""
 
     action: str
     resource: str
     principal: str
     outcome: Literal["success", "failure"]
     details: Mapping[str, Any] = field(default_factory=dict)
-    request_id: str | None = None
+    request_id: str | None = field(default_factory=lambda: request_id_var.get())
     time: str = field(
         default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
     )
