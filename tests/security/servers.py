@@ -126,16 +126,18 @@ class Captured(logging.Handler):
 def capture_logs() -> Iterator[Captured]:
     handler = Captured()
     loggers = [logging.getLogger(n) for n in ("cvdeploy", "uvicorn", "uvicorn.error", "uvicorn.access")]
-    levels = [lg.level for lg in loggers]
+    saved = [(lg.level, lg.propagate) for lg in loggers]
     for lg in loggers:
         lg.addHandler(handler)
         lg.setLevel(logging.DEBUG)
+        lg.propagate = False  # DEBUG lines are for this handler, not for whatever the root prints
     try:
         yield handler
     finally:
-        for lg, level in zip(loggers, levels, strict=True):
+        for lg, (level, propagate) in zip(loggers, saved, strict=True):
             lg.removeHandler(handler)
             lg.setLevel(level)
+            lg.propagate = propagate
 
 
 def bearer(token: str | None, otp: str | None = None) -> dict[str, str]:
