@@ -1,9 +1,10 @@
 """What secure serving costs per request: authenticated TLS vs anonymous plain HTTP, side by side.
 
-    python benchmarks/security_overhead.py [--bundle zoo:n] [--rounds 8] [--block 20] [--c8-rounds 4]
+    python benchmarks/security_overhead.py [--bundle zoo:n] [--launches 3] [--pairs 60] [--c8-rounds 6]
 
 Three servers run at once, each in its own process (``cvdeploy.serve.server.serve``, what
-``cvdeploy serve`` runs), with the same model settings; the clients are here, one keep-alive
+``cvdeploy serve`` runs), with the same model settings (one intra-op thread each, so that they do
+not fight over the cores and a shared machine's noise stays small); the clients are here, one keep-alive
 connection each (``http.client``, the lightest client the standard library has):
 
 - **plain**: anonymous, plain HTTP — ``cvdeploy serve BUNDLE``;
@@ -15,9 +16,14 @@ connection each (``http.client``, the lightest client the standard library has):
 Measured:
 
 1. p50 latency of the same request, ``POST /v1/models/NAME/detect`` with one photograph (an
-   inference), authenticated over TLS vs anonymous over plain HTTP, at concurrency 1, in
-   alternating blocks (plain, secure, secure, plain, ...) so that drift of a busy machine hits both
-   alike — target ≤ 1.10×; also ``GET /v2/models/NAME`` (no inference: the overhead alone, in µs);
+   inference), authenticated over TLS vs anonymous over plain HTTP, at concurrency 1, alternating
+   request by request (plain, secure, secure, plain, ...) so that drift of a busy machine hits both
+   alike, on ``--launches`` fresh pairs of server processes (on a shared machine a process can run
+   its inference 10-20 % slower than its twin for its whole life; fresh launches average that out) —
+   target ≤ 1.10×, with a 90 % bootstrap interval; also ``GET /v2/models/NAME`` (no
+   inference: the overhead alone, in µs), the ratio that overhead gives the inference request (free of
+   inference noise), and a control: the secure server with the audit log off vs on, whose ratio
+   shows how far this machine's noise moves a ratio of two alike servers;
 2. throughput at concurrency 8 (8 threads, 8 connections) of the secure server with the audit log
    on vs off, alternating blocks — audit writes (a background thread, batched, hash-chained and
    signed) must not serialise inference: the ratio should be ≈ 1; plain HTTP at c=8 is shown beside;
@@ -35,6 +41,7 @@ import argparse
 import http.client
 import json
 import os
+import random
 import signal
 import socket
 import ssl
@@ -64,7 +71,10 @@ def child(mode: str, bundle: str, workdir: Path, port: int) -> None:
     from cvdeploy.serve.security import FanoutEventSink, LogEventSink, Security
     from cvdeploy.serve.server import TLSFiles, serve
 
-    cfg = parse_config({"server": {"log_level": "info"}})
+    # connections stay open between the alternating blocks, as a client that reuses its connection's would
+    cfg = parse_config(
+        {"server": {"log_level": "info"}, "limits": {"keep_alive_s": 3600}, "defaults": {"threads": 1}}
+    )
     configure_logging("info", "json")
     security, tls, setup = None, None, None
     if mode != "plain":
@@ -169,27 +179,46 @@ class Requester:
         return dt
 
 
-def latency_blocks(
-    a: Callable[[], float], b: Callable[[], float], rounds: int, block: int
+def latency_pairs(
+    a: Callable[[], float], b: Callable[[], float], pairs: int
 ) -> tuple[list[float], list[float]]:
-    """Alternating blocks A B B A A B ... at concurrency 1: every sample of each side."""
+    """``pairs`` requests to each side at concurrency 1, alternating one by one (A B B A A B ...), so
+    drift of a busy machine hits both alike."""
     xs: list[float] = []
     ys: list[float] = []
-    for r in range(rounds):
-        order = ((a, xs), (b, ys)) if r % 2 == 0 else ((b, ys), (a, xs))
-        for fn, out in order:
-            out.extend(fn() for _ in range(block))
+    for i in range(pairs):
+        if i % 2 == 0:
+            xs.append(a())
+            ys.append(b())
+        else:
+            ys.append(b())
+            xs.append(a())
     return xs, ys
+
+
+def ratio_ci(xs: list[float], ys: list[float], n: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """A 90 % bootstrap interval of p50(ys) / p50(xs), resampling the pairs: how far noise moves it."""
+    rng = random.Random(seed)
+    idx = range(len(xs))
+    ratios = sorted(
+        statistics.median(ys[i] for i in pick) / statistics.median(xs[i] for i in pick)
+        for pick in (rng.choices(idx, k=len(xs)) for _ in range(n))
+    )
+    return ratios[int(0.05 * n)], ratios[int(0.95 * n) - 1]
 
 
 def throughput(requesters: list[Requester], per_thread: int) -> float:
     """Requests per second of ``len(requesters)`` threads sending ``per_thread`` requests each."""
     barrier = threading.Barrier(len(requesters) + 1)
+    errors: list[BaseException] = []
 
     def work(req: Requester) -> None:
         barrier.wait()
-        for _ in range(per_thread):
-            req()
+        try:
+            for _ in range(per_thread):
+                req()
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
 
     threads = [threading.Thread(target=work, args=(r,)) for r in requesters]
     for t in threads:
@@ -198,6 +227,8 @@ def throughput(requesters: list[Requester], per_thread: int) -> float:
     t0 = time.perf_counter()
     for t in threads:
         t.join()
+    if errors:
+        raise SystemExit(f"a request failed at concurrency {len(requesters)}: {errors[0]!r}")
     return len(requesters) * per_thread / (time.perf_counter() - t0)
 
 
@@ -214,12 +245,34 @@ def photo() -> bytes:
     return buf.tobytes()
 
 
+def compare(label: str, a: Requester, b: Requester, pairs: int) -> dict[str, Any]:
+    """p50 of ``b`` over ``a`` at concurrency 1, alternating request by request, with its 90 % interval."""
+    for _ in range(5):  # warm-up: connections, TLS handshake, first inferences
+        a(), b()
+    xs, ys = latency_pairs(a, b, pairs)
+    pa, pb = statistics.median(xs), statistics.median(ys)
+    lo, hi = ratio_ci(xs, ys)
+    print(f"  {label:9s} c=1  {a.server.mode:14s} p50 {pa * 1e3:7.2f} ms · {b.server.mode:6s} p50 {pb * 1e3:7.2f} ms · "
+          f"ratio {pb / pa:.3f} (90 % CI {lo:.3f}–{hi:.3f}) · {(pb - pa) * 1e6:+.0f} µs", flush=True)  # fmt: skip
+    return {"a_ms": [x * 1e3 for x in xs], "b_ms": [y * 1e3 for y in ys], "ratio": pb / pa, "ci90": [lo, hi]}
+
+
+def pooled(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Every launch's samples together: p50s, their ratio and its 90 % interval, and each launch's ratio."""
+    xs = [x for r in runs for x in r["a_ms"]]
+    ys = [y for r in runs for y in r["b_ms"]]
+    pa, pb = statistics.median(xs), statistics.median(ys)
+    lo, hi = ratio_ci(xs, ys)
+    return {"a_p50_ms": pa, "b_p50_ms": pb, "ratio": pb / pa, "ratio_ci90": [lo, hi], "overhead_us": (pb - pa) * 1e3,
+            "samples": len(xs), "launch_ratios": [r["ratio"] for r in runs]}  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bundle", default=None, help="bundle or zoo:NAME (default: zoo:n, else a 640 export)")
-    ap.add_argument("--rounds", type=int, default=8, help="alternating latency blocks per side")
-    ap.add_argument("--block", type=int, default=20, help="requests per latency block")
-    ap.add_argument("--c8-rounds", type=int, default=4, help="alternating throughput blocks per side at c=8")
+    ap.add_argument("--launches", type=int, default=3, help="fresh server processes for the c=1 comparisons")
+    ap.add_argument("--pairs", type=int, default=60, help="requests per side per launch at c=1, alternating")
+    ap.add_argument("--c8-rounds", type=int, default=6, help="alternating throughput blocks per side at c=8")
     ap.add_argument("--c8-block", type=int, default=8, help="requests per thread per throughput block")
     ap.add_argument("--child", choices=MODES, help=argparse.SUPPRESS)
     ap.add_argument("--workdir", help=argparse.SUPPRESS)
@@ -241,51 +294,67 @@ def main() -> None:
         dev_certificates(work / "certs")
         jpeg = photo()
         print(f"model {bundle} · {capabilities_line()}", flush=True)
-        servers = {m: Server(m, bundle, work) for m in MODES}
         sent_secure = 0
-        try:
-            plain, secure, noaudit = servers["plain"], servers["secure"], servers["secure-noaudit"]
-            results: dict[str, Any] = {}
-            for kind in ("detect", "metadata"):
-                a, b = Requester(plain, kind, jpeg), Requester(secure, kind, jpeg)
-                for _ in range(5):  # warm-up: connections, TLS handshake, first inferences
-                    a(), b()
-                xs, ys = latency_blocks(a, b, args.rounds, args.block)
-                pa, pb = statistics.median(xs), statistics.median(ys)
-                n = (
-                    args.block
-                )  # the ratio of each round's pair of blocks: how much the machine's noise moves it
-                per_round = sorted(statistics.median(ys[i : i + n]) / statistics.median(xs[i : i + n])
-                                   for i in range(0, len(xs), n))  # fmt: skip
-                results[kind] = {"plain_p50_ms": pa * 1e3, "secure_p50_ms": pb * 1e3, "ratio": pb / pa,
-                                 "overhead_us": (pb - pa) * 1e6, "samples": len(xs),
-                                 "round_ratios": per_round}  # fmt: skip
-                sent_secure += b.count if kind == "detect" else 0
-                print(f"{kind:9s} c=1  plain HTTP anonymous p50 {pa * 1e3:7.2f} ms · TLS + API key + audit p50 "
-                      f"{pb * 1e3:7.2f} ms · ratio {pb / pa:.3f} (rounds {per_round[0]:.3f}–{per_round[-1]:.3f}) · "
-                      f"{(pb - pa) * 1e6:+.0f} µs", flush=True)  # fmt: skip
+        runs: dict[str, list[dict[str, Any]]] = {"detect": [], "metadata": [], "control": []}
+        results: dict[str, Any] = {}
+        for launch in range(args.launches):
+            last = launch == args.launches - 1
+            print(f"launch {launch + 1}/{args.launches}: fresh server processes", flush=True)
+            for ready in work.glob("*.ready"):
+                ready.unlink()
+            servers = {m: Server(m, bundle, work) for m in MODES if last or m != "secure-noaudit"}
+            try:
+                plain, secure = servers["plain"], servers["secure"]
+                for label, kind in (("detect", "detect"), ("metadata", "metadata")):
+                    b = Requester(secure, kind, jpeg)
+                    runs[label].append(compare(label, Requester(plain, kind, jpeg), b, args.pairs))
+                    sent_secure += b.count if kind == "detect" else 0
+                if not last:
+                    continue
+                noaudit = servers["secure-noaudit"]
+                b = Requester(secure, "detect", jpeg)
+                runs["control"].append(compare("control", Requester(noaudit, "detect", jpeg), b, args.pairs))
+                sent_secure += b.count
+                on = [Requester(secure, "detect", jpeg) for _ in range(8)]
+                off = [Requester(noaudit, "detect", jpeg) for _ in range(8)]
+                bare = [Requester(plain, "detect", jpeg) for _ in range(8)]
+                for group in (on, off, bare):
+                    throughput(group, 2)  # warm-up
+                rps: dict[str, list[float]] = {"on": [], "off": [], "plain": []}
+                for r in range(args.c8_rounds):
+                    order = [("on", on), ("off", off), ("plain", bare)]
+                    if r % 2:
+                        order.reverse()
+                    for label, group in order:
+                        rps[label].append(throughput(group, args.c8_block))
+                sent_secure += sum(q.count for q in on)
+                med = {k: statistics.median(v) for k, v in rps.items()}
+                rounds = sorted(x / y for x, y in zip(rps["on"], rps["off"], strict=True))
+                results["c8"] = {"rps_audit_on": med["on"], "rps_audit_off": med["off"], "rps_plain": med["plain"],
+                                 "ratio_on_off": med["on"] / med["off"], "round_ratios": rounds, "blocks": rps}  # fmt: skip
+            finally:
+                for srv in servers.values():
+                    srv.stop()
 
-            on = [Requester(secure, "detect", jpeg) for _ in range(8)]
-            off = [Requester(noaudit, "detect", jpeg) for _ in range(8)]
-            bare = [Requester(plain, "detect", jpeg) for _ in range(8)]
-            for group in (on, off, bare):
-                throughput(group, 2)  # warm-up
-            rps: dict[str, list[float]] = {"on": [], "off": [], "plain": []}
-            for r in range(args.c8_rounds):
-                order = [("on", on), ("off", off), ("plain", bare)]
-                if r % 2:
-                    order.reverse()
-                for label, group in order:
-                    rps[label].append(throughput(group, args.c8_block))
-            sent_secure += sum(q.count for q in on)
-            med = {k: statistics.median(v) for k, v in rps.items()}
-            results["c8"] = {"rps_audit_on": med["on"], "rps_audit_off": med["off"], "rps_plain": med["plain"],
-                             "ratio_on_off": med["on"] / med["off"], "blocks": rps}  # fmt: skip
-            print(f"detect    c=8  secure, audit on {med['on']:6.1f} req/s · audit off {med['off']:6.1f} req/s · "
-                  f"ratio {med['on'] / med['off']:.3f} · plain HTTP anonymous {med['plain']:6.1f} req/s", flush=True)  # fmt: skip
-        finally:
-            for s in servers.values():
-                s.stop()
+        for label in runs:
+            results[label] = pooled(runs[label])
+        d, m, ctl, c8 = results["detect"], results["metadata"], results["control"], results["c8"]
+        # the security work is added to a request, not multiplied into its inference: the overhead measured on a
+        # request without inference, over the inference request's p50, is the ratio free of inference noise
+        d["ratio_from_overhead"] = (d["a_p50_ms"] + m["overhead_us"] / 1e3) / d["a_p50_ms"]
+        print()
+        print(f"detect    c=1  plain HTTP anonymous p50 {d['a_p50_ms']:.2f} ms · TLS + API key + audit p50 "
+              f"{d['b_p50_ms']:.2f} ms · ratio {d['ratio']:.3f} (90 % CI {d['ratio_ci90'][0]:.3f}–"
+              f"{d['ratio_ci90'][1]:.3f}; launches {', '.join(f'{r:.3f}' for r in d['launch_ratios'])})")  # fmt: skip
+        print(f"metadata  c=1  plain HTTP anonymous p50 {m['a_p50_ms']:.3f} ms · TLS + API key p50 {m['b_p50_ms']:.3f} ms "
+              f"· the security overhead alone {m['overhead_us']:+.0f} µs per request")  # fmt: skip
+        print(f"detect    c=1  ratio from that overhead: ({d['a_p50_ms']:.2f} ms + {m['overhead_us']:.0f} µs) / "
+              f"{d['a_p50_ms']:.2f} ms = {d['ratio_from_overhead']:.4f}")  # fmt: skip
+        print(f"control   c=1  the secure server, audit off vs on (alike servers: this machine's noise): ratio "
+              f"{ctl['ratio']:.3f} (90 % CI {ctl['ratio_ci90'][0]:.3f}–{ctl['ratio_ci90'][1]:.3f})")  # fmt: skip
+        print(f"detect    c=8  secure, audit on {c8['rps_audit_on']:6.1f} req/s · audit off {c8['rps_audit_off']:6.1f} req/s"
+              f" · ratio {c8['ratio_on_off']:.3f} (rounds {c8['round_ratios'][0]:.3f}–{c8['round_ratios'][-1]:.3f}) · "
+              f"plain HTTP anonymous {c8['rps_plain']:6.1f} req/s")  # fmt: skip
 
         from cvdeploy.security.audit import AuditLog
         from cvdeploy.security.db import open_database
@@ -298,19 +367,19 @@ def main() -> None:
         db.close()
         results["audit"] = {"infer_rows": int(rows), "requests_sent": sent_secure, "intact": verdict.ok,
                             "rows": verdict.rows}  # fmt: skip
-        print(f"audit log: {rows} infer rows for {sent_secure} requests sent to the secure server; "
+        print(f"audit log: {rows} infer rows for {sent_secure} requests sent to the secure servers; "
               f"{verdict.rows} rows, intact={verdict.ok}")  # fmt: skip
         out = Path(__file__).parent / "results" / "security_overhead.json"
-        out.write_text(
-            json.dumps({"machine": capabilities_line(), "bundle": bundle, **results}, indent=2) + "\n"
-        )
-        d, m, c8 = results["detect"], results["metadata"], results["c8"]
+        doc = {"machine": capabilities_line(), "bundle": bundle, "launches": args.launches, "pairs": args.pairs,
+               **results}  # fmt: skip
+        out.write_text(json.dumps(doc, indent=2) + "\n")
         print(
-            f"RESULT p50_ratio_detect={d['ratio']:.3f} overhead_us_detect={d['overhead_us']:.0f} "
-            f"p50_ratio_metadata={m['ratio']:.3f} overhead_us_metadata={m['overhead_us']:.0f} "
-            f"c8_rps_audit_on={c8['rps_audit_on']:.1f} c8_rps_audit_off={c8['rps_audit_off']:.1f} "
-            f"c8_ratio_on_off={c8['ratio_on_off']:.3f} c8_rps_plain={c8['rps_plain']:.1f} "
-            f"audit_rows={rows} audit_requests={sent_secure} audit_intact={verdict.ok}"
+            f"RESULT p50_ratio_detect={d['ratio']:.3f} ci90={d['ratio_ci90'][0]:.3f}-{d['ratio_ci90'][1]:.3f} "
+            f"ratio_from_overhead={d['ratio_from_overhead']:.4f} overhead_us={m['overhead_us']:.0f} "
+            f"control_ratio={ctl['ratio']:.3f} c8_rps_audit_on={c8['rps_audit_on']:.1f} "
+            f"c8_rps_audit_off={c8['rps_audit_off']:.1f} c8_ratio_on_off={c8['ratio_on_off']:.3f} "
+            f"c8_rps_plain={c8['rps_plain']:.1f} audit_rows={rows} audit_requests={sent_secure} "
+            f"audit_intact={verdict.ok}"
         )
 
 
