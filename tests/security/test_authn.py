@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,20 +26,13 @@ from cvdeploy.serve.errors import Forbidden, NotFound, Unauthorized
 from cvdeploy.serve.security import Connection, RecordingEventSink
 
 
-@dataclass(frozen=True)
-class QueryConnection(Connection):
-    """A Connection that also carries the raw query string (what the server's Connection should add)."""
-
-    query: str = ""
-
-
 def conn(token: str | None = None, otp: str | None = None, source: str = "10.1.1.1", **kw: Any) -> Connection:
     headers = {}
     if token is not None:
         headers["authorization"] = f"Bearer {token}"
     if otp is not None:
         headers["x-cvd-otp"] = otp
-    return QueryConnection(headers, (source, 40000), **kw)
+    return Connection(headers, (source, 40000), **kw)
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +68,7 @@ def test_api_key_gives_role_scope_and_source(setup: dict[str, Any]) -> None:
     new = setup["keys"].create("ci", "predictor", ["shapes"])
     p = auth(setup, conn(new.token))
     assert (p.id, p.kind, p.roles) == (f"key:{new.key.id}", "api-key", frozenset({"predictor"}))
-    assert p.attributes["models"] == "shapes" and "mfa" not in p.attributes
+    assert p.models == frozenset({"shapes"}) and p.mfa is None
 
 
 @pytest.mark.parametrize(
@@ -90,7 +82,7 @@ def test_api_key_gives_role_scope_and_source(setup: dict[str, Any]) -> None:
 )
 def test_bad_authorization_headers(setup: dict[str, Any], header: str, reason: str) -> None:
     with pytest.raises(AuthFailure) as err:
-        auth(setup, QueryConnection({"authorization": header}, ("10.1.1.1", 1)))
+        auth(setup, Connection({"authorization": header}, ("10.1.1.1", 1)))
     assert err.value.status == 401 and err.value.reason == reason
     assert (
         setup["sink"].events[-1].action == "authenticate"
@@ -131,7 +123,7 @@ def test_otp_marks_the_principal_and_is_single_use(setup: dict[str, Any], clock)
     totp = pyotp.TOTP(setup["mfa"].enroll(new.key.id).secret)
     code = totp.at(clock.now)
     p = auth(setup, conn(new.token, otp=code))
-    assert p.attributes["mfa"] == "totp"
+    assert p.mfa == "totp"
     with pytest.raises(AuthFailure, match="already used"):
         auth(setup, conn(new.token, otp=code))
     with pytest.raises(AuthFailure, match="invalid one-time code"):
@@ -156,7 +148,7 @@ def test_jwt_principals(setup: dict[str, Any]) -> None:
             "models": ["shapes"], "amr": ["otp"]}  # fmt: skip
     p = auth(setup, conn(jwt.encode(good, setup["signer"], "RS256", headers={"kid": "k1"})))
     assert (p.id, p.kind, p.roles) == ("jwt:bob", "jwt", frozenset({"operator"}))  # unknown roles dropped
-    assert p.attributes["models"] == "shapes" and p.attributes["mfa"] == "jwt-amr"
+    assert p.models == frozenset({"shapes"}) and p.mfa == "jwt-amr"
     RbacAuthorizer().authorize(p, "load", "model:shapes")
     with pytest.raises(NotFound):
         RbacAuthorizer().authorize(p, "load", "model:cars")
@@ -181,7 +173,7 @@ def test_client_certificate_names_a_key(setup: dict[str, Any], tmp_path: Path) -
         auth(setup, conn(tls=tls))
     key = setup["keys"].create("edge-7", "predictor", ["shapes"]).key
     p = auth(setup, conn(tls=tls))
-    assert (p.kind, p.id, p.attributes["models"]) == ("mtls", f"key:{key.id}", "shapes")
+    assert (p.kind, p.id, p.models) == ("mtls", f"key:{key.id}", frozenset({"shapes"}))
     untrusting = BearerAuthenticator(setup["keys"])
     assert asyncio.run(untrusting.authenticate(conn(tls=tls))).is_anonymous
 

@@ -10,12 +10,10 @@ from cvdeploy.serve.security import ACTIONS, Principal
 
 
 def who(role: str, models: str | None = None, mfa: bool = False) -> Principal:
-    attrs = {"source": "10.0.0.1"}
-    if models is not None:
-        attrs["models"] = models
-    if mfa:
-        attrs["mfa"] = "totp"
-    return Principal(f"key:{role}", "api-key", frozenset({role}), attrs)
+    scope = frozenset(m for m in models.split(",") if m) if models is not None else None
+    return Principal(
+        f"key:{role}", "api-key", frozenset({role}), {"source": "10.0.0.1"}, scope, "totp" if mfa else None
+    )
 
 
 #: what each role may do (with MFA where needed), straight from the issue
@@ -74,7 +72,8 @@ def test_out_of_scope_is_indistinguishable_from_missing() -> None:
     DEFAULT_POLICY.check(p, "infer", "model:people:2")
     with pytest.raises(NotFound) as err:
         DEFAULT_POLICY.check(p, "infer", "model:cars:1")
-    assert err.value.message == unknown_model("cars") == "unknown model 'cars'"
+    assert err.value.message == unknown_model("cars")
+    assert err.value.message == "unknown model 'cars'; the repository index lists the models you may use"
     assert DEFAULT_POLICY.visible(p, ["cars", "people", "shapes"]) == ["people", "shapes"]
     assert DEFAULT_POLICY.visible(who("viewer"), ["b", "a"]) == ["a", "b"]
     empty = who("predictor", models="")

@@ -188,8 +188,10 @@ def test_security_seam_resolves_principals_authorizes_and_reports(make_app: Call
 
     async def body() -> None:
         async with serving(app) as c:
-            r = await c.get("/v2/health/live", headers={"Authorization": "Bearer wrong"})
+            r = await c.get("/v2", headers={"Authorization": "Bearer wrong"})
             assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+            r = await c.get("/v2/health/live", headers={"Authorization": "Bearer wrong"})
+            assert r.status_code == 200, "probes are answered without looking at credentials"
             r = await c.post(f"/v2/repository/models/{NAME}/unload")
             assert r.status_code == 403 and "anonymous may not unload" in r.json()["error"]
             r = await c.post(

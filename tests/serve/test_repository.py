@@ -88,7 +88,12 @@ def test_hot_swap_rollback_and_unload_under_a_stream_of_requests(
     results = run(body())
     assert [r for r in results if r[0] != 200] == []  # not one request failed
     assert {v for _, v in results} == {"1", "2", "3"}
-    changes = [(e.action, e.resource, e.outcome) for e in sink.events]
+    state_events = [e for e in sink.events if e.action != "infer"]
+    summaries = [e for e in sink.events if e.action == "infer"]
+    assert len(summaries) == len(results) and {(e.resource, e.outcome) for e in summaries} == {
+        ("model:tiny", "success")
+    }, "one inference summary per request"
+    changes = [(e.action, e.resource, e.outcome) for e in state_events]
     assert changes == [
         ("load", "model:tiny:1", "success"),  # start-up
         ("load", "model:tiny:2", "success"),
@@ -98,6 +103,7 @@ def test_hot_swap_rollback_and_unload_under_a_stream_of_requests(
     ]
     assert {e.principal for e in sink.events[1:]} == {"anonymous"}
     assert all(e.request_id for e in sink.events[1:])
+    assert {e.details["version"] for e in summaries} == {1, 2, 3}
 
 
 def test_failed_load_of_a_tampered_bundle_keeps_the_serving_version(
@@ -123,8 +129,9 @@ def test_failed_load_of_a_tampered_bundle_keeps_the_serving_version(
             assert meta["versions"] == ["1"]
 
     run(body())
-    assert [(e.action, e.outcome) for e in sink.events] == [("load", "success"), ("load", "failure")]
-    assert "sha256" in sink.events[1].details["error"]
+    changes = [e for e in sink.events if e.action != "infer"]
+    assert [(e.action, e.outcome) for e in changes] == [("load", "success"), ("load", "failure")]
+    assert "sha256" in changes[1].details["error"]
 
 
 @pytest.mark.parametrize(

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from cvdeploy.cli.common import console, handle_errors
+from cvdeploy.cli.common import bundle_key_options, console, err_console, handle_errors
+
+if TYPE_CHECKING:
+    from cvdeploy.security.setup import SecuritySetup
+    from cvdeploy.serve.config import ServeConfig
+    from cvdeploy.serve.server import TLSFiles
 
 HELP = "\n\n".join(
     (
@@ -27,11 +33,22 @@ HELP = "\n\n".join(
         "--config serve.yaml sets per-model batching (max_batch_size, max_queue_delay_ms, queue_size), "
         "instances, timeouts, request and connection limits (limits: header/body timeouts, keep-alive, "
         "connections, header size and count) and security; unknown keys are refused. Flags win over the file.",
-        "Safe defaults: loading, unloading and rolling back models needs an authenticated caller "
-        "(--allow-anonymous-admin lifts that for local experiments) and Content-Type: application/json; "
-        "run-time loads read bundles only under the folders of the bundles given here (--load-root adds "
-        "others); only Host names of this machine's loopback and bind address are answered (--allowed-host "
-        "adds names).",
+        "Safe defaults: the server listens on 127.0.0.1; any other address needs --db (authentication) and "
+        "TLS (--tls-cert/--tls-key), or --insecure, which warns at every start. Loading, unloading and rolling "
+        "back models needs an authenticated caller (--allow-anonymous-admin lifts that for local experiments "
+        "without --db) and Content-Type: application/json; run-time loads read bundles only under the folders "
+        "of the bundles given here (--load-root adds others); only Host names of this machine's loopback and "
+        "bind address are answered (--allowed-host adds names).",
+        "Secure serving: --db cvdeploy.db (SQLite, or a postgresql:// URL) holds the API keys ('cvdeploy keys "
+        "create'), MFA enrolments ('cvdeploy mfa enroll') and the audit log ('cvdeploy audit verify'). Clients "
+        "send 'Authorization: Bearer <key or JWT>'; viewer keys read, predictor keys also infer (on their "
+        "--models), operator keys also load/unload/roll back and admin keys do everything — those two with a "
+        "TOTP code in X-CVD-OTP for state changes. --jwt-issuer/--jwt-audience/--jwt-jwks accept RS256/ES256 "
+        "JWTs; --tls-client-ca requires a client certificate whose CN names an API key (mutual TLS). Rate "
+        "limits: security.rate_limit_principal / rate_limit_source in --config.",
+        "  cvdeploy serve model.cvd --db cvdeploy.db --tls-cert certs/server.pem --tls-key certs/server.key",
+        "Protected bundles ('cvdeploy protect'): --decrypt-key decrypts an encrypted bundle in memory; "
+        "--trust-key refuses bundles not signed with that key, run-time loads included.",
     )
 )
 
@@ -66,6 +83,7 @@ def _platform_bundles(model_dir: str | None) -> list[str]:
     return found
 
 
+@bundle_key_options
 @handle_errors
 def serve(
     bundles: list[str] = typer.Argument(
@@ -79,7 +97,7 @@ def serve(
         None, "--artifact", "-a", help="Artifact to serve for every model, e.g. onnx-int8."
     ),
     config: Path = typer.Option(
-        None, "--config", "-c", help="serve.yaml: batching, instances, timeouts, limits."
+        None, "--config", "-c", help="serve.yaml: batching, instances, timeouts, limits, security."
     ),
     platform: str = typer.Option(
         None, "--platform", help="local, sagemaker, vertex or auto (default: auto)."
@@ -95,10 +113,31 @@ def serve(
     ),
     threads: str = typer.Option(None, "--threads", help="Intra-op threads per model instance."),
     log_level: str = typer.Option(None, "--log-level", help="debug, info, warning or error (default info)."),
+    db: str = typer.Option(
+        None, "--db", metavar="URL",
+        help="Security database (SQLite file or postgresql:// URL): API keys, MFA, audit log. "
+        "Turns on authentication, RBAC, rate limits and the audit log.",
+    ),
+    tls_cert: Path = typer.Option(None, "--tls-cert", help="Server certificate chain (PEM); serve HTTPS."),
+    tls_key: Path = typer.Option(None, "--tls-key", help="Private key of --tls-cert (PEM)."),
+    tls_client_ca: Path = typer.Option(
+        None, "--tls-client-ca", help="CA of client certificates: require one (mutual TLS)."
+    ),
+    jwt_issuer: str = typer.Option(None, "--jwt-issuer", metavar="ISS", help="Accepted JWT issuer (iss)."),
+    jwt_audience: str = typer.Option(
+        None, "--jwt-audience", metavar="AUD", help="Accepted JWT audience (aud)."
+    ),
+    jwt_jwks: Path = typer.Option(
+        None, "--jwt-jwks", metavar="FILE", help="JWKS file with the issuer's RS256/ES256 public keys."
+    ),
+    insecure: bool = typer.Option(
+        False, "--insecure",
+        help="Allow listening beyond the loopback without --db and TLS (a trusted network only; warns).",
+    ),
     allow_anonymous_admin: bool = typer.Option(
         False,
         "--allow-anonymous-admin",
-        help="Let anonymous callers load, unload and roll back models (local experiments only).",
+        help="Let anonymous callers load, unload and roll back models (local experiments without --db).",
     ),
     allowed_host: list[str] = typer.Option(
         None,
@@ -115,9 +154,10 @@ def serve(
     check: bool = typer.Option(
         False, "--check", help="Load and verify everything, show what would be served, exit."
     ),
-) -> None:
+) -> None:  # fmt: skip
     from cvdeploy.errors import ConfigError
     from cvdeploy.serve.config import load_config, resolve_platform
+    from cvdeploy.serve.security import exposure
 
     cfg = load_config(config)
     cfg = cfg.with_overrides(
@@ -140,31 +180,107 @@ def serve(
         if log_level.lower() not in ("debug", "info", "warning", "error"):
             raise ConfigError(f"--log-level {log_level!r}: use debug, info, warning or error")
         cfg.server.log_level = log_level.lower()  # type: ignore[assignment]
+    tls = _tls(tls_cert, tls_key, tls_client_ca)
+    jwt = (jwt_issuer, jwt_audience, jwt_jwks)
+    if db is None and any(v is not None for v in jwt):
+        raise ConfigError(
+            "--jwt-issuer/--jwt-audience/--jwt-jwks need --db (keys, rate limits and the audit log)"
+        )
+    if db is not None and cfg.security.allow_anonymous_admin:
+        raise ConfigError(
+            "--allow-anonymous-admin is for local experiments without --db; with --db, create an operator key "
+            "('cvdeploy keys create --role operator') and enroll it for MFA ('cvdeploy mfa enroll')"
+        )
     plat = resolve_platform(platform, cfg.server, host, _number(port, "--port", int, 0, 65535), os.environ)  # type: ignore[arg-type]
+    warning = exposure(plat.host, plat.kind, db is not None, tls is not None, insecure)
     specs = list(bundles or [])
     if not specs and not any(m.path for m in cfg.models.values()):
         specs = _platform_bundles(plat.model_dir) if plat.kind != "local" else []
         if not specs:
             raise ConfigError("no bundle given: name one or more bundle folders (or zoo:n)")
-    if check:
-        from cvdeploy.serve.app import create_app
+    if tls is not None:
+        tls.context()  # unreadable or mismatched certificate files: refused before anything else happens
+    setup = _security_setup(db, cfg, tls, jwt) if db is not None else None
+    security = setup.security() if setup is not None else None
+    try:
+        if warning:
+            _warn(warning)
+        if check:
+            from cvdeploy.serve.app import create_app
 
-        app = create_app(specs, cfg, platform=plat)
-        _show(app.state.service, plat)
-        return
-    from cvdeploy.serve.logs import configure_logging
-    from cvdeploy.serve.server import serve as run_server
+            app = create_app(specs, cfg, platform=plat, security=security)
+            _show(app.state.service, plat, secured=_describe(db, tls, jwt))
+            return
+        from cvdeploy.serve.logs import configure_logging
+        from cvdeploy.serve.server import serve as run_server
 
-    configure_logging(cfg.server.log_level, cfg.server.log_format)
+        configure_logging(cfg.server.log_level, cfg.server.log_format)
+        if warning:
+            import logging
 
-    def ready(url: str, app: object) -> None:
-        _show(app.state.service, plat, url)  # type: ignore[attr-defined]
+            logging.getLogger("cvdeploy.serve").warning(warning)
 
-    run_server(specs, cfg, plat, on_ready=ready)
+        def ready(url: str, app: object) -> None:
+            _show(app.state.service, plat, url, secured=_describe(db, tls, jwt))  # type: ignore[attr-defined]
+
+        run_server(specs, cfg, plat, security=security, on_ready=ready, tls=tls)
+    finally:
+        if setup is not None:
+            setup.close()
 
 
-def _show(state: object, plat: object, url: str | None = None) -> None:
+def _tls(cert: Path | None, key: Path | None, client_ca: Path | None) -> TLSFiles | None:
+    from cvdeploy.errors import ConfigError
+    from cvdeploy.serve.server import TLSFiles
+
+    if (cert is None) != (key is None):
+        raise ConfigError("TLS needs both --tls-cert and --tls-key")
+    if cert is None:
+        if client_ca is not None:
+            raise ConfigError("--tls-client-ca needs --tls-cert and --tls-key (mutual TLS is TLS first)")
+        return None
+    return TLSFiles(cert, key, client_ca)  # type: ignore[arg-type]
+
+
+def _security_setup(
+    db: str, cfg: ServeConfig, tls: TLSFiles | None, jwt: tuple[Any, Any, Any]
+) -> SecuritySetup:
+    """Authentication, RBAC, rate limits and the audit log on the database ``db``."""
+    from cvdeploy.security.ratelimit import Rate
+    from cvdeploy.security.setup import SecuritySetup
+
+    sec = cfg.security
+    return SecuritySetup.build(
+        db, *jwt,
+        per_principal=Rate.parse(sec.rate_limit_principal) if sec.rate_limit_principal else None,
+        per_source=Rate.parse(sec.rate_limit_source) if sec.rate_limit_source else None,
+        trust_client_certs=tls is not None and tls.client_ca is not None,
+    )  # fmt: skip
+
+
+def _describe(db: str | None, tls: TLSFiles | None, jwt: tuple[Any, Any, Any]) -> str:
+    """One line saying how this server is secured."""
+    if db is None:
+        who = "anonymous callers (no --db)"
+    else:
+        from cvdeploy.security.db import redact
+
+        who = "API keys" + (" and JWTs" if jwt[0] else "") + f", RBAC, rate limits, audit log in {redact(db)}"
+    if tls is None:
+        return f"{who}; plain HTTP"
+    return f"{who}; TLS ≥ 1.2" + (" with client certificates (mutual TLS)" if tls.client_ca else "")
+
+
+def _warn(message: str) -> None:
+    from rich.markup import escape
+
+    err_console.print(f"[bold yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def _show(state: object, plat: object, url: str | None = None, secured: str | None = None) -> None:
     from rich.table import Table
+
+    from cvdeploy.serve.security import AnonymousAuthenticator
 
     repo = state.repository  # type: ignore[attr-defined]
     table = Table(title=f"cvdeploy serve · {plat.kind}", title_justify="left")  # type: ignore[attr-defined]
@@ -181,9 +297,15 @@ def _show(state: object, plat: object, url: str | None = None) -> None:
     console.print(table)
     if url:
         first = sorted(repo.models)[0]
+        curl = "curl" + (" --cacert CA.pem" if url.startswith("https") else "")
+        if not isinstance(state.security.authenticator, AnonymousAuthenticator):  # type: ignore[attr-defined]
+            curl += ' -H "Authorization: Bearer $KEY"'
         console.print(
-            f"listening on [bold]{url}[/]  ·  try: curl -F image=@photo.jpg {url}/v1/models/{first}/detect"
+            f"listening on [bold]{url}[/]  ·  try: {curl} -F image=@photo.jpg {url}/v1/models/{first}/detect",
+            highlight=False,
         )
+    if secured:
+        console.print(f"security: {secured}", highlight=False)
     if state.security.allow_anonymous_admin:  # type: ignore[attr-defined]
         console.print("[yellow]warning:[/] anonymous callers may load, unload and roll back models")
 

@@ -11,16 +11,18 @@ For each connection (request), in this order:
    API key whose *name* is the certificate's common name gives the role and scope;
 5. nothing at all → the anonymous principal (the policy lets it reach the health probes only);
 6. ``X-CVD-OTP``, when sent with an API key, is checked and consumed
-   (:mod:`~cvdeploy.security.mfa`): a valid, unused code marks the principal ``mfa=totp``; a wrong,
+   (:mod:`~cvdeploy.security.mfa`): a valid, unused code sets ``principal.mfa = "totp"``; a wrong,
    replayed or unenrolled one is a failed authentication. Send it with state-changing requests only.
 
 Every failure is counted against the source address and written to the audit log with the reason
-(never the credential). The principal carries ``source`` (the peer address) for the rate limits.
+(never the credential). The principal carries its role, its model scope (``Principal.models``) and
+``source`` (the peer address, for the rate limits).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -33,7 +35,7 @@ from cvdeploy.security.mfa import Mfa
 from cvdeploy.security.policy import ROLES
 from cvdeploy.security.ratelimit import FailedAuthThrottle
 from cvdeploy.security.tokens import JwtVerifier, looks_like_jwt
-from cvdeploy.serve.security import Connection, Event, EventSink, Principal
+from cvdeploy.serve.security import Connection, Event, EventSink, Principal, tls_extension
 
 __all__ = ["OTP_HEADER", "BearerAuthenticator", "credentials_in_query", "principal_for_key", "tls_extension"]
 
@@ -60,26 +62,10 @@ def credentials_in_query(query: str | bytes) -> bool:
 def principal_for_key(key: ApiKey, kind: str = "api-key", source: str | None = None) -> Principal:
     """The principal an API key stands for: its role, its scope and where it came from."""
     attrs = {"key_id": key.id, "name": key.name}
-    if key.models is not None:
-        attrs["models"] = ",".join(key.models)
     if source:
         attrs["source"] = source
-    return Principal(f"key:{key.id}", kind, frozenset({key.role}), attrs)
-
-
-def tls_extension(ssl_object: Any) -> dict[str, Any] | None:
-    """The ASGI ``tls`` extension's client-certificate part from a server-side ``ssl.SSLObject``.
-
-    For transports that do not fill ``scope["extensions"]["tls"]`` themselves (uvicorn does not): the
-    server passes ``transport.get_extra_info("ssl_object")`` here and puts the result in
-    ``Connection.tls``. None when the peer presented no (verified) certificate.
-    """
-    import ssl
-
-    der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
-    if not der:
-        return None
-    return {"client_cert_chain": [ssl.DER_cert_to_PEM_cert(der)], "tls_version": ssl_object.version()}
+    models = frozenset(key.models) if key.models is not None else None
+    return Principal(f"key:{key.id}", kind, frozenset({key.role}), attrs, models)
 
 
 def _client_cert_cn(tls: Mapping[str, Any] | None) -> str | None:
@@ -144,8 +130,7 @@ class BearerAuthenticator:
             raise
 
     def _resolve(self, conn: Connection, source: str) -> Principal:
-        query = getattr(conn, "query", "")  # the raw query string, once Connection carries it
-        if credentials_in_query(query):
+        if credentials_in_query(conn.query):
             raise AuthFailure(
                 "credentials in the URL are refused (URLs are logged); send 'Authorization: Bearer <token>'",
                 "credentials in the query string",
@@ -186,12 +171,11 @@ class BearerAuthenticator:
                     "OTP sent with a JWT",
                 )
             attrs = {"sub": claims.sub, "source": source}
-            if claims.models is not None:
-                attrs["models"] = ",".join(claims.models)
-            if claims.mfa:
-                attrs["mfa"] = "jwt-amr"
+            models = frozenset(claims.models) if claims.models is not None else None
             roles = frozenset(r for r in claims.roles if r in ROLES)
-            return Principal(f"jwt:{claims.sub}", "jwt", roles, attrs)
+            return Principal(
+                f"jwt:{claims.sub}", "jwt", roles, attrs, models, "jwt-amr" if claims.mfa else None
+            )
         raise AuthFailure("invalid bearer token", "bearer token is neither an API key nor a JWT")
 
     def _with_otp(self, principal: Principal, key_id: str, otp: str | None) -> Principal:
@@ -200,9 +184,7 @@ class BearerAuthenticator:
         if self.mfa is None:
             raise AuthFailure("MFA is not configured on this server", "OTP sent, MFA not configured", key_id)
         self.mfa.verify(key_id, otp)
-        attrs = dict(principal.attributes)
-        attrs["mfa"] = "totp"
-        return Principal(principal.id, principal.kind, principal.roles, attrs)
+        return dataclasses.replace(principal, mfa="totp")
 
     def _audit_failure(self, exc: AuthFailure, source: str) -> None:
         if self.events is None:

@@ -2,7 +2,10 @@
 
 ``authorize(principal, action, resource)``:
 
-1. takes a token from the principal's and the source address's buckets (429 + ``Retry-After``);
+1. takes a token from the principal's and the source address's buckets (429 + ``Retry-After``) —
+   except for ``health``: orchestrators probe every few seconds, often from an address that client
+   traffic shares (a node behind NAT, a load balancer), and a probe refused 429 gets a healthy server
+   restarted or taken out of rotation (a probe does no more work than the refusal of a flood would);
 2. asks the :class:`~cvdeploy.security.policy.Policy` (401 who-are-you, 403 not-allowed, 404 out of
    scope — the same 404 as a missing model);
 3. writes every refusal to the audit log (the action, the resource, the principal, why).
@@ -24,6 +27,9 @@ __all__ = ["RbacAuthorizer"]
 class RbacAuthorizer:
     """Rate limits + RBAC + audit of denials, behind the ``Authorizer`` protocol."""
 
+    #: actions that are never rate limited (see the module docstring)
+    UNLIMITED: frozenset[str] = frozenset({"health"})
+
     def __init__(
         self,
         policy: Policy = DEFAULT_POLICY,
@@ -36,7 +42,7 @@ class RbacAuthorizer:
 
     def authorize(self, principal: Principal, action: str, resource: str) -> None:
         source = principal.attributes.get("source")
-        if self.limiter is not None and principal.kind != "system":
+        if self.limiter is not None and principal.kind != "system" and action not in self.UNLIMITED:
             try:
                 self.limiter.check(None if principal.is_anonymous else principal.id, source)
             except TooManyRequests as exc:

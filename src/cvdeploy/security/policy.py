@@ -14,12 +14,12 @@ A decision is made in a fixed order, so what a caller learns never depends on wh
 3. the **scope**: a principal limited to some models gets 404 for any other model, with the same
    message as a model that does not exist (:func:`unknown_model`) — out of scope is indistinguishable
    from missing;
-4. **MFA**: a state change (any action not in ``Policy.read_only``) needs ``principal.attributes["mfa"]``,
-   set by the authenticator only after a valid, never-used TOTP code → 401.
+4. **MFA**: a state change (any action not in ``Policy.read_only``) needs ``principal.mfa``, set by
+   the authenticator only after a valid, never-used TOTP code (or a JWT whose ``amr`` says so) → 401.
 
-Scopes and MFA state travel on :class:`~cvdeploy.serve.security.Principal.attributes` (the seam's
-principal is a frozen dataclass of strings): ``models`` = comma-separated model names (absent: every
-model), ``mfa`` = how the second factor was shown (``totp`` or ``jwt-amr``).
+Scopes and MFA state are typed fields of :class:`~cvdeploy.serve.security.Principal`: ``models``
+(a frozenset of model names; None: every model) and ``mfa`` (how the second factor was shown:
+``totp`` or ``jwt-amr``; None: not shown).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from cvdeploy.serve.errors import Forbidden, NotFound, Unauthorized
+from cvdeploy.serve.errors import Forbidden, NotFound, Unauthorized, unknown_model
 from cvdeploy.serve.security import Principal
 
 __all__ = [
@@ -46,11 +46,6 @@ ROLES: tuple[str, ...] = ("viewer", "predictor", "operator", "admin")
 ANY = "*"
 
 
-def unknown_model(name: str) -> str:
-    """The one message for a model that does not exist *or* is outside the caller's scope."""
-    return f"unknown model {name!r}"
-
-
 def model_of(resource: str) -> str | None:
     """``model:NAME[:VERSION]`` → ``NAME``; any other resource → None."""
     if not resource.startswith("model:"):
@@ -60,10 +55,7 @@ def model_of(resource: str) -> str | None:
 
 def scope_of(principal: Principal) -> frozenset[str] | None:
     """The models a principal is limited to, or None for every model."""
-    raw = principal.attributes.get("models")
-    if raw is None:
-        return None
-    return frozenset(m for m in raw.split(",") if m)
+    return principal.models
 
 
 @dataclass(frozen=True)
@@ -113,7 +105,7 @@ class Policy:
         scope = scope_of(principal)
         if model is not None and scope is not None and model not in scope:
             return Decision(404, "out of scope", unknown_model(model))
-        if self.needs_mfa(action) and not principal.attributes.get("mfa"):
+        if self.needs_mfa(action) and not principal.mfa:
             return Decision(
                 401,
                 "second factor missing",
@@ -124,8 +116,7 @@ class Policy:
 
     def visible(self, principal: Principal, models: Collection[str]) -> list[str]:
         """The models of ``models`` this principal may know of (for indexes and 'not found' hints)."""
-        scope = scope_of(principal)
-        return sorted(m for m in models if scope is None or m in scope)
+        return sorted(m for m in models if principal.may_see(m))
 
     def check(self, principal: Principal, action: str, resource: str) -> None:
         """Raise the server error for :meth:`decide`'s refusal (401/403/404), or return."""

@@ -6,7 +6,8 @@
     setup.close()                     # at shutdown: writes what is queued for the audit log
 
 The server passes ``security`` to the app; events (state changes, denials, failed authentications,
-inference summaries) go to the log *and* the tamper-evident audit log.
+inference summaries) go to the log *and* the tamper-evident audit log (:attr:`SecuritySetup.events`,
+shared by the authenticator, the authorizer and the app).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class SecuritySetup:
     throttle: FailedAuthThrottle
     authenticator: BearerAuthenticator
     authorizer: RbacAuthorizer
+    events: FanoutEventSink
 
     @classmethod
     def build(
@@ -56,7 +58,11 @@ class SecuritySetup:
         per_source: Rate | None = Rate(100, 200),
         trust_client_certs: bool = False,
         policy: Policy = DEFAULT_POLICY,
+        throttle: FailedAuthThrottle | None = None,
     ) -> SecuritySetup:
+        """``per_principal``/``per_source``: the rate limits (None: not limited); ``trust_client_certs``:
+        a verified client certificate stands for the API key named by its CN (mutual TLS only);
+        ``throttle``: the slowdown after failed authentications (default: 5 free, then 1 s doubling)."""
         jwt = None
         if jwt_jwks is not None or jwt_issuer is not None or jwt_audience is not None:
             if not (jwt_jwks and jwt_issuer and jwt_audience):
@@ -73,14 +79,15 @@ class SecuritySetup:
         keys = ApiKeys(db, events=sink)
         mfa = Mfa(db, server_keys, events=sink)
         limiter = RateLimiter(per_principal, per_source)
-        throttle = FailedAuthThrottle()
-        authn = BearerAuthenticator(keys, mfa, jwt, throttle, sink, trust_client_certs)
-        authz = RbacAuthorizer(policy, limiter, sink)
-        return cls(db, server_keys, keys, mfa, audit, sink, limiter, throttle, authn, authz)
+        throttle = throttle or FailedAuthThrottle()
+        events = FanoutEventSink([LogEventSink(), sink])  # denials and failed logins: in the log too
+        authn = BearerAuthenticator(keys, mfa, jwt, throttle, events, trust_client_certs)
+        authz = RbacAuthorizer(policy, limiter, events)
+        return cls(db, server_keys, keys, mfa, audit, sink, limiter, throttle, authn, authz, events)
 
     def security(self) -> Security:
         """The server's :class:`~cvdeploy.serve.security.Security`: these seams, events logged and audited."""
-        return Security(self.authenticator, self.authorizer, FanoutEventSink([LogEventSink(), self.sink]))
+        return Security(self.authenticator, self.authorizer, self.events)
 
     def close(self) -> None:
         self.sink.close()

@@ -4,7 +4,8 @@
     limits:      {max_body_bytes, max_json_bytes, max_image_pixels, allowed_content_types, max_instances,
                   header_timeout_s, body_timeout_s, keep_alive_s, max_connections, max_header_bytes,
                   max_headers}
-    security:    {allow_anonymous_admin, allowed_hosts}   (built into one Security by security.build_security)
+    security:    {allow_anonymous_admin, allowed_hosts, rate_limit_principal, rate_limit_source}
+                 (built into one Security by security.build_security; the rate limits apply with --db)
     repository:  {max_loaded_versions, load_roots}
     defaults:    {artifact, max_batch_size, max_queue_delay_ms, queue_size, instances, timeout_s,
                   threads, spinning, device}
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cvdeploy.errors import ConfigError
 
@@ -76,12 +77,28 @@ class LimitsConfig(_Strict):
 
 
 class SecurityConfig(_Strict):
-    """Who may change model state, and which ``Host`` names the server answers to."""
+    """Who may change model state, which ``Host`` names the server answers to, and (with ``--db``) how
+    many requests a principal and a source address may make: ``"50/s,burst=100"``, ``"600/min"``;
+    None: not limited."""
 
     # let anonymous callers load, unload and roll back (local experiments only)
     allow_anonymous_admin: bool = False
     # None: loopback names (+ the bind address); a wildcard bind or a cloud platform: any. ["*"]: any
     allowed_hosts: list[str] | None = None
+    rate_limit_principal: str | None = "50/s,burst=100"
+    rate_limit_source: str | None = "100/s,burst=200"
+
+    @field_validator("rate_limit_principal", "rate_limit_source")
+    @classmethod
+    def _rate(cls, value: str | None) -> str | None:
+        if value is not None:
+            from cvdeploy.security.ratelimit import Rate
+
+            try:
+                Rate.parse(value)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+        return value
 
 
 class RepositoryConfig(_Strict):

@@ -5,14 +5,17 @@
         ├── BadRequest        400   malformed JSON, wrong tensor shape or dtype, unknown or bad parameter
         │   └── HTTPVersion   400   a request line that is not HTTP/1.0 or HTTP/1.1 (not 505: what a client
         │                           sends is never answered 5xx)
-        ├── Unauthorized      401   no valid credentials; anonymous callers changing model state
+        ├── Unauthorized      401   who are you? no or refused credentials (cvdeploy.security.errors.AuthFailure),
+        │                           a missing second factor, anonymous callers changing model state
         ├── Forbidden         403   the principal may not do this; a path outside the load roots
-        ├── NotFound          404   unknown model or version; no bundle at a path under the load roots
+        ├── NotFound          404   unknown model or version, or a model outside the caller's scope (the same
+        │                           answer: :func:`unknown_model`); no bundle at a path under the load roots
         ├── RequestTimeout    408   the body did not arrive within ``limits.body_timeout_s``
         ├── Conflict          409   a repository change that contradicts the current state
         ├── PayloadTooLarge   413   body, image or request over a stated limit (the message names it)
         ├── UnsupportedMedia  415   a content type or image format that is not accepted
         ├── MisdirectedHost   421   a ``Host`` header outside ``security.allowed_hosts``
+        ├── TooManyRequests   429   a rate limit, or the slowdown after failed authentications (``Retry-After``)
         ├── HeadersTooLarge   431   more header fields than ``limits.max_headers``
         ├── Overloaded        503   the model's queue is full (sent with ``Retry-After``)
         ├── NotReady          503   no version of the model is loaded yet
@@ -24,6 +27,8 @@ plain 500 that reveals nothing. The 5xx above are states of the server, never of
 """
 
 from __future__ import annotations
+
+import math
 
 from cvdeploy.errors import CvdeployError
 
@@ -75,6 +80,16 @@ class MisdirectedHost(ServeError):
     status = 421
 
 
+class TooManyRequests(ServeError):
+    """429 with ``Retry-After`` in whole seconds (rounded up, at least 1)."""
+
+    status = 429
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        self.retry_after_s = max(1, math.ceil(retry_after_s))
+        super().__init__(message, {"Retry-After": str(self.retry_after_s)})
+
+
 class HeadersTooLarge(ServeError):
     status = 431
 
@@ -96,3 +111,10 @@ class Timeout(ServeError):
 
 class HTTPVersion(BadRequest):
     status = 400
+
+
+def unknown_model(name: str) -> str:
+    """The one message for a model that does not exist *or* lies outside the caller's scope: the two must
+    read exactly alike, so that a scoped key learns nothing of the other models (and no list of them)."""
+    shown = name if len(name) <= 100 else name[:100] + "..."
+    return f"unknown model {shown!r}; the repository index lists the models you may use"

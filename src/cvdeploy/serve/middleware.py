@@ -9,7 +9,12 @@ before routing:
    (431), a ``Host`` in ``security.allowed_hosts`` (421: a DNS-rebinding page in a browser names
    its own host), a sane ``Content-Length`` (400) within ``limits.max_body_bytes`` (413);
 3. the :class:`~cvdeploy.serve.security.Authenticator` resolves the connection to a principal,
-   stored as ``scope["state"]["principal"]`` (401 when it refuses);
+   stored as ``scope["state"]["principal"]`` (401 when it refuses, 429 while the source address is
+   slowed down after failed authentications). Health probes (``GET /v2/health/live|ready``,
+   ``/ping``, Vertex AI's health route) are not authenticated at all: they carry no credentials,
+   reveal nothing but liveness, and must keep answering an orchestrator whose address shares a NAT
+   with a client being slowed down. ``scope["state"]["authorized"]`` is the request's ledger of
+   what the service has already authorized (so each is checked, rate limited and audited once);
 4. the body is bounded while it streams in: over ``limits.max_body_bytes`` → 413, not complete
    within ``limits.body_timeout_s`` → 408 (the HTTP server bounds the head the same way);
 5. any exception escaping the app is logged with the request id and answered as a plain 500
@@ -37,7 +42,7 @@ from cvdeploy.serve.errors import (
     ServeError,
 )
 from cvdeploy.serve.logs import request_id_var
-from cvdeploy.serve.security import Connection
+from cvdeploy.serve.security import Connection, Principal
 
 if TYPE_CHECKING:
     from cvdeploy.serve.service import InferenceService
@@ -66,6 +71,19 @@ class RequestContext:
     def __init__(self, app: ASGIApp, service: InferenceService) -> None:
         self.app = app
         self.service = service
+        health = service.platform.health_route
+        self.probes = frozenset(
+            {"/v2/health/live", "/v2/health/ready", "/ping", *([health] if health else [])}
+        )
+
+    async def principal(self, scope: Scope) -> Principal:
+        """The caller of this request (see the module docstring, step 3)."""
+        if scope.get("method") in ("GET", "HEAD") and scope.get("path") in self.probes:
+            client = scope.get("client")
+            return Principal(
+                "anonymous", "anonymous", frozenset(), {"source": client[0] if client else "unknown"}
+            )
+        return await self.service.security.authenticate(Connection.from_scope(scope))
 
     def check_head(self, scope: Scope) -> int | None:
         """Refuse a request head this server does not take (raises a ServeError); → Content-Length."""
@@ -117,6 +135,7 @@ class RequestContext:
         token = request_id_var.set(rid)
         state = scope.setdefault("state", {})
         state["request_id"] = rid
+        state["authorized"] = set()
         rid_header = (b"x-request-id", rid.encode())
         status = {"code": 500, "started": False}
 
@@ -159,7 +178,7 @@ class RequestContext:
                 await send_json(send_wrapper, exc.status, {"error": exc.message}, close)
                 return
             try:
-                state["principal"] = await self.service.security.authenticate(Connection.from_scope(scope))
+                state["principal"] = await self.principal(scope)
             except ServeError as exc:
                 hdrs = [(k.lower().encode(), v.encode()) for k, v in exc.headers.items()]
                 await send_json(send_wrapper, exc.status, {"error": exc.message}, hdrs)

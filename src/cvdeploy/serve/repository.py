@@ -14,7 +14,11 @@ Guarantees:
 - every state change — load, unload, rollback, successful or not — is reported through the one
   ``Security.emit``;
 - run-time loads read only bundles under the load roots (``repository.load_roots``; by default
-  the folders of the bundles served at start), and their errors name no path but the one given.
+  the folders of the bundles served at start), and their errors name no path but the one given;
+- every bundle is opened with the repository's :class:`~cvdeploy.security.bundlekeys.BundleKeys`
+  (``--decrypt-key``/``--trust-key``), run-time loads included;
+- an unknown model is answered with :func:`~cvdeploy.serve.errors.unknown_model`, which lists no
+  other model (a caller limited to some models must not learn the others from a typo).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -39,9 +43,20 @@ from cvdeploy.runtimes import RuntimeOptions, TensorInfo
 from cvdeploy.runtimes.registry import engine
 from cvdeploy.serve.batching import DynamicBatcher, Feeds, Runner
 from cvdeploy.serve.config import ModelConfig, ServeConfig
-from cvdeploy.serve.errors import BadRequest, Conflict, Forbidden, NotFound, NotReady, ServeError
+from cvdeploy.serve.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    NotReady,
+    ServeError,
+    unknown_model,
+)
 from cvdeploy.serve.metrics import ServeMetrics
 from cvdeploy.serve.security import Event, Principal, Security
+
+if TYPE_CHECKING:
+    from cvdeploy.security.bundlekeys import BundleKeys
 
 log = logging.getLogger("cvdeploy.serve.repository")
 
@@ -151,10 +166,17 @@ def make_runner(pipe: Pipeline) -> Runner:
 class ModelRepository:
     """Loads bundles into serving versions and changes them at run time, reporting every change."""
 
-    def __init__(self, config: ServeConfig, security: Security, metrics: ServeMetrics) -> None:
+    def __init__(
+        self, config: ServeConfig, security: Security, metrics: ServeMetrics, keys: BundleKeys | None = None
+    ) -> None:
+        """``keys``: what every bundle is opened with (default: those of ``using_keys``, e.g. the CLI's
+        ``--decrypt-key``/``--trust-key``), kept here because run-time loads run in worker threads."""
+        from cvdeploy.security.bundlekeys import current_keys
+
         self.config = config
         self.security = security
         self.metrics = metrics
+        self.keys = keys if keys is not None else current_keys()
         self.models: dict[str, ModelEntry] = {}
         self._lock: asyncio.Lock | None = None
         self._started = False
@@ -220,8 +242,7 @@ class ModelRepository:
         """The serving version of ``name``, or the loaded ``version``; 404 / 503 with what is available."""
         entry = self.models.get(name)
         if entry is None:
-            have = ", ".join(sorted(self.models)) or "none"
-            raise NotFound(f"unknown model {shown(name)}; this server has: {have}")
+            raise NotFound(unknown_model(name))
         if version is None or version == "":
             if entry.serving is None:
                 raise NotReady(
@@ -327,10 +348,7 @@ class ModelRepository:
             entry = self.models.get(name)
             try:
                 if entry is None:
-                    raise NotFound(
-                        f"unknown model {shown(name)}; this server has: "
-                        f"{', '.join(sorted(self.models)) or 'none'}"
-                    )
+                    raise NotFound(unknown_model(name))
                 if version is not None and version not in entry.versions:
                     have = ", ".join(str(v) for v in sorted(entry.versions)) or "none"
                     raise NotFound(
@@ -362,10 +380,7 @@ class ModelRepository:
             try:
                 entry = self.models.get(name)
                 if entry is None:
-                    raise NotFound(
-                        f"unknown model {shown(name)}; this server has: "
-                        f"{', '.join(sorted(self.models)) or 'none'}"
-                    )
+                    raise NotFound(unknown_model(name))
                 current = entry.serving
                 earlier = [v for v in entry.history if v != current and v in entry.versions]
                 if not earlier:
@@ -445,7 +460,7 @@ class ModelRepository:
         self, spec: str | Path, expect_name: str | None, version: int | None, artifact: str | None
     ) -> ModelVersion:
         """Open, verify and load a bundle into a not-yet-started version (runs in a worker thread)."""
-        bundle = Bundle.load(spec)
+        bundle = Bundle.load(spec, keys=self.keys)
         name = bundle.name
         if expect_name is not None and name != expect_name:
             raise BadRequest(

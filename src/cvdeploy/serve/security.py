@@ -1,29 +1,35 @@
-"""The security seam: who is asking, may they, and what changed — each answered in one place.
+"""The security seam: who is asking, may they, and what happened — each answered in one place.
 
 Every request is resolved to a :class:`Principal` by the app's :class:`Authenticator` *before*
 routing (in :class:`cvdeploy.serve.middleware.RequestContext`, for HTTP), and handed to the
 transport-neutral :class:`cvdeploy.serve.service.InferenceService` inside a ``Call``. The service
 calls ``Security.authorize(principal, action, resource)`` before doing anything — whatever the
-transport — and every state-changing action (load, unload, rollback of a model version) is
-reported with ``Security.emit(Event(...))`` from :class:`cvdeploy.serve.repository.ModelRepository`,
-the one place model state changes.
+transport, and once per action and resource of a request, however often the adapters ask (so rate
+limits and the audit log count a request once). Every state-changing action (load, unload, rollback
+of a model version) is reported with ``Security.emit(Event(...))`` from
+:class:`cvdeploy.serve.repository.ModelRepository`, the one place model state changes, and every
+inference with a summary (principal, model, outcome, counts — never the payload) from the service.
 
 Policy that holds whatever authorizer is plugged in (:meth:`Security.authorize`): anonymous callers
 never change model state unless ``security.allow_anonymous_admin`` (``--allow-anonymous-admin``)
 says so. :func:`build_security` is the one factory that turns the ``security:`` section of the
 configuration (plus any seams a caller plugs in) into the app's :class:`Security`.
 
-Today principals are anonymous: :class:`AnonymousAuthenticator`, :class:`AllowAll` and
-:class:`LogEventSink`. The next round plugs in behind the same three seams, without touching
-protocols, the service or the repository:
+Without ``--db`` the seams are :class:`AnonymousAuthenticator`, :class:`AllowAll` and
+:class:`LogEventSink`. With it, :class:`cvdeploy.security.setup.SecuritySetup` plugs in the real
+ones behind the same three seams, without touching protocols, the service or the repository:
 
-- **TLS** terminates in uvicorn (``ssl_certfile``/``ssl_keyfile``/``ssl_ca_certs``); the client
-  certificate, when mutual TLS is used, reaches the authenticator as ``Connection.tls``.
-- **Authentication**: an ``Authenticator`` reading ``Connection.headers`` (``Authorization: Bearer``,
-  API keys) or the client certificate; it returns a ``Principal`` or raises ``Unauthorized``.
-- **RBAC**: an ``Authorizer`` mapping ``principal.roles`` × :data:`ACTIONS` × resource to allow,
-  or raising ``Forbidden``.
-- **Audit**: an ``EventSink`` writing each :class:`Event` to an append-only, tamper-evident log.
+- **TLS** terminates in uvicorn (:mod:`cvdeploy.serve.server`, TLS ≥ 1.2); the verified client
+  certificate of mutual TLS reaches the authenticator as ``Connection.tls`` (:func:`tls_extension`).
+- **Authentication** (``cvdeploy.security.authn``): ``Authorization: Bearer`` API keys or JWTs, or
+  the client certificate; a TOTP code in ``X-CVD-OTP``; credentials in ``Connection.query`` are
+  refused. It returns a ``Principal`` (role, model scope, second factor) or raises ``Unauthorized``.
+- **RBAC + rate limits** (``cvdeploy.security.authz``): an ``Authorizer`` over ``principal.roles`` ×
+  :data:`ACTIONS` × resource that raises ``Unauthorized`` (401: anonymous, second factor missing),
+  ``Forbidden`` (403: the role does not allow it), ``NotFound`` (404: a model outside
+  ``principal.models``, answered exactly like a missing one) or ``TooManyRequests`` (429).
+- **Audit** (``cvdeploy.security.audit``): an ``EventSink`` writing each :class:`Event` to an
+  append-only, hash-chained, signed log.
 
 Actions (the ``action`` argument of ``authorize`` and ``Event.action``):
 
@@ -37,12 +43,13 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from cvdeploy.serve.config import Platform, SecurityConfig
 from cvdeploy.serve.errors import Forbidden, Unauthorized
+from cvdeploy.serve.logs import request_id_var
 
 __all__ = [
     "ACTIONS",
@@ -62,6 +69,8 @@ __all__ = [
     "RecordingEventSink",
     "Security",
     "build_security",
+    "exposure",
+    "tls_extension",
 ]
 
 Action = Literal["health", "read", "infer", "metrics", "load", "unload", "rollback"]
@@ -77,12 +86,17 @@ log = logging.getLogger("cvdeploy.serve")
 
 @dataclass(frozen=True)
 class Principal:
-    """Who made a request. ``kind`` says how they were identified (``anonymous``, ``system``, ...)."""
+    """Who made a request. ``kind`` says how they were identified (``anonymous``, ``system``, ``api-key``,
+    ``jwt``, ``mtls``); ``models`` the models they are limited to (None: every model); ``mfa`` how a
+    second factor was shown for this request (``totp``, ``jwt-amr``; None: not shown); ``attributes``
+    anything else the authenticator knows (``source``: the peer address the rate limits count)."""
 
     id: str
     kind: str = "anonymous"
     roles: frozenset[str] = frozenset()
     attributes: Mapping[str, str] = field(default_factory=dict)
+    models: frozenset[str] | None = None
+    mfa: str | None = None
 
     @classmethod
     def anonymous(cls) -> Principal:
@@ -97,22 +111,47 @@ class Principal:
     def is_anonymous(self) -> bool:
         return self.kind == "anonymous"
 
+    def may_see(self, model: str) -> bool:
+        """Whether ``model`` is inside this principal's scope (what indexes and listings show it)."""
+        return self.models is None or model in self.models
+
 
 @dataclass(frozen=True)
 class Connection:
-    """What an authenticator may look at: lower-cased headers, the peer address and the TLS details."""
+    """What an authenticator may look at: lower-cased headers, the peer address, the TLS details and the
+    raw URL query string (where credentials are refused: URLs end up in logs and browser histories)."""
 
     headers: Mapping[str, str]
     client: tuple[str, int] | None = None
     scheme: str = "http"
     tls: Mapping[str, Any] | None = None  # the ASGI "tls" extension (client certificate chain) when present
+    query: str = ""
 
     @classmethod
     def from_scope(cls, scope: Mapping[str, Any]) -> Connection:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", ())}
         client = scope.get("client")
         tls = (scope.get("extensions") or {}).get("tls")
-        return cls(headers, tuple(client) if client else None, scope.get("scheme", "http"), tls)
+        query = scope.get("query_string") or b""
+        return cls(
+            headers, tuple(client) if client else None, scope.get("scheme", "http"), tls,
+            query.decode("latin-1") if isinstance(query, bytes) else str(query),
+        )  # fmt: skip
+
+
+def tls_extension(ssl_object: Any) -> dict[str, Any] | None:
+    """The ASGI ``tls`` extension's client-certificate part from a server-side ``ssl.SSLObject``.
+
+    For transports that do not fill ``scope["extensions"]["tls"]`` themselves (uvicorn does not):
+    :mod:`cvdeploy.serve.server` passes ``transport.get_extra_info("ssl_object")`` here once per
+    connection. None when the peer presented no (verified) certificate.
+    """
+    import ssl
+
+    der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+    if not der:
+        return None
+    return {"client_cert_chain": [ssl.DER_cert_to_PEM_cert(der)], "tls_version": ssl_object.version()}
 
 
 @runtime_checkable
@@ -124,21 +163,25 @@ class Authenticator(Protocol):
 
 @runtime_checkable
 class Authorizer(Protocol):
-    """Allows an action on a resource (``model:NAME[:VERSION]``, ``server``, ...) or raises Forbidden."""
+    """Allows an action on a resource (``model:NAME[:VERSION]``, ``server``, ``repository``) or raises:
+    ``Unauthorized`` (401: who are you? — anonymous, or a second factor missing), ``Forbidden`` (403:
+    not allowed), ``NotFound`` (404: a model outside the principal's scope, with the message of
+    :func:`cvdeploy.serve.errors.unknown_model`) or ``TooManyRequests`` (429: rate limited)."""
 
     def authorize(self, principal: Principal, action: str, resource: str) -> None: ...
 
 
 @dataclass(frozen=True)
 class Event:
-    """One state change (or attempt): who, what, on which resource, and whether it worked."""
+    """One state change (or attempt), denial, failed authentication or inference summary: who, what, on
+    which resource, and whether it worked. ``request_id`` defaults to that of the request being handled."""
 
     action: str
     resource: str
     principal: str
     outcome: Literal["success", "failure"]
     details: Mapping[str, Any] = field(default_factory=dict)
-    request_id: str | None = None
+    request_id: str | None = field(default_factory=lambda: request_id_var.get())
     time: str = field(
         default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
     )
@@ -149,7 +192,8 @@ class Event:
 
 @runtime_checkable
 class EventSink(Protocol):
-    """Receives every state-changing event. Must not raise and must return quickly."""
+    """Receives every event: state changes, denials, failed authentications, inference summaries.
+    Must not raise and must return quickly (it is called on the request path)."""
 
     def emit(self, event: Event) -> None: ...
 
@@ -180,10 +224,16 @@ class DenyActions:
 
 
 class LogEventSink:
-    """Writes each event as one JSON line on the ``cvdeploy.serve.events`` logger."""
+    """Writes each event as one JSON line on the ``cvdeploy.serve.events`` logger. Inference summaries
+    go at DEBUG: the access log already has a line per request (the audit log keeps every one)."""
 
     def emit(self, event: Event) -> None:
-        level = logging.INFO if event.outcome == "success" else logging.WARNING
+        if event.action == "infer":
+            level = logging.DEBUG
+        else:
+            level = logging.INFO if event.outcome == "success" else logging.WARNING
+        if not events_log.isEnabledFor(level):
+            return
         events_log.log(
             level, "%s %s %s", event.action, event.resource, event.outcome, extra={"fields": event.to_dict()}
         )
@@ -239,6 +289,10 @@ class Security:
                 "--allow-anonymous-admin (security.allow_anonymous_admin) for local experiments"
             )
 
+    def visible(self, principal: Principal, models: Iterable[str]) -> list[str]:
+        """The models of ``models`` that ``principal`` may know of (indexes, listings), sorted."""
+        return sorted(m for m in models if principal.may_see(m))
+
     def host_allowed(self, host: str | None) -> bool:
         """Whether a ``Host`` header value (``name[:port]``, ``[v6]:port``) names this server."""
         if "*" in self.allowed_hosts:
@@ -265,6 +319,48 @@ def host_name(host: str | None) -> str | None:
     if port and not port.isdigit():
         return None
     return name.rstrip(".") or None
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a bind address reaches this machine only (``localhost``, 127.0.0.0/8, ``::1``)."""
+    import ipaddress
+
+    name = host.strip().strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def exposure(host: str, platform: str, authenticated: bool, tls: bool, insecure: bool) -> str | None:
+    """The secure-defaults rule for where a server listens: None when fine, else a warning to print.
+
+    Binding anything but the loopback without both authentication (``--db``) and TLS is refused
+    (``ConfigError``) unless ``insecure``, which always earns a warning. A cloud platform (SageMaker,
+    Vertex AI) binds 0.0.0.0 inside its container behind the platform's endpoint, which terminates
+    TLS and authenticates callers (IAM): allowed, and said.
+    """
+    from cvdeploy.errors import ConfigError
+
+    where = host or "all addresses"
+    missing = [w for w, ok in (("authentication (--db)", authenticated), ("TLS (--tls-cert/--tls-key)", tls))
+               if not ok]  # fmt: skip
+    if insecure:
+        lacking = f" without {' and '.join(missing)}" if missing else ""
+        return f"--insecure: listening on {where}{lacking}; only use it on a network you trust"
+    if not missing or is_loopback(host):
+        return None
+    if platform != "local":
+        return (
+            f"listening on {where} for {platform} without {' and '.join(missing)}: the platform's endpoint in "
+            "front of this container terminates TLS and authenticates callers"
+        )
+    raise ConfigError(
+        f"refusing to listen on {where} without {' and '.join(missing)}: anyone who can reach it could use "
+        "it; add them, bind 127.0.0.1, or pass --insecure if this network is trusted"
+    )
 
 
 def build_security(

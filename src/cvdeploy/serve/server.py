@@ -15,6 +15,12 @@ from a parser of ours:
   408 at ``limits.body_timeout_s``; the protocol closes the connection at that deadline plus a
   grace period whatever the app does, and at ``limits.header_timeout_s`` if the head is unfinished.
 
+TLS (``TLSFiles``: ``--tls-cert``/``--tls-key``, optionally ``--tls-client-ca`` for mutual TLS)
+terminates in the same server with :func:`cvdeploy.security.certs.server_context` (TLS 1.2 the
+floor; with a client CA a verified client certificate is required in the handshake). uvicorn does
+not fill the ASGI ``tls`` extension, so the protocol puts the verified client certificate of each
+connection into every request's ``scope["extensions"]["tls"]`` (:func:`~cvdeploy.serve.security.tls_extension`).
+
 Chosen over hypercorn (has ``read_timeout`` per read — reset by every trickled byte — and no
 connection limit) and granian (a Rust server with a header-read timeout, buffer limit and
 back-pressure, but no body deadline; it runs the app in its own worker processes, so the
@@ -29,18 +35,43 @@ import asyncio
 import errno
 import logging
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cvdeploy._deps import require
 from cvdeploy.errors import ConfigError
 from cvdeploy.serve.config import Platform, ServeConfig, resolve_platform
-from cvdeploy.serve.security import Security
+from cvdeploy.serve.security import Security, tls_extension
 
 log = logging.getLogger("cvdeploy.serve")
+
+
+@dataclass(frozen=True)
+class TLSFiles:
+    """The server's certificate chain and key (PEM), and the CA that client certificates must chain to
+    (mutual TLS; None: no client certificate asked for)."""
+
+    cert: str | Path
+    key: str | Path
+    client_ca: str | Path | None = None
+
+    def context(self) -> ssl.SSLContext:
+        """A server context, TLS ≥ 1.2; unreadable or mismatched files are a one-line ConfigError."""
+        from cvdeploy.security.certs import server_context
+
+        for flag, path in (
+            ("--tls-cert", self.cert),
+            ("--tls-key", self.key),
+            ("--tls-client-ca", self.client_ca),
+        ):
+            if path is not None and not Path(path).is_file():
+                raise ConfigError(f"{flag} {path}: no such file")
+        return server_context(self.cert, self.key, self.client_ca)
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -80,9 +111,11 @@ def hardened_h11(header_timeout_s: float, body_timeout_s: float) -> type:
     class HardenedH11Protocol(H11Protocol):
         _deadline: asyncio.TimerHandle | None = None
         _phase: str = ""
+        _tls: dict[str, Any] | None = None
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
+            self._tls = tls_extension(transport.get_extra_info("ssl_object"))  # verified client cert
             self._arm("head", header_timeout_s)
 
         def data_received(self, data: bytes) -> None:
@@ -91,7 +124,12 @@ def hardened_h11(header_timeout_s: float, body_timeout_s: float) -> type:
             super().data_received(data)
 
         def handle_events(self) -> None:
+            before = self.scope
             super().handle_events()
+            if self._tls is not None and self.scope is not before and self.scope is not None:
+                # a new request's scope; its task is scheduled and has not run yet
+                scope: dict[str, Any] = self.scope  # type: ignore[assignment]
+                scope.setdefault("extensions", {}).setdefault("tls", self._tls)
             state = self.conn.their_state
             if state is h11.SEND_BODY and self._phase != "body":
                 self._arm("body", body_timeout_s + 5.0)  # the app answers 408 first; this is the backstop
@@ -124,9 +162,10 @@ def hardened_h11(header_timeout_s: float, body_timeout_s: float) -> type:
     return HardenedH11Protocol
 
 
-def _uvicorn_server(app: Any, config: ServeConfig) -> Any:
+def _uvicorn_server(app: Any, config: ServeConfig, tls: ssl.SSLContext | None = None) -> Any:
     uvicorn = require("uvicorn", "serving")
     limits = config.limits
+    factory = (lambda _config, _default: tls) if tls is not None else None
     ucfg = uvicorn.Config(
         app,
         loop="auto",
@@ -139,16 +178,17 @@ def _uvicorn_server(app: Any, config: ServeConfig) -> Any:
         access_log=False,
         server_header=False,
         log_level=config.server.log_level,
+        ssl_context_factory=factory,
     )
     return uvicorn.Server(ucfg)
 
 
-def _url(sock: socket.socket) -> str:
+def _url(sock: socket.socket, tls: bool = False) -> str:
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     if host in ("0.0.0.0", "::"):
         shown = "127.0.0.1" if host == "0.0.0.0" else "[::1]"
-    return f"http://{shown}:{port}"
+    return f"{'https' if tls else 'http'}://{shown}:{port}"
 
 
 def serve(
@@ -157,17 +197,19 @@ def serve(
     platform: Platform | None = None,
     security: Security | None = None,
     on_ready: Any = None,
+    tls: TLSFiles | None = None,
 ) -> None:
-    """Load the bundles and serve them in the foreground until interrupted."""
+    """Load the bundles and serve them in the foreground until interrupted (over TLS with ``tls``)."""
     from cvdeploy.serve.app import create_app
 
     cfg = config or ServeConfig()
     plat = platform or resolve_platform(None, cfg.server)
+    context = tls.context() if tls is not None else None  # a bad certificate fails before any model loads
     app = create_app(bundles, cfg, platform=plat, security=security)
     sock = bind_socket(plat.host, plat.port)
-    server = _uvicorn_server(app, cfg)
+    server = _uvicorn_server(app, cfg, context)
     if on_ready is not None:
-        on_ready(_url(sock), app)
+        on_ready(_url(sock, context is not None), app)
     try:
         server.run(sockets=[sock])
     finally:
@@ -214,18 +256,21 @@ def run_in_background(
     config: ServeConfig | None = None,
     security: Security | None = None,
     startup_timeout: float = 60.0,
+    tls: TLSFiles | None = None,
 ) -> ServerHandle:
     """Serve ``bundles`` from a daemon thread; returns once the server accepts requests.
 
-    ``port=0`` picks a free port (read it from ``handle.url``). Call ``handle.stop()`` when done.
+    ``port=0`` picks a free port (read it from ``handle.url``: ``https://`` with ``tls``). Call
+    ``handle.stop()`` when done.
     """
     from cvdeploy.serve.app import create_app
 
     cfg = config or ServeConfig()
     plat = Platform("local", host, port)
+    context = tls.context() if tls is not None else None
     app = create_app(bundles, cfg, platform=plat, security=security)
     sock = bind_socket(host, port)
-    server = _uvicorn_server(app, cfg)
+    server = _uvicorn_server(app, cfg, context)
     server.config.install_signal_handlers = False  # older uvicorn; newer ones skip them off the main thread
     thread = threading.Thread(
         target=server.run, kwargs={"sockets": [sock]}, name="cvdeploy-serve", daemon=True
@@ -241,4 +286,4 @@ def run_in_background(
             sock.close()
             raise RuntimeError(f"the server did not start within {startup_timeout:.0f} s")
         time.sleep(0.02)
-    return ServerHandle(_url(sock), app, server, thread, sock)
+    return ServerHandle(_url(sock, context is not None), app, server, thread, sock)

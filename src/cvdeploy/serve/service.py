@@ -3,22 +3,26 @@
     protocol adapter (HTTP today: v2, image API, SageMaker, Vertex AI; others later)
         │  wire format → plain arguments, plus a Call: principal, request id, "caller gone" future
         ▼
-    InferenceService      authorize (Security: the pluggable authorizer + the anonymous-admin policy)
+    InferenceService      authorize, once per action and resource of a call (Security: the pluggable
+        │                 authorizer — RBAC, scopes, rate limits — + the anonymous-admin policy)
         │                 → check against the model (names, types, shapes, limits) → batch → result
+        │                 → an inference summary to the event sink (audit log): who, model, outcome, counts
         ▼
     ModelRepository (versions, load/unload/rollback, every change reported) · DynamicBatcher · Pipeline
 
 Validation, authorization, limits and metrics happen here, once, whatever the transport; an
-authentication backend only has to turn a connection into a :class:`Principal`, and rate limits
-or audit of inference hook into :meth:`InferenceService.authorize`. Nothing here knows HTTP.
+authentication backend only has to turn a connection into a :class:`Principal`. A principal
+limited to some models (``Principal.models``) sees only those in indexes and listings, and a model
+outside its scope is answered exactly like a missing one. Nothing here knows HTTP.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,18 +31,19 @@ from typing import Any, TypeVar
 import numpy as np
 
 from cvdeploy.decode import Decoder
-from cvdeploy.errors import ImageError, ImageTooLarge
+from cvdeploy.errors import CvdeployError, ImageError, ImageTooLarge
 from cvdeploy.images import ImageInfo, decode_image_strict
 from cvdeploy.ops.letterbox import Geometry
 from cvdeploy.results import Classification, Detections, RawOutput, Result
+from cvdeploy.serve.batching import ClientGone
 from cvdeploy.serve.config import Platform, ServeConfig
-from cvdeploy.serve.errors import BadRequest, PayloadTooLarge
+from cvdeploy.serve.errors import BadRequest, PayloadTooLarge, ServeError
 from cvdeploy.serve.limits import check_image
 from cvdeploy.serve.logs import run_with_context
 from cvdeploy.serve.metrics import ServeMetrics
 from cvdeploy.serve.repository import ModelEntry, ModelRepository, ModelVersion
 from cvdeploy.serve.schemas import LoadParameters
-from cvdeploy.serve.security import Principal, Security
+from cvdeploy.serve.security import Event, Principal, Security
 from cvdeploy.serve.tensors import TensorRequest, TensorResult, count_non_finite, datatype, validate_inputs
 
 log = logging.getLogger("cvdeploy.serve")
@@ -48,12 +53,15 @@ TASKS = ("detect", "classify")
 
 @dataclass(frozen=True)
 class Call:
-    """Who calls, and what the transport knows of the call: the request id for logs and audit, and a
-    future that completes when the caller has gone (its queued work is then dropped)."""
+    """Who calls, and what the transport knows of the call: the request id for logs and audit, a
+    future that completes when the caller has gone (its queued work is then dropped), and the
+    ledger of ``(action, resource)`` already authorized for this request — Calls of one request
+    share it, so an adapter that authorizes before reading a body does not count the request twice."""
 
     principal: Principal = field(default_factory=Principal.anonymous)
     request_id: str | None = None
     gone: asyncio.Future[Any] | None = None
+    authorized: set[tuple[str, str]] = field(default_factory=set, compare=False)
 
 
 @dataclass
@@ -110,8 +118,36 @@ class InferenceService:
 
     # ---- the one gate -------------------------------------------------------------------------
     def authorize(self, call: Call, action: str, resource: str) -> None:
-        """Every operation passes here first (rate limits and audit of reads plug in here later)."""
+        """Every operation passes here first; each ``(action, resource)`` of a call is decided (rate
+        limited, audited when refused) once, however many times the adapter and the service ask."""
+        key = (action, resource)
+        if key in call.authorized:
+            return
         self.security.authorize(call.principal, action, resource)
+        call.authorized.add(key)
+
+    def visible(self, call: Call, names: Sequence[str] | None = None) -> list[str]:
+        """The models (of ``names``, default all) the caller may know of, sorted."""
+        return self.security.visible(call.principal, self.repository.models if names is None else names)
+
+    @contextlib.contextmanager
+    def _summary(self, call: Call, name: str, counts: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """Report one inference to the event sink (the audit log) when it ends: principal, model,
+        outcome and ``counts`` (filled in by the caller) — never the payload or an error text."""
+        try:
+            yield counts
+        except BaseException as exc:
+            status = (
+                exc.status if isinstance(exc, ServeError) else 400 if isinstance(exc, CvdeployError) else 500
+            )
+            if isinstance(exc, ClientGone | asyncio.CancelledError):
+                status = 499
+            self.security.emit(Event("infer", f"model:{name}", call.principal.id, "failure",
+                                     {**counts, "status": status}, call.request_id))  # fmt: skip
+            raise
+        self.security.emit(
+            Event("infer", f"model:{name}", call.principal.id, "success", counts, call.request_id)
+        )
 
     # ---- reads --------------------------------------------------------------------------------
     def live(self, call: Call) -> bool:
@@ -140,12 +176,14 @@ class InferenceService:
         return [entry.versions[v] for v in sorted(entry.versions)]
 
     def models(self, call: Call) -> list[ModelEntry]:
+        """Every model the caller may know of."""
         self.authorize(call, "read", "repository")
-        return [self.repository.models[n] for n in sorted(self.repository.models)]
+        return [self.repository.models[n] for n in self.visible(call)]
 
     def index(self, call: Call, ready_only: bool = False) -> list[dict[str, Any]]:
+        """The repository index, limited to the models the caller may know of."""
         self.authorize(call, "read", "repository")
-        return self.repository.index(ready_only)
+        return [row for row in self.repository.index(ready_only) if call.principal.may_see(row["name"])]
 
     def metrics_text(self, call: Call) -> bytes:
         self.authorize(call, "metrics", "server")
@@ -160,7 +198,11 @@ class InferenceService:
     ) -> TensorResult:
         """Tensors in, tensors out: checked against the model's inputs, batched with other requests."""
         self.authorize(call, "infer", f"model:{name}")
-        with self.repository.use(name, version) as mv:
+        with (
+            self._summary(call, name, {"tensors": len(req.inputs)}) as counts,
+            self.repository.use(name, version) as mv,
+        ):
+            counts["version"] = mv.version
             feeds = validate_inputs(req, mv.name, mv.inputs, mv.max_batch_size)
             names = [t.name for t in mv.outputs]
             wanted = req.outputs if req.outputs is not None else names
@@ -175,6 +217,7 @@ class InferenceService:
             by_name = dict(zip(names, batch.outputs, strict=False))
             outputs = [(n, by_name[n]) for n in wanted]
             result = TensorResult(mv.name, mv.version, outputs, count_non_finite(outputs))
+            counts["rows"] = int(next(iter(feeds.values())).shape[0]) if mv.batchable and feeds else 1
         self._count_non_finite(mv, sum(result.non_finite.values()))
         return result
 
@@ -185,13 +228,16 @@ class InferenceService:
         """An encoded image through the one pipeline: structure and size check, strict decode and
         preprocess (worker thread), batched inference, decode; ``task`` must match the model's."""
         self.authorize(call, "infer", f"model:{name}")
-        with self.repository.use(name, version) as mv:
+        with self._summary(call, name, {"images": 1}) as counts, self.repository.use(name, version) as mv:
+            counts["version"] = mv.version
             if task is not None and mv.contract.task != task:
                 use = "predict" if mv.contract.task not in TASKS else mv.contract.task
                 raise BadRequest(
                     f"model {name!r} is a {mv.contract.task} model, not {task}; use /v1/models/{name}/{use}"
                 )
-            return await self._image(call, mv, data, overrides or {}, call.gone)
+            pred = await self._image(call, mv, data, overrides or {}, call.gone)
+            counts["results"] = _result_count(pred.result)
+            return pred
 
     async def predict_instances(
         self, call: Call, instances: Sequence[bytes | Mapping[str, Any] | list[Any]],
@@ -203,7 +249,8 @@ class InferenceService:
         name = name or self.default_model()
         self.authorize(call, "infer", f"model:{name}")
         n, limit = len(instances), self.config.limits.max_instances
-        with self.repository.use(name) as mv:
+        with self._summary(call, name, {"instances": n}) as counts, self.repository.use(name) as mv:
+            counts["version"] = mv.version
             cap = min(limit, mv.batcher.queue_size)
             if n > cap:
                 which = "limits.max_instances" if limit <= mv.batcher.queue_size else "the model's queue_size"
@@ -355,6 +402,17 @@ def _decode(mv: ModelVersion, outputs: list[np.ndarray], geoms: list[Geometry],
     for key, value in overrides.items():
         setattr(contract.output, key, value)
     return Decoder(contract, mv.pipeline.decoder.output_names)(outputs, geoms)[0]
+
+
+def _result_count(result: Result) -> int:
+    """How many things a result holds (detections, classes ranked, output tensors) — for the audit."""
+    if isinstance(result, Detections):
+        return len(result.xyxy)
+    if isinstance(result, Classification):
+        return 1
+    if isinstance(result, RawOutput):
+        return len(result.tensors)
+    return 0  # pragma: no cover - Result is one of the three
 
 
 def _result_non_finite(result: Result) -> int:

@@ -41,8 +41,12 @@ def request_id(request: Request) -> str | None:
 
 
 def call_of(request: Request, gone: asyncio.Future[Any] | None = None) -> Call:
-    """The transport-neutral Call of this request."""
-    return Call(principal(request), request_id(request), gone)
+    """The transport-neutral Call of this request (all its Calls share the request's authorized ledger)."""
+    state = request.scope.setdefault("state", {})
+    ledger = state.get("authorized")
+    if not isinstance(ledger, set):
+        ledger = state["authorized"] = set()
+    return Call(principal(request), request_id(request), gone, ledger)
 
 
 @contextlib.asynccontextmanager
