@@ -307,10 +307,6 @@ class Bundle:
 
         a = art if isinstance(art, Artifact) else self.artifact(art)
         opts = (options or _Options()).replace(precision=a.precision)
-        if a.execution and a.sha256:
-            # the files are byte-identical to those checked at export (verified below or as they are read):
-            # engines may reuse what was read from them then (the graph's precision) instead of parsing again
-            opts.extra = {**opts.extra, "verified_execution": a.execution}
         eng = registry.engine(a.runtime)
         keys = self.keys
         if keys is None:

@@ -67,15 +67,24 @@ def _unfit(what: str, contract: Contract, hint: str = "") -> ModelError:
 
 
 def _check_scores(scores: np.ndarray, contract: Contract, what: str = "confidences") -> None:
-    if scores.size == 0:
+    """Refuse a head whose (finite) scores are not probabilities. Non-finite values are a numeric failure of
+    the model, not a wrong decoder: they never pass a threshold (``_confident``) and are reported by the
+    server and by ``doctor`` (``numerics.nonfinite``)."""
+    finite = scores[np.isfinite(scores)]
+    if finite.size == 0:
         return
-    lo, hi = float(scores.min()), float(scores.max())
-    if hi > 1.0 + SCORE_SLACK or lo < -SCORE_SLACK or not np.isfinite(hi + lo):
+    lo, hi = float(finite.min()), float(finite.max())
+    if hi > 1.0 + SCORE_SLACK or lo < -SCORE_SLACK:
         raise _unfit(
             f"{what} range {lo:.3g}…{hi:.3g}, not 0–1",
             contract,
             f" — this is not a {contract.task} head with {contract.num_classes} classes",
         )
+
+
+def _confident(score: np.ndarray, contract: Contract) -> np.ndarray:
+    """Candidates above the threshold; NaN and ±inf never are."""
+    return np.isfinite(score) & (score > contract.output.conf)
 
 
 # ---- layouts: rows of one image → candidates ---------------------------------------------------
@@ -92,7 +101,7 @@ def _yolov8(outputs: Sequence[np.ndarray], i: int, contract: Contract, nc: int, 
     class_id = cls.argmax(0)
     score = cls[class_id, np.arange(cls.shape[1])]
     _check_scores(score, contract)
-    keep = score > contract.output.conf
+    keep = _confident(score, contract)
     return Rows(pred[:4, keep].T, score[keep], class_id[keep], pred[4 + nc :, keep].T, "xywh", False)
 
 
@@ -107,7 +116,7 @@ def _yolov5(outputs: Sequence[np.ndarray], i: int, contract: Contract, nc: int, 
     _check_scores(cls, contract, "class scores")
     class_id = cls.argmax(1)
     score = cls[np.arange(cls.shape[0]), class_id]
-    keep = score > contract.output.conf
+    keep = _confident(score, contract)
     return Rows(p[keep, :4], score[keep], class_id[keep], p[keep, 5 + nc :], "xywh", False)
 
 
@@ -141,7 +150,7 @@ def _boxes_scores(outputs: Sequence[np.ndarray], i: int, contract: Contract, nc:
     class_id = scores.argmax(0)
     score = scores[class_id, np.arange(scores.shape[1])]
     _check_scores(score, contract)
-    keep = score > contract.output.conf
+    keep = _confident(score, contract)
     return Rows(
         boxes[keep], score[keep], class_id[keep], np.zeros((int(keep.sum()), 0), np.float32), "xyxy", False
     )

@@ -117,7 +117,10 @@ def packages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out = {}
     for t in ("docker", "kubernetes", "kserve", "sagemaker", "vertex", "azureml", "edge"):
         package(
-            "zoo:n", t, root / t, PackageOptions(vendor=False, autoscale=(2, 6) if t != "docker" else None)
+            "zoo:n",
+            t,
+            root / t,
+            PackageOptions(vendor=False, autoscale=(2, 6) if t != "docker" else None, security="ingress"),
         )
         out[t] = root / t
     return out

@@ -34,6 +34,8 @@ def one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
         (["--target", "docker", "--model", "s3"], "--model 's3'"),
         (["--target", "kubernetes", "--autoscale", "5,2"], "--autoscale '5,2'"),
         (["--target", "docker", "--wheel", "{tmp}/nope.whl"], "not a wheel file"),
+        (["--target", "docker"], "say how the server is secured: --security tls"),
+        (["--target", "kubernetes", "--security", "open"], "--security 'open': use tls or ingress"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(
@@ -45,6 +47,8 @@ def test_bad_input_is_one_line_and_exit_2(
         "-o",
         str(tmp_path / "out"),
         *[a.replace("{tmp}", str(tmp_path)) for a in args],
+        # every case but the security ones has said how the server is secured
+        *([] if "--security" in args or "secured" in message else ["--security", "ingress"]),
     ]
     assert run(argv) == 2
     assert message in one_error_line(capsys)
@@ -63,6 +67,8 @@ def test_a_target_refuses_an_artifact_it_cannot_run(
                 "docker",
                 "--artifact",
                 "tflite-fp32",
+                "--security",
+                "ingress",
                 "-o",
                 str(tmp_path / "o"),
             ]
@@ -74,7 +80,7 @@ def test_a_target_refuses_an_artifact_it_cannot_run(
 
 def test_a_non_empty_output_folder_is_kept(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "keep.txt").write_text("mine")
-    assert run(["package", "zoo:n", "--target", "docker", "-o", str(tmp_path)]) == 2
+    assert run(["package", "zoo:n", "--target", "docker", "--security", "ingress", "-o", str(tmp_path)]) == 2
     assert "is not empty" in one_error_line(capsys)
     assert (tmp_path / "keep.txt").read_text() == "mine"
 
@@ -117,7 +123,7 @@ def test_openvino_artifact_brings_the_openvino_extra(tmp_path: Path) -> None:
         tmp_path / "ov.cvd",
         ExportOptions(formats=("onnx", "openvino"), parity_count=2),
     )
-    res = package(b, "docker", tmp_path / "pkg", PackageOptions(artifact="openvino-fp32"))
+    res = package(b, "docker", tmp_path / "pkg", PackageOptions(artifact="openvino-fp32", security="ingress"))
     reqs = (tmp_path / "pkg" / "requirements.txt").read_text()
     assert "\nopenvino==" in reqs and "cvdeploy[openvino,serve]==" in reqs
     served = Bundle.load(tmp_path / "pkg" / "model")
@@ -247,3 +253,29 @@ def test_every_target_is_declared_once_and_documented() -> None:
     readme = (Path(__file__).parents[2] / "README.md").read_text()
     for name in TARGETS:
         assert f"--target {name}" in readme, f"README's Deploy section has no command for {name}"
+
+
+def test_a_tls_container_serves_https_with_mounted_certificates(tmp_path: Path) -> None:
+    """--security tls: the server terminates TLS itself (certificates from a mounted secret, the security
+    database from $CVDEPLOY_DB_URL); probes and the HEALTHCHECK speak HTTPS."""
+    import json
+
+    import yaml
+
+    from cvdeploy.package.base import TLS_DIR
+
+    package("zoo:n", "kubernetes", tmp_path / "k8s", PackageOptions(security="tls"))
+    docker = (tmp_path / "k8s" / "Dockerfile").read_text()
+    cmd = json.loads(docker.split("CMD [")[-1].split("]")[0].join("[]"))
+    assert cmd[cmd.index("--tls-cert") + 1] == f"{TLS_DIR}/tls.crt" and "--insecure" not in cmd
+    assert "https://127.0.0.1" in docker
+    deploy = next(
+        d for d in yaml.safe_load_all((tmp_path / "k8s" / "kubernetes" / "deployment.yaml").read_text()) if d
+    )
+    (container,) = deploy["spec"]["template"]["spec"]["containers"]
+    assert container["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
+    assert {"name": "tls", "mountPath": TLS_DIR, "readOnly": True} in container["volumeMounts"]
+    (tls,) = [v for v in deploy["spec"]["template"]["spec"]["volumes"] if v["name"] == "tls"]
+    assert tls["secret"]["secretName"].endswith("-tls")
+    package("zoo:n", "docker", tmp_path / "plain", PackageOptions(security="ingress"))
+    assert "--insecure" in (tmp_path / "plain" / "Dockerfile").read_text()

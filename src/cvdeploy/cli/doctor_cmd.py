@@ -8,6 +8,7 @@ from typing import Any
 import typer
 
 from cvdeploy.cli.common import console, err_console, handle_errors
+from cvdeploy.cli.vocabulary import help_for
 
 HELP = (
     "Find why a deployed model is less accurate or slower than expected, rank the causes with "
@@ -51,7 +52,7 @@ HELP = (
 @handle_errors
 def doctor(
     bundle: str = typer.Argument(..., help="Bundle folder or zoo:n / zoo:s."),
-    images: Path = typer.Option(..., "--images", "-i", help="Images the deployment sees (folder or file)."),
+    images: Path = typer.Option(..., "--images", help=help_for("--images", "what the deployment sees")),
     observed: Path = typer.Option(
         None, "--observed", help="What it returned: predict --json file or a folder of Ultralytics .txt."
     ),
@@ -68,9 +69,13 @@ def doctor(
     speed: bool = typer.Option(
         False, "--speed", help="Run the slowness checks (they need no observed data)."
     ),
-    threads: int = typer.Option(None, "--threads", min=1, help="--speed: the deployment's intra-op threads."),
+    threads: int = typer.Option(
+        None, "--threads", min=1, help=help_for("--threads", "of the deployment (--speed)")
+    ),
     concurrency: int = typer.Option(1, "--concurrency", min=1, help="--speed: requests it keeps in flight."),
-    device: str = typer.Option("cpu", "--device", help="--speed: the device it asks for (cpu, cuda, auto)."),
+    device: str = typer.Option(
+        "cpu", "--device", help=help_for("--device", "the deployment asks for (--speed)")
+    ),
     spinning: bool = typer.Option(
         None,
         "--spinning/--no-spinning",

@@ -60,6 +60,13 @@ def package(
         True, "--vendor/--no-vendor", help="edge: copy numpy, OpenCV and the runtime into lib/."
     ),
     db_url: str = typer.Option("", "--db-url", help="kubernetes: security database URL for the Secret."),
+    security: str = typer.Option(
+        None,
+        "--security",
+        help="docker/kubernetes/kserve: how the server is reached — tls (HTTPS in the container, certificates "
+        "mounted at /run/secrets/cvdeploy, keys in $CVDEPLOY_DB_URL) or ingress (TLS and authentication end at "
+        "your ingress; the container runs serve --insecure).",
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the output folder's contents."),
     as_json: bool = typer.Option(False, "--json", help="Print what was written as JSON."),
 ) -> None:
@@ -73,9 +80,12 @@ def package(
         if len(lim) != 2 or lim[0] > lim[1]:
             raise ConfigError(f"--autoscale {autoscale!r}: give MIN,MAX with MIN <= MAX, e.g. 2,8")
         scale = (lim[0], lim[1])
+    if security is not None and security not in ("tls", "ingress"):
+        raise ConfigError(f"--security {security!r}: use tls or ingress")
     opts = PackageOptions(
         artifact=artifact, image=image, model=model, replicas=replicas, autoscale=scale, threads=threads,
         max_batch_size=max_batch_size, wheel=wheel, vendor=vendor, db_url=db_url, overwrite=overwrite,
+        security=security,
     )  # fmt: skip
     result = make_package(bundle, target, output, opts)
     if as_json:

@@ -114,7 +114,7 @@ def serve(
     threads: str = typer.Option(None, "--threads", help="Intra-op threads per model instance."),
     log_level: str = typer.Option(None, "--log-level", help="debug, info, warning or error (default info)."),
     db: str = typer.Option(
-        None, "--db", metavar="URL",
+        None, "--db", metavar="URL", envvar="CVDEPLOY_DB_URL",
         help="Security database (SQLite file or postgresql:// URL): API keys, MFA, audit log. "
         "Turns on authentication, RBAC, rate limits and the audit log.",
     ),

@@ -29,6 +29,10 @@ READY, LIVE = "/v2/health/ready", "/v2/health/live"
 UID = 10001
 
 
+#: Where a TLS-terminating container expects its certificate and key (a mounted secret).
+TLS_DIR = "/run/secrets/cvdeploy"
+
+
 @dataclass
 class PackageOptions:
     """What the user chose; each target uses what applies to it."""
@@ -44,6 +48,11 @@ class PackageOptions:
     vendor: bool = True  # edge: copy the runtime packages into lib/
     db_url: str = ""  # kubernetes: the security database URL stored in the Secret
     overwrite: bool = False
+    # how a server container is reached (it binds beyond the loopback, which `serve` refuses without a
+    # choice): "tls" — it terminates TLS itself (certificates mounted at TLS_DIR) and authenticates against
+    # the database in $CVDEPLOY_DB_URL; "ingress" — TLS and authentication end at your ingress or load
+    # balancer, the container runs `serve --insecure` on a private network
+    security: str | None = None
 
 
 @dataclass
@@ -119,17 +128,31 @@ class Context:
         return sorted({"serve", *([extra] if extra else [])})
 
     def serve_args(self, *extra: str) -> list[str]:
-        """The ``cvdeploy serve`` arguments every server target runs (after ``cvdeploy serve``)."""
-        return [
-            self.model_dir,
-            "--host",
-            "0.0.0.0",
-            "--port",
-            str(PORT),
-            "--threads",
-            str(self.threads),
-            *extra,
-        ]
+        """The ``cvdeploy serve`` arguments every server target runs (after ``cvdeploy serve``).
+
+        A container binds beyond its loopback, which ``serve`` refuses without TLS and a database unless
+        told ``--insecure``: the choice is the user's (``--security tls|ingress``), never a silent default.
+        """
+        from cvdeploy.errors import ConfigError
+
+        mode = self.options.security
+        if mode == "tls":
+            sec = ["--tls-cert", f"{TLS_DIR}/tls.crt", "--tls-key", f"{TLS_DIR}/tls.key"]
+        elif mode == "ingress":
+            sec = ["--insecure"]
+        else:
+            raise ConfigError(
+                f"--target {self.result.target}: say how the server is secured: --security tls (it serves HTTPS "
+                f"with certificates mounted at {TLS_DIR} and authenticates against $CVDEPLOY_DB_URL) or "
+                "--security ingress (TLS and authentication end at your ingress; the container runs --insecure)"
+            )
+        return [self.model_dir, "--host", "0.0.0.0", "--port", str(PORT), "--threads", str(self.threads), *sec,
+                *extra]  # fmt: skip
+
+    @property
+    def scheme(self) -> str:
+        """``https`` when the container terminates TLS itself, else ``http``."""
+        return "https" if self.options.security == "tls" else "http"
 
     # ---- writing -----------------------------------------------------------------------------------
     def render(self, template: str, dest: str, mode: int | None = None, **values: Any) -> Path:

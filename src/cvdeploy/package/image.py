@@ -20,12 +20,21 @@ BASE_IMAGE = (
 
 
 def healthcheck(
-    route: str = READY, port: int = PORT, route_env: str | None = None, port_env: str | None = None
+    route: str = READY,
+    port: int = PORT,
+    route_env: str | None = None,
+    port_env: str | None = None,
+    scheme: str = "http",
 ) -> list[str]:
-    """An exec-form HEALTHCHECK command: Python's urllib (slim images have no curl); non-2xx fails."""
+    """An exec-form HEALTHCHECK command: Python's urllib (slim images have no curl); non-2xx fails.
+
+    Over ``https`` the certificate is not verified: the probe talks to its own container on 127.0.0.1,
+    whose certificate names the service, not the loopback."""
     r = f"os.environ.get({route_env!r}, {route!r})" if route_env else repr(route)
     p = f"os.environ.get({port_env!r}, '{port}')" if port_env else repr(str(port))
-    code = f"import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + {p} + {r}, timeout=4)"
+    ctx = ", context=ssl._create_unverified_context()" if scheme == "https" else ""
+    code = (f"import os, ssl, urllib.request; urllib.request.urlopen('{scheme}://127.0.0.1:' + {p} + {r}, "
+            f"timeout=4{ctx})")  # fmt: skip
     return ["python", "-c", code]
 
 
@@ -61,7 +70,7 @@ def write_image(
         mount=bundle and ctx.options.model == "mount",
         uid=UID,
         port=PORT,
-        healthcheck=list(health or healthcheck()),
+        healthcheck=list(health or healthcheck(scheme=ctx.scheme)),
         entrypoint=list(entrypoint) if entrypoint else None,
         cmd=list(cmd),
     )

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cvdeploy.package.base import LIVE, PORT, READY, UID, Context, Target
+from cvdeploy.package.base import LIVE, PORT, READY, TLS_DIR, UID, Context, Target
 from cvdeploy.package.docker import server_command, write_server_image
 from cvdeploy.package.serveconf import CONFIG_PATH, serve_config
 from cvdeploy.runtimes import registry
@@ -52,10 +52,10 @@ def security_context() -> dict[str, Any]:
     }
 
 
-def probes() -> dict[str, Any]:
+def probes(scheme: str = "http") -> dict[str, Any]:
     def probe(path: str, period: int, failures: int) -> dict[str, Any]:
-        return {"httpGet": {"path": path, "port": PORT}, "periodSeconds": period, "failureThreshold": failures,
-                "timeoutSeconds": 4}  # fmt: skip
+        return {"httpGet": {"path": path, "port": PORT, "scheme": scheme.upper()}, "periodSeconds": period,
+                "failureThreshold": failures, "timeoutSeconds": 4}  # fmt: skip
 
     return {
         "startupProbe": probe(READY, 5, 60),  # loading and compiling a model may take a while
@@ -82,15 +82,26 @@ def container(ctx: Context, name: str = "server") -> dict[str, Any]:
         "volumeMounts": [
             {"name": "config", "mountPath": CONFIG_PATH.rsplit("/", 1)[0], "readOnly": True},
             {"name": "tmp", "mountPath": "/tmp"},
+            *(
+                [{"name": "tls", "mountPath": TLS_DIR, "readOnly": True}]
+                if ctx.options.security == "tls"
+                else []
+            ),
         ],
-        **probes(),
+        **probes(ctx.scheme),
     }
 
 
 def volumes(ctx: Context) -> list[dict[str, Any]]:
+    tls = []
+    if (
+        ctx.options.security == "tls"
+    ):  # a kubernetes.io/tls Secret: its tls.crt and tls.key are what serve reads
+        tls = [{"name": "tls", "secret": {"secretName": f"{ctx.name}-tls", "defaultMode": 0o440}}]
     return [
         {"name": "config", "configMap": {"name": f"{ctx.name}-config"}},
         {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
+        *tls,
     ]
 
 
@@ -155,6 +166,11 @@ def write(ctx: Context) -> None:
         ctx.yaml(f"kubernetes/{name}", [doc])
     ctx.yaml("kubernetes/kustomization.yaml", [{"apiVersion": "kustomize.config.k8s.io/v1beta1",
                                                 "kind": "Kustomization", "resources": list(files)}])  # fmt: skip
+    if ctx.options.security == "tls":
+        ctx.note(
+            f"the server serves HTTPS with the kubernetes.io/tls Secret {ctx.name}-tls mounted at {TLS_DIR}: "
+            f"kubectl create secret tls {ctx.name}-tls --cert=server.pem --key=server.key"
+        )
     if not ctx.options.db_url:
         ctx.note(
             f"kubernetes/secret.yaml holds an empty db-url: set it with 'kubectl create secret generic {ctx.name}-security "

@@ -162,15 +162,8 @@ class OnnxRuntime(Runtime):
             for o in self.session.get_outputs()
         ]
         self._output_names = [o.name for o in self._outputs]
-        recorded = opts.extra.get("verified_execution") or {}
-        if recorded.get("precision") and recorded.get("runtime") == self.name:
-            # the bundle verified this file's sha256 against the one whose graph was read at export
-            self._graph = (
-                str(recorded["precision"]),
-                f"{recorded.get('evidence', '')} (read at export; file sha256 verified)",
-            )
-        else:
-            self._graph = graph_precision(self.path, model_bytes)
+        # read from the bytes that run, never from the manifest's record (which no hash covers)
+        self._graph = graph_precision(self.path, model_bytes)
         self._check_precision()
 
     @classmethod
