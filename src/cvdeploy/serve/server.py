@@ -200,11 +200,13 @@ def serve(
     tls: TLSFiles | None = None,
 ) -> None:
     """Load the bundles and serve them in the foreground until interrupted (over TLS with ``tls``)."""
+    from cvdeploy.serve.allocator import keep_large_buffers
     from cvdeploy.serve.app import create_app
 
     cfg = config or ServeConfig()
     plat = platform or resolve_platform(None, cfg.server)
     context = tls.context() if tls is not None else None  # a bad certificate fails before any model loads
+    keep_large_buffers()  # this process is the server's own
     app = create_app(bundles, cfg, platform=plat, security=security)
     sock = bind_socket(plat.host, plat.port)
     server = _uvicorn_server(app, cfg, context)
