@@ -37,7 +37,7 @@ def x1(seed: int = 0) -> np.ndarray:
 def test_concurrent_requests_are_coalesced_into_batches(
     make_app: Callable[..., Any], tiny_bundle_path: Path
 ) -> None:
-    app = make_app(config(defaults={"max_batch_size": 6, "max_queue_delay_ms": 2000}))
+    app = make_app(config(defaults={"batching": "on", "max_batch_size": 6, "max_queue_delay_ms": 2000}))
     xs = [x1(i) for i in range(6)]
 
     async def body() -> list[Any]:

@@ -50,6 +50,7 @@ def test_model_settings_overlay_defaults_and_flags_win(tmp_path: Path) -> None:
         ({"limits": {"max_body_bytes": 10}}, "limits.max_body_bytes"),
         ({"defaults": {"queue_size": 0}}, "defaults.queue_size"),
         ({"server": {"platform": "aws"}}, "server.platform"),
+        ({"defaults": {"batching": "sometimes"}}, "defaults.batching"),
         (["a", "list"], "must be a mapping"),
     ],
 )
@@ -82,6 +83,7 @@ register(cli)
         (["{bundle}", "--artifact", "onnx-int8", "--check"], "has no artifact 'onnx-int8'"),
         (["/no/such/bundle.cvd", "--check"], "bundle not found"),
         (["{bundle}", "--log-level", "loud"], "--log-level 'loud'"),
+        (["{bundle}", "--batching", "maybe"], "--batching 'maybe': use auto, on or off"),
     ],
 )
 def test_cli_bad_input_is_one_line_and_exit_2(tiny_bundle_path: Path, tmp_path: Path, args: list[str],
@@ -98,9 +100,13 @@ def test_cli_bad_input_is_one_line_and_exit_2(tiny_bundle_path: Path, tmp_path: 
 def test_cli_check_loads_and_shows_what_would_be_served(tiny_bundle_path: Path, tmp_path: Path) -> None:
     cfg = tmp_path / "serve.yaml"
     cfg.write_text(yaml.safe_dump({"models": {"tiny": {"max_batch_size": 2, "instances": 2}}}))
-    result = runner.invoke(cli, ["serve", str(tiny_bundle_path), "--config", str(cfg), "--check"])
+    result = runner.invoke(
+        cli, ["serve", str(tiny_bundle_path), "--config", str(cfg), "--check", "--batching", "on"]
+    )
     assert result.exit_code == 0, result.output
     assert "tiny" in result.output and "≤2" in result.output and "onnx-fp32" in result.output
+    auto = runner.invoke(cli, ["serve", str(tiny_bundle_path), "--config", str(cfg), "--check"])
+    assert auto.exit_code == 0 and "(measured" in auto.output  # batching: auto shows its measured gain
 
 
 def test_cli_config_for_a_model_not_served_is_refused(tiny_bundle_path: Path, tmp_path: Path) -> None:

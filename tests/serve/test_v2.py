@@ -56,7 +56,17 @@ def test_model_metadata_ready_and_config(client: Any, prefix: str) -> None:
         "data_type": "TYPE_FP32",
         "dims": [3, 320, 320],
     }
-    assert cfg["dynamic_batching"]["default_queue_policy"]["max_queue_size"] == 64
+    # batching: auto measured batch 1 against batch 8 at load; whatever it chose, every document agrees
+    batching = meta["parameters"]["batching"]
+    m = batching["measurement"]
+    assert batching["setting"] == "auto" and m["batch"] == 8 and m["batch1_ms"] > 0 and m["batched_ms"] > 0
+    assert batching["enabled"] == (m["gain"] >= m["threshold"])
+    assert ("dynamic_batching" in cfg) == batching["enabled"]
+    assert cfg["parameters"]["cvdeploy_batching"]["string_value"].startswith(
+        "on" if batching["enabled"] else "off"
+    )
+    if batching["enabled"]:
+        assert cfg["dynamic_batching"]["default_queue_policy"]["max_queue_size"] == 64
     assert cfg["instance_group"][0]["count"] == 1
 
 

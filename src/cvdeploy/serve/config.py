@@ -7,8 +7,8 @@
     security:    {allow_anonymous_admin, allowed_hosts, rate_limit_principal, rate_limit_source}
                  (built into one Security by security.build_security; the rate limits apply with --db)
     repository:  {max_loaded_versions, load_roots}
-    defaults:    {artifact, max_batch_size, max_queue_delay_ms, queue_size, instances, timeout_s,
-                  threads, spinning, device}
+    defaults:    {artifact, batching, max_batch_size, max_queue_delay_ms, queue_size, instances,
+                  timeout_s, threads, spinning, device}
     models:      {NAME: {path, ...any key of defaults}}
 
 Every key is checked: an unknown one is refused with a message naming it and the keys allowed
@@ -44,7 +44,11 @@ class ModelConfig(_Strict):
 
     path: str | None = None  # bundle folder, when the bundle is named here rather than on the command line
     artifact: str | None = None  # None = the bundle's default artifact
-    max_batch_size: int = Field(8, ge=0, le=4096)  # rows per runtime call; 0 or 1 = no batching
+    # auto: batch only where a measurement at load shows it pays on this CPU (see serve.autobatch)
+    batching: Literal["auto", "on", "off"] = "auto"
+    max_batch_size: int = Field(
+        8, ge=0, le=4096
+    )  # rows per request and per runtime call; 0 or 1 = no batching
     max_queue_delay_ms: float = Field(2.0, ge=0.0, le=60_000.0)  # how long a batch may wait to fill
     queue_size: int = Field(64, ge=1, le=1_000_000)  # requests waiting at most; more are answered 503
     instances: int = Field(1, ge=1, le=64)  # runtime sessions of this model running side by side

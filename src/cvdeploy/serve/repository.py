@@ -41,6 +41,7 @@ from cvdeploy.errors import ConfigError, CvdeployError
 from cvdeploy.pipeline import Pipeline
 from cvdeploy.runtimes import RuntimeOptions, TensorInfo
 from cvdeploy.runtimes.registry import engine
+from cvdeploy.serve.autobatch import BatchingChoice, choose_batching
 from cvdeploy.serve.batching import DynamicBatcher, Feeds, Runner
 from cvdeploy.serve.config import ModelConfig, ServeConfig
 from cvdeploy.serve.errors import (
@@ -81,6 +82,7 @@ class ModelVersion:
     config: ModelConfig
     pipelines: list[Pipeline]
     batcher: DynamicBatcher
+    batching: BatchingChoice
     users: int = 0
     retiring: bool = False
     last_active: int = field(default_factory=lambda: next(_clock))
@@ -124,6 +126,7 @@ class ModelVersion:
         return {
             "name": self.name, "version": self.version, "artifact": self.artifact.name,
             "path": str(self.bundle.path), "task": self.contract.task, "instances": len(self.pipelines),
+            "batching": self.batching.describe(),
         }  # fmt: skip
 
 
@@ -473,13 +476,20 @@ class ModelRepository:
                                  spinning=bool(cfg.spinning))  # fmt: skip
         pipes = [Pipeline.from_bundle(bundle, art.name, options) for _ in range(cfg.instances)]
         v = int(version) if version is not None else int(bundle.manifest.version)
+        runners = [make_runner(p) for p in pipes]
+        key = (str(Path(bundle.path).resolve()), art.name, tuple(sorted(art.sha256.items())), options.threads,
+               options.spinning, options.device, cfg.max_batch_size)  # fmt: skip
+        choice = choose_batching(
+            pipes[0], cfg.batching, cfg.max_batch_size, batchable(pipes[0]), runners[0], key
+        )
+        log.info("model %s version %d: batching %s", name, v, choice.describe())
         batcher = DynamicBatcher(
-            name, [make_runner(p) for p in pipes],
-            max_batch_size=cfg.max_batch_size, max_queue_delay_s=cfg.max_queue_delay_ms / 1000.0,
+            name, runners,
+            max_batch_size=choice.max_batch_size, max_queue_delay_s=cfg.max_queue_delay_ms / 1000.0,
             queue_size=cfg.queue_size, timeout_s=cfg.timeout_s, batchable=batchable(pipes[0]),
             metrics=self.metrics,
         )  # fmt: skip
-        return ModelVersion(name, v, bundle, art, cfg, pipes, batcher)
+        return ModelVersion(name, v, bundle, art, cfg, pipes, batcher, choice)
 
     def _serve(self, entry: ModelEntry, version: int) -> None:
         entry.serving = version

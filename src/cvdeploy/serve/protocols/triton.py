@@ -43,6 +43,7 @@ def triton_config(mv: ModelVersion) -> dict[str, Any]:
             "cvdeploy_artifact": {"string_value": mv.artifact.name},
             "cvdeploy_task": {"string_value": mv.contract.task},
             "cvdeploy_version": {"string_value": str(mv.version)},
+            "cvdeploy_batching": {"string_value": mv.batching.describe()},
         },
     }  # fmt: skip
     if mv.batcher.batching:
@@ -78,6 +79,7 @@ def model_stats(mv: ModelVersion) -> dict[str, Any]:
             {"batch_size": b, "compute_infer": {"count": c, "ns": 0}}
             for b, c in sorted(st.batch_rows.items())
         ],
+        "batching": mv.batching.to_dict(),
         "queue": {"depth": mv.batcher.depth, "rejected": st.rejected, "timed_out": st.timed_out,
                   "dropped": st.dropped, "requests_per_batch": dict(sorted(st.requests_per_batch.items()))},
     }  # fmt: skip

@@ -97,7 +97,7 @@ def router(service: InferenceService) -> APIRouter:
             "inputs": [tensor_metadata(t) for t in mv.inputs],
             "outputs": [tensor_metadata(t) for t in mv.outputs],
             "parameters": {"task": mv.contract.task, "artifact": mv.artifact.name, "classes": mv.contract.classes,
-                           "serving_version": str(serving)},
+                           "serving_version": str(serving), "batching": mv.batching.to_dict()},
         })  # fmt: skip
 
     async def model_ready(request: Request) -> Response:
