@@ -1,9 +1,10 @@
 """Reading images from paths or bytes, finding images in folders, and bundled sample photographs.
 
 ``decode_image`` is lenient, as image viewers are. ``decode_image_strict`` is what a server facing
-untrusted bytes uses: JPEG, PNG and WebP only, and only what decodes completely and exactly —
-truncated files, corrupt data, trailing bytes and headers whose size disagrees with their data are
-refused (:func:`inspect_image` checks the structure from the bytes, without decoding pixels).
+untrusted bytes uses: the same formats (JPEG, PNG, BMP, WebP, TIFF), but only what decodes completely
+and exactly — truncated files, corrupt data, trailing bytes and headers whose size disagrees with
+their data are refused (:func:`inspect_image` checks the structure from the bytes, without decoding
+pixels; OpenCV then decodes, as for ``decode_image``).
 """
 
 from __future__ import annotations
@@ -110,12 +111,16 @@ _PNG_SIG = b"\x89PNG\r\n\x1a\n"
 _JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 _PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
 _ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
-MIME = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
+#: format name (as :class:`ImageInfo` and error messages give it) → media type, for every format read
+MIME = {mt.split("/", 1)[1]: mt for mt in IMAGE_MEDIA_TYPES}
+_SHOWN = [{"webp": "WebP"}.get(f, f.upper()) for f in MIME]
+#: The formats by name, for messages: "JPEG, PNG, BMP, WebP or TIFF".
+FORMAT_NAMES = ", ".join(_SHOWN[:-1]) + " or " + _SHOWN[-1]
 
 
 @dataclass(frozen=True)
 class ImageInfo:
-    """What an image's bytes declare: format (jpeg | png | webp) and size in pixels."""
+    """What an image's bytes declare: format (jpeg | png | bmp | webp | tiff) and size in pixels."""
 
     format: str
     width: int
@@ -131,14 +136,15 @@ class ImageInfo:
 
 
 def sniff_format(data: bytes) -> str | None:
-    """``"jpeg"``, ``"png"`` or ``"webp"`` from the first bytes; None for anything else."""
-    if data.startswith(_PNG_SIG):
-        return "png"
+    """The format name (a key of :data:`MIME`) from the first bytes; None for anything else.
+
+    Any ``FF D8`` start counts as JPEG here (a broken one is then refused as a malformed JPEG, not
+    as an unknown format); the others are :func:`sniff_media_type`'s magic numbers.
+    """
     if data.startswith(b"\xff\xd8"):
         return "jpeg"
-    if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "webp"
-    return None
+    mt = sniff_media_type(data)
+    return mt.split("/", 1)[1] if mt else None
 
 
 def inspect_image(data: bytes, source: str = "image", max_pixels: int | None = None) -> ImageInfo:
@@ -147,13 +153,18 @@ def inspect_image(data: bytes, source: str = "image", max_pixels: int | None = N
     JPEG: every segment, the entropy-coded scans and the end marker, with nothing after it. PNG:
     every chunk's CRC, nothing after ``IEND``, and the compressed data inflates to exactly the size
     its header declares (counted in 1 MB steps, never held). WebP: the RIFF size equals the file
-    size. A declared size over ``max_pixels`` raises :class:`ImageTooLarge` as soon as the header
-    is read; anything else raises :class:`ImageError`.
+    size. BMP: the file size the header declares is the file's, and the pixel data is all there —
+    exactly the rows the header's size and depth need (uncompressed), or the declared RLE data —
+    with nothing after it. TIFF: the first image's directory, its size, depth and layout, and every
+    strip or tile of it lies inside the file; uncompressed strips and tiles hold exactly the bytes
+    their rows need. A declared size over ``max_pixels`` raises :class:`ImageTooLarge` as soon as
+    the header is read; anything else raises :class:`ImageError`.
     """
     fmt = sniff_format(data)
     if fmt is None:
-        raise ImageError(f"{source}: not a JPEG, PNG or WebP image" if data else f"{source}: empty")
-    inspect = {"jpeg": _inspect_jpeg, "png": _inspect_png, "webp": _inspect_webp}[fmt]
+        raise ImageError(f"{source}: not a {FORMAT_NAMES} image" if data else f"{source}: empty")
+    inspect = {"jpeg": _inspect_jpeg, "png": _inspect_png, "webp": _inspect_webp, "bmp": _inspect_bmp,
+               "tiff": _inspect_tiff}[fmt]  # fmt: skip
     return inspect(data, source, max_pixels)
 
 
@@ -168,7 +179,7 @@ def _within(width: int, height: int, max_pixels: int | None, source: str) -> Non
 def decode_image_strict(
     data: bytes, source: str = "image", info: ImageInfo | None = None, max_pixels: int | None = None
 ) -> np.ndarray:
-    """Decode untrusted JPEG/PNG/WebP bytes to ``(h, w, 3)`` uint8 BGR, or raise :class:`ImageError`.
+    """Decode untrusted JPEG/PNG/BMP/WebP/TIFF bytes to ``(h, w, 3)`` uint8 BGR, or raise :class:`ImageError`.
 
     Work is bounded by the declared size (checked against ``max_pixels`` before any pixel is
     decoded) and by the decoded size (it must equal the declared one). JPEG data is run through
@@ -353,6 +364,166 @@ def _inspect_webp(data: bytes, source: str, max_pixels: int | None) -> ImageInfo
         raise ImageError(f"{source}: malformed WebP (size {width}x{height})")
     _within(width, height, max_pixels, source)
     return ImageInfo("webp", width, height)
+
+
+# BMP: BITMAPCOREHEADER (OS/2, 12 bytes) or BITMAPINFOHEADER and its extensions (40 … 124 bytes)
+_BMP_HEADERS = (12, 40, 52, 56, 64, 108, 124)
+_BMP_RGB, _BMP_RLE8, _BMP_RLE4, _BMP_BITFIELDS, _BMP_ALPHABITFIELDS = 0, 1, 2, 3, 6
+
+
+def _inspect_bmp(data: bytes, source: str, max_pixels: int | None) -> ImageInfo:
+    """File size, header, palette and pixel data of a BMP against each other (a structure check)."""
+    n = len(data)
+    if n < 18:
+        raise ImageError(f"{source}: truncated BMP (the file ends inside its header)")
+    declared, _, offset, dib = struct.unpack_from("<IIII", data, 2)
+    if declared != n:
+        what = "truncated BMP" if declared > n else "malformed BMP"
+        raise ImageError(f"{source}: {what} (its header declares {declared:,} bytes, the file has {n:,})")
+    if dib not in _BMP_HEADERS:
+        raise ImageError(f"{source}: malformed BMP (unknown header size {dib})")
+    if n < 14 + dib:
+        raise ImageError(f"{source}: truncated BMP (the file ends inside its header)")
+    if dib == 12:
+        width, height, planes, bpp = struct.unpack_from("<HHHH", data, 18)
+        compression, image_size, colors, entry = _BMP_RGB, 0, 0, 3
+    else:
+        width, height, planes, bpp, compression, image_size = struct.unpack_from("<iiHHII", data, 18)
+        (colors,) = struct.unpack_from("<I", data, 46)
+        entry = 4
+    rows = abs(height)
+    if width <= 0 or rows == 0 or planes != 1 or bpp not in (1, 4, 8, 16, 24, 32):
+        raise ImageError(f"{source}: malformed BMP (size {width}x{height}, {planes} planes, {bpp} bits)")
+    _within(width, rows, max_pixels, source)
+    rle = compression in (_BMP_RLE8, _BMP_RLE4)
+    if compression not in (_BMP_RGB, _BMP_RLE8, _BMP_RLE4, _BMP_BITFIELDS, _BMP_ALPHABITFIELDS):
+        raise ImageError(
+            f"{source}: unsupported BMP compression {compression} (embedded JPEG/PNG or unknown)"
+        )
+    if (
+        (compression == _BMP_RLE8 and bpp != 8)
+        or (compression == _BMP_RLE4 and bpp != 4)
+        or (compression in (_BMP_BITFIELDS, _BMP_ALPHABITFIELDS) and bpp not in (16, 32))
+        or (rle and height < 0)
+    ):
+        raise ImageError(f"{source}: malformed BMP (compression {compression} with {bpp} bits per pixel)")
+    palette = colors if colors else (1 << bpp if bpp <= 8 else 0)
+    if palette > (1 << bpp if bpp <= 8 else 1 << 16):
+        raise ImageError(f"{source}: malformed BMP ({palette:,} palette entries for {bpp} bits per pixel)")
+    masks = {_BMP_BITFIELDS: 12, _BMP_ALPHABITFIELDS: 16}.get(compression, 0) if dib == 40 else 0
+    if not 14 + dib + masks + palette * entry <= offset <= n:
+        raise ImageError(
+            f"{source}: malformed BMP (pixel data offset {offset:,} outside the file or inside its header)"
+        )
+    end, tail = n, n  # where the pixel data must end, and where the file may end
+    if dib == 124:  # a V5 header may embed an ICC profile, usually after the pixel data
+        cs_type, profile_at, profile_size = struct.unpack_from("<4s52xII", data, 70)
+        if cs_type == b"DEBM":  # PROFILE_EMBEDDED ('MBED' as a little-endian DWORD)
+            start = 14 + profile_at
+            if start + profile_size > n:
+                raise ImageError(f"{source}: truncated BMP (its colour profile runs past the end)")
+            if start >= offset:
+                end, tail = start, start + profile_size
+    if rle:
+        need = image_size
+        if need == 0:
+            raise ImageError(f"{source}: malformed BMP (RLE data without its size)")
+    else:
+        need = (width * bpp + 31) // 32 * 4 * rows  # rows padded to 4 bytes
+    have = end - offset
+    if have < need:
+        raise ImageError(f"{source}: truncated BMP (pixel data is {have:,} of {need:,} bytes)")
+    extra = have - need if tail == n else n - tail
+    if extra > 3:  # writers may pad the file to 4 bytes, no more
+        raise ImageError(f"{source}: {extra:,} bytes of trailing data after the BMP image data")
+    return ImageInfo("bmp", width, rows)
+
+
+# TIFF field types → bytes per value; the tags the structure check reads
+_TIFF_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4}
+_TIFF_UNPACK = {1: "B", 3: "H", 4: "I", 6: "b", 8: "h", 9: "i", 13: "I"}
+(_WIDTH, _HEIGHT, _BITS, _COMPRESSION, _STRIP_OFFSETS, _SAMPLES, _ROWS_PER_STRIP, _STRIP_BYTES, _PLANAR,
+ _TILE_WIDTH, _TILE_LENGTH, _TILE_OFFSETS, _TILE_BYTES) = (256, 257, 258, 259, 273, 277, 278, 279, 284,
+                                                           322, 323, 324, 325)  # fmt: skip
+_TIFF_TAGS = frozenset({_WIDTH, _HEIGHT, _BITS, _COMPRESSION, _STRIP_OFFSETS, _SAMPLES, _ROWS_PER_STRIP,
+                        _STRIP_BYTES, _PLANAR, _TILE_WIDTH, _TILE_LENGTH, _TILE_OFFSETS, _TILE_BYTES})  # fmt: skip
+
+
+def _inspect_tiff(data: bytes, source: str, max_pixels: int | None) -> ImageInfo:
+    """The first image of a TIFF (the one decoders read): its directory, size, depth and layout, and
+    every strip or tile inside the file. Work is bounded by the file's size (a field's values must
+    lie in the file before they are read)."""
+    n = len(data)
+    order = "<" if data[:2] == b"II" else ">"
+    if n < 8:
+        raise ImageError(f"{source}: truncated TIFF (the file ends inside its header)")
+    (ifd,) = struct.unpack_from(order + "I", data, 4)
+    if ifd < 8 or ifd + 2 > n:
+        raise ImageError(
+            f"{source}: truncated or malformed TIFF (its first directory at byte {ifd:,} is outside the file)"
+        )
+    (count,) = struct.unpack_from(order + "H", data, ifd)
+    if count == 0 or ifd + 2 + 12 * count + 4 > n:
+        raise ImageError(
+            f"{source}: truncated or malformed TIFF (a directory of {count} fields runs past the end)"
+        )
+    fields: dict[int, tuple[int, ...]] = {}
+    for k in range(count):
+        at = ifd + 2 + 12 * k
+        tag, kind, values = struct.unpack_from(order + "HHI", data, at)
+        if tag not in _TIFF_TAGS or kind not in _TIFF_SIZES:
+            continue  # readers skip what they do not know
+        size = _TIFF_SIZES[kind] * values
+        where = at + 8
+        if size > 4:
+            (where,) = struct.unpack_from(order + "I", data, at + 8)
+            if where + size > n:
+                raise ImageError(f"{source}: truncated TIFF (the values of field {tag} run past the end)")
+        if kind not in _TIFF_UNPACK or values == 0:
+            raise ImageError(f"{source}: malformed TIFF (field {tag} of type {kind} with {values} values)")
+        fields[tag] = struct.unpack_from(f"{order}{values}{_TIFF_UNPACK[kind]}", data, where)
+    if _WIDTH not in fields or _HEIGHT not in fields:
+        raise ImageError(f"{source}: malformed TIFF (no image width or height)")
+    width, height = fields[_WIDTH][0], fields[_HEIGHT][0]
+    if width <= 0 or height <= 0:
+        raise ImageError(f"{source}: malformed TIFF (size {width}x{height})")
+    _within(width, height, max_pixels, source)
+    samples = fields.get(_SAMPLES, (1,))[0]
+    bits = fields.get(_BITS, (1,) * samples)
+    if not 1 <= samples <= 8 or len(set(bits)) != 1 or bits[0] not in (1, 2, 4, 8, 16, 32, 64):
+        raise ImageError(f"{source}: malformed TIFF ({samples} samples of {'/'.join(map(str, bits))} bits)")
+    planar = fields.get(_PLANAR, (1,))[0]
+    planes, per_pixel = (samples, 1) if planar == 2 else (1, samples)
+    if _TILE_OFFSETS in fields:
+        tw, tl = fields.get(_TILE_WIDTH, (0,))[0], fields.get(_TILE_LENGTH, (0,))[0]
+        if tw <= 0 or tl <= 0:
+            raise ImageError(f"{source}: malformed TIFF (tile size {tw}x{tl})")
+        offsets, counts = fields[_TILE_OFFSETS], fields.get(_TILE_BYTES, ())
+        expected = -(-width // tw) * -(-height // tl) * planes
+        sizes = [tl * ((tw * per_pixel * bits[0] + 7) // 8)] * len(offsets)  # a tile is whole, edges too
+    else:
+        offsets, counts = fields.get(_STRIP_OFFSETS, ()), fields.get(_STRIP_BYTES, ())
+        rps = min(fields.get(_ROWS_PER_STRIP, (height,))[0] or height, height)
+        per_plane = -(-height // rps)
+        expected = per_plane * planes
+        row = (width * per_pixel * bits[0] + 7) // 8
+        sizes = [min(rps, height - (i % per_plane) * rps) * row for i in range(expected)]
+    if not offsets or len(offsets) != expected or len(counts) != expected:
+        raise ImageError(
+            f"{source}: malformed TIFF ({len(offsets)} data offsets and {len(counts)} sizes where its "
+            f"{width}x{height} layout needs {expected})"
+        )
+    for off, size in zip(offsets, counts, strict=True):
+        if off + size > n:
+            raise ImageError(f"{source}: truncated TIFF (image data at byte {off:,} runs past the end)")
+    if fields.get(_COMPRESSION, (1,))[0] == 1:  # uncompressed: each strip/tile holds exactly its rows
+        short = [(c, s) for c, s in zip(counts, sizes, strict=True) if c != s]
+        if short:
+            c, want = short[0]
+            raise ImageError(
+                f"{source}: malformed TIFF (uncompressed image data of {c:,} bytes where its size needs {want:,})"
+            )
+    return ImageInfo("tiff", width, height)
 
 
 def find_images(

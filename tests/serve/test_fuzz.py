@@ -36,6 +36,7 @@ VERTEX = {
     "AIP_PREDICT_ROUTE": "/vertex/predict",
     "AIP_HEALTH_ROUTE": "/vertex/health",
 }
+IMAGE_ROUTES = ("detect", "segment", "pose", "obb", "classify", "predict")
 ROUTES: list[tuple[str, str]] = [
     ("GET", "/v2"),
     ("GET", "/v2/health/live"),
@@ -65,8 +66,8 @@ ROUTES: list[tuple[str, str]] = [
     ("POST", "/v2/repository/models/{name}/load"),
     ("POST", "/v2/repository/models/{name}/unload"),
     ("POST", "/v2/repository/models/{name}/rollback"),
-    *[("POST", f"/v1/models/{{name}}/{t}") for t in ("detect", "classify", "predict")],
-    *[("POST", f"/v1/models/{{name}}/versions/{{version}}/{t}") for t in ("detect", "classify", "predict")],
+    *[("POST", f"/v1/models/{{name}}/{t}") for t in IMAGE_ROUTES],
+    *[("POST", f"/v1/models/{{name}}/versions/{{version}}/{t}") for t in IMAGE_ROUTES],
     ("GET", "/v1/models"),
     ("GET", "/ping"),
     ("POST", "/invocations"),
@@ -121,7 +122,9 @@ def test_the_fuzzed_routes_are_all_the_routes(fuzz_client: Any) -> None:
 # ---- strategies ------------------------------------------------------------------------------------
 
 _photo = np.random.default_rng(0).integers(0, 255, (48, 64, 3), np.uint8)
-IMAGES = [cv2.imencode(ext, _photo)[1].tobytes() for ext in (".jpg", ".png", ".webp")]
+# every format the server takes (those predict reads), TIFF both LZW-compressed and uncompressed
+IMAGES = [cv2.imencode(ext, _photo)[1].tobytes() for ext in (".jpg", ".png", ".webp", ".bmp", ".tiff")]
+IMAGES.append(cv2.imencode(".tiff", _photo, [cv2.IMWRITE_TIFF_COMPRESSION, 1])[1].tobytes())
 text = st.text(max_size=24)
 json_values = st.recursive(
     st.none()
@@ -142,12 +145,16 @@ datatypes = st.one_of(st.sampled_from(["FP32", "FP16", "INT64", "BYTES", "UINT8"
 @st.composite
 def mutated_image(draw: st.DrawFn) -> bytes:
     data = bytearray(draw(st.sampled_from(IMAGES)))
-    how = draw(st.sampled_from(["keep", "cut", "flip", "pad", "eoi"]))
+    how = draw(st.sampled_from(["keep", "cut", "flip", "head", "pad", "eoi"]))
     if how == "cut":
         data = data[: draw(st.integers(0, len(data)))]
     elif how == "flip":
         for _ in range(draw(st.integers(1, 8))):
             i = draw(st.integers(0, len(data) - 1))
+            data[i] = draw(st.integers(0, 255))
+    elif how == "head":  # the headers, directories and size fields live in the first bytes
+        for _ in range(draw(st.integers(1, 4))):
+            i = draw(st.integers(0, min(len(data), 160) - 1))
             data[i] = draw(st.integers(0, 255))
     elif how == "pad":
         data += draw(st.binary(min_size=1, max_size=64))

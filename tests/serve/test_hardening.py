@@ -24,6 +24,7 @@ from cvdeploy.serve import ServerHandle, run_in_background
 from cvdeploy.serve.config import ServerConfig, resolve_platform
 
 from .conftest import admin_config, config, run, serving, v2_binary, v2_json
+from .test_limits import hostile_bmp_tiff
 
 NAME = "tiny"
 REPO = f"/v2/repository/models/{NAME}"
@@ -459,6 +460,10 @@ def _bad_images(photos: list[np.ndarray]) -> dict[str, bytes]:
         "png bad crc": _png(8, 8, b"\x00" * 200)[:-5] + b"\x00" + _png(8, 8, b"\x00" * 200)[-4:],
         "png trailing": _png(8, 8, b"\x00" * (8 * 25)) + b"x",
         "webp trailing": cv2.imencode(".webp", photos[1])[1].tobytes() + b"xx",
+        # BMP and TIFF, the formats predict also reads: every lie that is not a size over the limit
+        **{case: data for case, (data, _, _) in hostile_bmp_tiff().items() if "huge" not in case},
+        "real bmp cut": cv2.imencode(".bmp", photos[1])[1].tobytes()[:-1000],
+        "real tiff cut": cv2.imencode(".tiff", photos[1])[1].tobytes()[:5000],
     }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from cvdeploy.images import decode_image
 from cvdeploy.pipeline import Pipeline
 from cvdeploy.results import Detections
 
-from .test_limits import png_claiming
+from .test_limits import hostile_bmp_tiff, png_claiming
 
 NAME = "tiny"
 CONF = 1e-4  # the tiny model is untrained: only a very low threshold finds anything
@@ -76,11 +77,50 @@ def test_thresholds_can_be_form_fields_and_change_the_answer(client: Any, photo_
     assert len(many) > 2 and len(few["detections"]) == 2
 
 
-def test_png_and_webp_are_accepted(client: Any, photos: list[np.ndarray]) -> None:
-    for ext, mime in ((".png", "image/png"), (".webp", "image/webp")):
-        _, buf = cv2.imencode(ext, photos[2])
-        r = client.post(f"/v1/models/{NAME}/detect", content=buf.tobytes(), headers={"content-type": mime})
-        assert r.status_code == 200 and r.json()["image"]["format"] == ext[1:]
+IMAGE_FORMATS_OF = {".jpg": "image/jpeg", ".png": "image/png", ".bmp": "image/bmp", ".webp": "image/webp",
+                    ".tiff": "image/tiff"}  # fmt: skip
+# one file per format predict reads; WebP lossless (quality > 100), so only JPEG changes the pixels
+ENCODINGS = {".jpg": [], ".png": [], ".bmp": [], ".webp": [cv2.IMWRITE_WEBP_QUALITY, 101], ".tiff": []}
+
+
+def test_every_format_predict_reads_is_served_with_the_same_detections(
+    client: Any, tiny_bundle_path: Path, photos: list[np.ndarray], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    from cvdeploy.cli.main import run
+    from cvdeploy.images import IMAGE_FORMATS
+
+    assert {s for suffixes in IMAGE_FORMATS.values() for s in suffixes} >= set(ENCODINGS)
+    assert {IMAGE_FORMATS_OF[ext] for ext in ENCODINGS} == set(IMAGE_FORMATS)  # every format, no fewer
+    folder = tmp_path / "formats"
+    folder.mkdir()
+    for ext, params in ENCODINGS.items():
+        assert cv2.imwrite(str(folder / f"photo{ext}"), photos[1], params)
+    assert run(["predict", str(tiny_bundle_path), str(folder), "--json", "--conf", str(CONF)]) == 0
+    predicted = {Path(d["image"]).suffix: d["detections"] for d in json.loads(capsys.readouterr().out)}
+    assert set(predicted) == set(ENCODINGS)
+    served = {}
+    for ext in ENCODINGS:
+        data = (folder / f"photo{ext}").read_bytes()
+        mime = IMAGE_FORMATS_OF[ext]
+        r = client.post(
+            f"/v1/models/{NAME}/detect", params={"conf": CONF}, files={"image": (f"p{ext}", data, mime)}
+        )
+        assert r.status_code == 200, (ext, r.text)
+        doc = r.json()
+        assert doc["image"] == {"width": photos[1].shape[1], "height": photos[1].shape[0], "format": mime[6:]}
+        raw = client.post(
+            f"/v1/models/{NAME}/detect?conf={CONF}", content=data, headers={"content-type": mime}
+        )
+        assert raw.status_code == 200 and raw.json()["detections"] == doc["detections"]
+        served[ext] = doc["detections"]
+        assert len(served[ext]) > 0 and len(served[ext]) == len(predicted[ext]), ext
+        np.testing.assert_allclose(
+            [d["box"] for d in served[ext]], [d["box"] for d in predicted[ext]], atol=0.01
+        )
+        assert [d["class_id"] for d in served[ext]] == [d["class_id"] for d in predicted[ext]]
+    for ext in (".png", ".bmp", ".webp", ".tiff"):  # the same pixels in any lossless format: the same answer
+        assert served[ext] == served[".png"], ext
 
 
 def _truncated(photo: bytes) -> bytes:
@@ -89,8 +129,12 @@ def _truncated(photo: bytes) -> bytes:
 
 BAD = [
     ("truncated jpeg", lambda p: detect_args(_truncated(p)), 400, "truncated JPEG"),
-    ("not an image", lambda p: detect_args(b"GIF89a, or rather just text"), 415, "not a JPEG, PNG or WebP"),
+    ("not an image", lambda p: detect_args(b"GIF89a, or rather just text"), 415, "not a JPEG, PNG, BMP, WebP or TIFF"),
     ("png bomb header", lambda p: detect_args(png_claiming(60000, 60000)), 413, "60000x60000"),
+    ("bmp bomb header", lambda p: detect_args(hostile_bmp_tiff()["bmp huge"][0]), 413, "60000x60000"),
+    ("tiff bomb header", lambda p: detect_args(hostile_bmp_tiff()["tiff huge"][0]), 413, "60000x60000"),
+    ("tiff strip size lie", lambda p: detect_args(hostile_bmp_tiff()["tiff strip size lie"][0]), 400,
+     "where its size needs"),
     ("no image field", lambda p: {"files": {"conf": (None, "0.5")}}, 400, "no field 'image'"),
     ("unknown field", lambda p: {"files": {"picture": ("p.jpg", p, "image/jpeg")}}, 400,
      "unknown form field 'picture'; known: image, conf, iou, max_det"),

@@ -15,7 +15,9 @@ import pytest
 
 from cvdeploy.bundle import Bundle
 from cvdeploy.errors import ConfigError
+from cvdeploy.images import decode_image
 from cvdeploy.pipeline import Pipeline
+from cvdeploy.results import RawOutput
 from cvdeploy.serve.app import create_app
 from cvdeploy.serve.logs import JsonFormatter, configure_logging, request_id_var
 
@@ -71,6 +73,12 @@ def test_two_models_and_two_versions_side_by_side(tiny_bundle_path: Path, raw_an
     for key in ("raw_v2", "old"):
         np.testing.assert_allclose(parse_binary_response(out[key])["output0"], ref, rtol=1e-4, atol=1e-4)
     assert out["raw_image"]["task"] == "raw" and out["raw_image"]["outputs"][0]["shape"] == [10, 2100]
+    # a raw model's answer carries the letterbox geometry that maps its outputs back onto the image
+    img = decode_image(photo_bytes[0])
+    _, (geometry,) = Pipeline.from_bundle(raw).preprocess([img])
+    assert out["raw_image"]["geometry"] == RawOutput([], geometry=geometry).geometry_dict()
+    assert out["raw_image"]["geometry"]["original"] == [img.shape[0], img.shape[1]]
+    assert out["raw_image"]["geometry"]["scale"] == [320 / img.shape[1], 320 / img.shape[0]]
     assert out["raw_detect"].status_code == 400 and "use /v1/models/tinyraw/predict" in out["raw_detect"].text
 
 

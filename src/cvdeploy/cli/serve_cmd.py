@@ -23,7 +23,8 @@ HELP = "\n\n".join(
         "  cvdeploy serve a.cvd b.cvd --config serve.yaml --artifact openvino-fp32",
         "Endpoints: Open Inference Protocol v2 under /v2 (Triton's tritonclient, KServe clients and "
         "perf_analyzer work unmodified, binary tensors included); the image API "
-        "/v1/models/NAME/detect | classify | predict (multipart field 'image' or a raw JPEG/PNG/WebP body; "
+        "/v1/models/NAME/detect | segment | pose | obb | classify | predict (multipart field 'image' or a raw "
+        "JPEG/PNG/BMP/WebP/TIFF body; "
         "optional conf, iou, max_det); the model repository /v2/repository/index and "
         "/v2/repository/models/NAME/load | unload | rollback; Prometheus /metrics; SageMaker /ping and "
         "/invocations; Vertex AI on AIP_PREDICT_ROUTE and AIP_HEALTH_ROUTE.",

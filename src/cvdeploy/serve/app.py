@@ -5,7 +5,7 @@
                                          and deadline, metrics, plain 500
         protocols.v2                     Open Inference Protocol v2: inference, metadata, health, stats
         protocols.repository_api         the v2 repository extension: index, load, unload, rollback
-        protocols.image                  /v1/models/{name}/detect | classify | predict
+        protocols.image                  /v1/models/{name}/detect | segment | pose | obb | classify | predict
         protocols.cloud                  SageMaker /ping, /invocations; Vertex AI routes
         GET /metrics                     Prometheus
 

@@ -29,6 +29,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cvdeploy.errors import ConfigError
+from cvdeploy.images import IMAGE_MEDIA_TYPES
 
 PLATFORMS = ("auto", "local", "sagemaker", "vertex")
 DEFAULT_PORT = 8000
@@ -67,9 +68,8 @@ class LimitsConfig(_Strict):
 
     max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024, le=1 << 34)
     max_image_pixels: int = Field(50_000_000, ge=1, le=1_000_000_000)
-    allowed_content_types: list[str] = Field(
-        default_factory=lambda: ["image/jpeg", "image/png", "image/webp"]
-    )
+    # the formats predict reads (JPEG, PNG, BMP, WebP, TIFF); a subset narrows what the image API takes
+    allowed_content_types: list[str] = Field(default_factory=lambda: list(IMAGE_MEDIA_TYPES))
     max_json_bytes: int = Field(16 * 1024 * 1024, ge=1024, le=1 << 31)  # a JSON document (not binary tensors)
     max_instances: int = Field(64, ge=1, le=4096)  # instances per cloud request (and never over the queue)
     header_timeout_s: float = Field(10.0, gt=0, le=600)  # a request's head must arrive within this
@@ -78,6 +78,16 @@ class LimitsConfig(_Strict):
     max_connections: int = Field(512, ge=1, le=100_000)  # open connections; more are answered 503
     max_header_bytes: int = Field(32 * 1024, ge=1024, le=1 << 20)  # request line + headers, in bytes
     max_headers: int = Field(100, ge=8, le=10_000)  # header fields per request
+
+    @field_validator("allowed_content_types")
+    @classmethod
+    def _known_types(cls, value: list[str]) -> list[str]:
+        unknown = [t for t in value if t not in IMAGE_MEDIA_TYPES]
+        if unknown:
+            raise ValueError(
+                f"{unknown[0]!r} is not an image format cvdeploy reads; use some of {', '.join(IMAGE_MEDIA_TYPES)}"
+            )
+        return value
 
 
 class SecurityConfig(_Strict):

@@ -1,5 +1,8 @@
 """Request limits: content types, and an image's structure and size checked before any pixel is decoded.
 
+The server takes the formats ``predict`` reads (:data:`cvdeploy.images.IMAGE_MEDIA_TYPES`: JPEG, PNG,
+BMP, WebP, TIFF) unless ``limits.allowed_content_types`` narrows them.
+
 A decompression bomb (a small PNG that claims 60000×60000 pixels) is refused from its header
 alone; a file whose structure is broken — truncated, trailing bytes, a PNG whose data does not
 inflate to exactly its declared size — is refused by :func:`cvdeploy.images.inspect_image`
@@ -12,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from cvdeploy.errors import ImageError, ImageTooLarge
-from cvdeploy.images import ImageInfo, inspect_image, sniff_format
+from cvdeploy.images import FORMAT_NAMES, MIME, ImageInfo, inspect_image, sniff_format
 from cvdeploy.serve.config import LimitsConfig
 from cvdeploy.serve.errors import BadRequest, PayloadTooLarge, UnsupportedMedia
 
@@ -30,9 +33,9 @@ def probe_image(data: bytes, max_pixels: int | None = None) -> ImageInfo:
     """Format and size from a structurally complete file; unknown formats → 415, broken files → 400,
     a declared size over ``max_pixels`` → 413 (from the header, before the rest is looked at)."""
     if not data:
-        raise BadRequest("empty body: send a JPEG, PNG or WebP image")
+        raise BadRequest(f"empty body: send a {FORMAT_NAMES} image")
     if sniff_format(data) is None:
-        raise UnsupportedMedia("not a JPEG, PNG or WebP image (unrecognised file header)")
+        raise UnsupportedMedia(f"not a {FORMAT_NAMES} image (unrecognised file header)")
     try:
         return inspect_image(data, "image", max_pixels)
     except ImageTooLarge as exc:
@@ -44,11 +47,11 @@ def probe_image(data: bytes, max_pixels: int | None = None) -> ImageInfo:
 def check_image(data: bytes, limits: LimitsConfig) -> ImageInfo:
     """Probe an image and enforce the allowed formats and ``max_image_pixels``, all before decoding."""
     if not data:
-        raise BadRequest("empty body: send a JPEG, PNG or WebP image")
+        raise BadRequest(f"empty body: send a {FORMAT_NAMES} image")
     fmt = sniff_format(data)
     if fmt is None:
-        raise UnsupportedMedia("not a JPEG, PNG or WebP image (unrecognised file header)")
-    if f"image/{fmt}" not in limits.allowed_content_types:
+        raise UnsupportedMedia(f"not a {FORMAT_NAMES} image (unrecognised file header)")
+    if MIME[fmt] not in limits.allowed_content_types:
         raise UnsupportedMedia(
             f"{fmt.upper()} images are not accepted here; allowed: {', '.join(limits.allowed_content_types)}"
         )

@@ -48,7 +48,8 @@ from cvdeploy.serve.tensors import TensorRequest, TensorResult, count_non_finite
 
 log = logging.getLogger("cvdeploy.serve")
 T = TypeVar("T")
-TASKS = ("detect", "classify")
+#: The tasks the image API has a route of their own for (``/v1/models/NAME/<task>``); others use predict.
+ROUTED_TASKS = ("detect", "segment", "pose", "obb", "classify")
 
 
 @dataclass(frozen=True)
@@ -231,7 +232,7 @@ class InferenceService:
         with self._summary(call, name, {"images": 1}) as counts, self.repository.use(name, version) as mv:
             counts["version"] = mv.version
             if task is not None and mv.contract.task != task:
-                use = "predict" if mv.contract.task not in TASKS else mv.contract.task
+                use = "predict" if mv.contract.task not in ROUTED_TASKS else mv.contract.task
                 raise BadRequest(
                     f"model {name!r} is a {mv.contract.task} model, not {task}; use /v1/models/{name}/{use}"
                 )

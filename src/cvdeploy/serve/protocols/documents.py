@@ -14,6 +14,11 @@ from cvdeploy.serve.service import ImagePrediction
 def image_document(pred: ImagePrediction, model_fields: bool = True) -> dict[str, Any]:
     """Model, image size and the task's results in original-image pixels, with timings.
 
+    Detections carry ``box``, ``confidence``, ``class_id``, ``class_name`` and, by task, ``polygon``
+    (segment: the mask's outline; obb: the rotated box's corners), ``keypoints`` (pose) and ``rbox``
+    (obb: ``[cx, cy, w, h, angle_radians]``). Raw models give their ``outputs`` and the letterbox
+    ``geometry`` (``model = original · scale + pad``) that maps output coordinates back to the image.
+
     Non-finite values (a broken model) are sent as null, with ``warnings`` saying how many.
     """
     mv = pred.model
@@ -29,6 +34,7 @@ def image_document(pred: ImagePrediction, model_fields: bool = True) -> dict[str
         doc["classification"] = res.to_list()
     elif isinstance(res, RawOutput):
         doc["outputs"] = res.to_list()
+        doc["geometry"] = res.geometry_dict()  # how original pixels map into the model input
     doc["timings_ms"] = {k: round(v * 1000, 3) for k, v in pred.timings.items()}
     if pred.non_finite:
         doc, _ = json_safe(doc)

@@ -1,15 +1,21 @@
 """The image API: an encoded image in, results in original-image pixels out, thin over the service.
 
-    POST /v1/models/{name}[/versions/{v}]/detect     detections   (task detect)
-    POST /v1/models/{name}[/versions/{v}]/classify   top classes  (task classify)
-    POST /v1/models/{name}[/versions/{v}]/predict    whatever the model's task gives (raw tensors too)
+    POST /v1/models/{name}[/versions/{v}]/detect     detections: boxes             (task detect)
+    POST /v1/models/{name}[/versions/{v}]/segment    + "polygon" of each mask      (task segment)
+    POST /v1/models/{name}[/versions/{v}]/pose       + "keypoints" [[x, y, v], …]  (task pose)
+    POST /v1/models/{name}[/versions/{v}]/obb        + "rbox" and its "polygon"    (task obb)
+    POST /v1/models/{name}[/versions/{v}]/classify   top classes                   (task classify)
+    POST /v1/models/{name}[/versions/{v}]/predict    whatever the model's task gives (raw tensors and
+                                                     their letterbox "geometry" too)
     GET  /v1/models                                  the models and their serving versions
 
-The image comes as the multipart file field ``image`` (``curl -F image=@street.jpg``) or as the
-raw body (``Content-Type: image/jpeg``, ``image/png``, ``image/webp`` or
-``application/octet-stream``). Optional ``conf``, ``iou`` and ``max_det`` come as query or form
-fields; any other name is refused with the known ones. The answer is
-:func:`~cvdeploy.serve.protocols.documents.image_document`.
+A route named after a task answers only models of that task (a 400 names the right route);
+``predict`` answers any. The image comes as the multipart file field ``image``
+(``curl -F image=@street.jpg``) or as the raw body (``Content-Type: image/jpeg``, ``image/png``,
+``image/bmp``, ``image/webp``, ``image/tiff`` — the formats ``predict`` reads, narrowed by
+``limits.allowed_content_types`` — or ``application/octet-stream``). Optional ``conf``, ``iou``
+and ``max_det`` come as query or form fields; any other name is refused with the known ones. The
+answer is :func:`~cvdeploy.serve.protocols.documents.image_document`.
 """
 
 from __future__ import annotations
@@ -39,9 +45,9 @@ from cvdeploy.serve.protocols.http import (
     version_param,
 )
 from cvdeploy.serve.schemas import Overrides
-from cvdeploy.serve.service import InferenceService
+from cvdeploy.serve.service import ROUTED_TASKS, InferenceService
 
-TASKS = {"detect": "detect", "classify": "classify", "predict": None}
+TASKS = {**{t: t for t in ROUTED_TASKS}, "predict": None}
 FORM_FIELDS = ("image", *Overrides.model_fields)
 
 
