@@ -94,14 +94,14 @@ def hostile_bmp_tiff() -> dict[str, tuple[bytes, type[Exception], str]]:
             tiff_image(60000, 60000, pixels=b"\x00" * 64, counts=[64], offsets=[8]),
             PayloadTooLarge,
             "60000x60000",
-        ),  # fmt: skip
+        ),
         "tiff strip past the end": (tiff_image(40, 30, offsets=[1 << 20]), BadRequest, "runs past the end"),
         "tiff strip size lie": (tiff_image(40, 30, counts=[40 * 20]), BadRequest, "where its size needs"),
         "tiff missing strips": (
             tiff_image(40, 30, rows_per_strip=8, offsets=[8], counts=[320]),
             BadRequest,
             "layout needs 4",
-        ),  # fmt: skip
+        ),
     }
 
 
