@@ -120,3 +120,33 @@ def client(tiny_bundle_path: Path) -> Iterator[Any]:
     app = create_app([tiny_bundle_path], config(limits={"max_body_bytes": 4_000_000}))
     with TestClient(app, base_url="http://localhost", raise_server_exceptions=False) as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def task_bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Small bundles of the other box tasks: segment, pose and obb, each a planted (untrained) YOLOv8n
+    of that task exported by Ultralytics itself at 128 px (dynamic shapes) and imported by cvdeploy;
+    built once per session, about 2 s a task (see tests/core/ultralytics_farm.py for the planting)."""
+    pytest.importorskip("ultralytics")
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "core"))
+    from ultralytics import YOLO
+    from ultralytics_farm import SUFFIX, _cwd, plant
+
+    from cvdeploy.export import ExportOptions, export
+
+    root = tmp_path_factory.mktemp("task-bundles")
+    out: dict[str, Path] = {}
+    for task in ("segment", "pose", "obb"):
+        name = f"yolov8n{SUFFIX[task]}"
+        folder = root / name
+        folder.mkdir()
+        with _cwd(folder):
+            plant(f"{name}.yaml").save(str(folder / f"{name}.pt"))
+            onnx_file = YOLO(str(folder / f"{name}.pt")).export(
+                format="onnx", imgsz=128, dynamic=True, verbose=False
+            )
+        out[task] = root / f"{task}.cvd"
+        export(str(onnx_file), out[task], ExportOptions(parity_count=2))
+    return out
