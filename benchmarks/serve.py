@@ -36,7 +36,7 @@ clients and the bare loops run here. Measured:
 
 The server's process CPU per request (``psutil``) is printed beside the bare loop's CPU per image:
 the difference is what serving costs beyond the pipeline. This process runs with the server's
-allocator setting (:func:`cvdeploy.serve.allocator.keep_large_buffers`), so both sides match.
+allocator setting (:func:`cvdeploy.serve.process.keep_large_buffers`), so both sides match.
 
 Writes ``benchmarks/results/serve.json`` (every figure, every round and window, the machine's CPU
 and its flags) and ends with one ``RESULT key=value ...`` line; ``limit_ratio_c8`` is the worse of
@@ -401,7 +401,7 @@ def main() -> None:
     from cvdeploy.images import decode_image
     from cvdeploy.pipeline import Pipeline
     from cvdeploy.runtimes import RuntimeOptions
-    from cvdeploy.serve.allocator import keep_large_buffers
+    from cvdeploy.serve.process import keep_large_buffers
     from cvdeploy.serve.config import ModelConfig
 
     def say(msg: str) -> None:

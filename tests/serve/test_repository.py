@@ -216,3 +216,49 @@ def test_load_roots_confine_run_time_loads(make_app: Callable[..., Any], tiny_bu
             assert r.status_code == 403 and "outside the allowed load roots" in r.json()["error"]
 
     run(body())
+
+
+def test_an_unloaded_version_is_freed_by_reference_counting_alone(
+    make_app: Callable[..., Any], photo_bytes: list[bytes]
+) -> None:
+    """No reference cycle keeps a model version alive: the foreground server freezes its start-up objects
+    out of the garbage collector (serve.process), and an unloaded version must still be freed."""
+    import gc
+    import weakref
+
+    app = make_app(admin_config())
+    service = app.state.service
+
+    async def body() -> dict[str, weakref.ref[Any]]:
+        async with serving(app) as c:
+            assert (await detect(c, photo_bytes[0])).status_code == 200
+            mv = service.repository.get(NAME)
+            refs = {"version": weakref.ref(mv), "pipeline": weakref.ref(mv.pipelines[0]),
+                    "runtime": weakref.ref(mv.pipelines[0].runtime), "batcher": weakref.ref(mv.batcher)}  # fmt: skip
+            del mv
+            gc.disable()
+            try:
+                assert (await c.post(f"{REPO}/unload", json={})).status_code == 200
+                await asyncio.sleep(0.1)
+                gc_off_alive = [k for k, r in refs.items() if r() is not None]
+            finally:
+                gc.enable()
+            assert gc_off_alive == []
+            return refs
+
+    run(body())
+
+
+def test_the_process_tuning_of_the_foreground_server() -> None:
+    import gc
+    import platform
+
+    from cvdeploy.serve.process import freeze_startup_objects, keep_large_buffers
+
+    glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert keep_large_buffers() is glibc  # applied exactly where the C library is glibc
+    keep_large_buffers(128 << 10, 128 << 10)  # glibc's initial thresholds again, for the tests that follow
+    try:
+        assert freeze_startup_objects() > 0 and gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()

@@ -200,8 +200,8 @@ def serve(
     tls: TLSFiles | None = None,
 ) -> None:
     """Load the bundles and serve them in the foreground until interrupted (over TLS with ``tls``)."""
-    from cvdeploy.serve.allocator import keep_large_buffers
     from cvdeploy.serve.app import create_app
+    from cvdeploy.serve.process import freeze_startup_objects, keep_large_buffers
 
     cfg = config or ServeConfig()
     plat = platform or resolve_platform(None, cfg.server)
@@ -210,6 +210,7 @@ def serve(
     app = create_app(bundles, cfg, platform=plat, security=security)
     sock = bind_socket(plat.host, plat.port)
     server = _uvicorn_server(app, cfg, context)
+    freeze_startup_objects()  # the models are loaded: what lives now lives as long as the server
     if on_ready is not None:
         on_ready(_url(sock, context is not None), app)
     try:
