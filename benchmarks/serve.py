@@ -401,8 +401,8 @@ def main() -> None:
     from cvdeploy.images import decode_image
     from cvdeploy.pipeline import Pipeline
     from cvdeploy.runtimes import RuntimeOptions
-    from cvdeploy.serve.process import keep_large_buffers
     from cvdeploy.serve.config import ModelConfig
+    from cvdeploy.serve.process import keep_large_buffers
 
     def say(msg: str) -> None:
         print(msg, flush=True)
