@@ -11,7 +11,9 @@ repository measures, before the version serves:
         → gain = median over rounds of (time of B single calls) / (time of one batch-B call)
         → batching on when gain ≥ ``MIN_GAIN``, else off (requests then run one per call)
 
-The median of interleaved per-round ratios resists a burst of foreign load on a shared machine.
+The median of interleaved per-round ratios resists a burst of foreign load on a shared machine. A
+model loaded at run time is measured while the other models serve, whose traffic can sway it; a
+measurement is made once per artifact and settings in a process (a reload reuses it).
 ``batching: on`` / ``off`` (config or ``--batching``) skips the measurement. The choice, its
 reason and its numbers are kept on the version (:class:`BatchingChoice`): the log, the load
 audit event, ``GET /v2/models/NAME`` (``parameters.batching``), ``/config`` and ``/stats`` show it.
