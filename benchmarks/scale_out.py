@@ -1,25 +1,27 @@
 """Scale-out on Ray Serve: throughput of 1 and 2 replicas side by side, with the single-process server.
 
-    python benchmarks/scale_out.py [--bundle zoo:n] [--rounds 3] [--requests 48] [--concurrency 8]
+    python benchmarks/scale_out.py [--bundle zoo:n] [--rounds 3] [--requests 96] [--concurrency 8]
 
-Three candidates serve the same bundle and take turns, round after round, under the same closed-loop
+Four candidates serve the same bundle and take turns, round after round, under the same closed-loop
 load (``--concurrency`` clients here, each posting a 640-px JPEG to the image API on a keep-alive
-connection, ``--requests`` per round):
+connection, ``--requests`` per round). With C = the CPUs this process may use:
 
-    single     cvdeploy serve (uvicorn, one process), --threads = every CPU this process may use
-    ray-1      serve --engine ray, 1 replica × every CPU
-    ray-2      serve --engine ray, 2 replicas × (CPUs / 2) each
+    single 1×C   cvdeploy serve (uvicorn, one process): 1 instance × C threads (the default layout)
+    single 2×C/2 cvdeploy serve: 2 instances × C/2 threads — the in-process twin of ray 2×C/2
+    ray 1×C      serve --engine ray: 1 replica × C threads
+    ray 2×C/2    serve --engine ray: 2 replicas × C/2 threads
 
-One local Ray cluster (127.0.0.1, no dashboard, no usage statistics) stays up; between rounds the
-application is replaced with the other replica count. Each candidate's figure is its median round
-(images/s); the share of requests each replica answered is read from ``X-CVD-Replica``.
+Comparing ray 2 with ray 1 is the scale-out; comparing each Ray layout with its single-process twin
+separates what Ray adds (processes, its proxy hop) from what the layout does (two single-thread
+sessions keep the cores busier than one two-thread session while the other request's pre- and
+post-processing runs). One local Ray cluster (127.0.0.1, no dashboard, no usage statistics) stays up;
+between rounds the application is replaced with the other replica count. Each candidate's figure is
+its median round (images/s); each replica's share of the requests is read from ``X-CVD-Replica``.
 
 The ceiling: replicas add throughput only while there are idle cores for them. A replica of N
-threads keeps N cores busy during inference, so with C cores ``replicas × threads <= C`` bounds it;
-on top, Ray's proxy, controller and raylet, and this load generator, run on the same cores. On a
-2-core machine ray-2 therefore has no idle core to gain from, and the proxy hop costs ray-1 and ray-2
-against the single-process server. Writes ``benchmarks/results/scale_out.json``; ends with one
-``RESULT key=value ...`` line.
+threads keeps up to N cores busy, so ``replicas × threads <= C`` bounds the layouts, and Ray's proxy,
+controller and raylet, and this load generator, run on the same C cores. Writes
+``benchmarks/results/scale_out.json``; ends with one ``RESULT key=value ...`` line.
 """
 
 from __future__ import annotations
@@ -99,11 +101,11 @@ def load(port: int, path: str, body: bytes, requests: int, concurrency: int) -> 
 class Single:
     """``cvdeploy serve`` in its own process."""
 
-    def __init__(self, bundle: str, threads: int, workdir: Path) -> None:
+    def __init__(self, bundle: str, instances: int, threads: int, workdir: Path) -> None:
         self.port = free_port()
-        self.log = open(workdir / "single.log", "w")  # noqa: SIM115 - closed in stop()
+        self.log = open(workdir / f"single-{instances}.log", "w")  # noqa: SIM115 - closed in stop()
         cmd = [sys.executable, "-m", "cvdeploy.cli.serve_cmd", bundle, "--port", str(self.port),
-               "--threads", str(threads), "--log-level", "warning"]  # fmt: skip
+               "--instances", str(instances), "--threads", str(threads), "--log-level", "warning"]  # fmt: skip
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 180
         while True:
@@ -163,7 +165,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bundle", default="zoo:n")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--requests", type=int, default=48)
+    ap.add_argument("--requests", type=int, default=96)
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "scale_out.json"))
     args = ap.parse_args()
@@ -172,55 +174,63 @@ def main() -> None:
     from cvdeploy.bundle import Bundle
 
     cpus = env.available_cpus()
+    half = max(1, cpus // 2)
     name = Bundle.load(args.bundle).name
     path = f"/v1/models/{name}/detect"
     body = photo_640()
     print(f"{env.capabilities_line()} · {cpus} CPUs · {args.bundle} · concurrency {args.concurrency}", flush=True)
     work = Path(tempfile.mkdtemp(prefix="scale-out-"))
-    single = Single(args.bundle, cpus, work)
+    names = {"single-1": f"single 1×{cpus}", "single-2": f"single 2×{half}", "ray-1": f"ray 1×{cpus}",
+             "ray-2": f"ray 2×{half}"}  # fmt: skip
+    singles = {"single-1": Single(args.bundle, 1, cpus, work), "single-2": Single(args.bundle, 2, half, work)}
     ray = RayCandidates(args.bundle, cpus)
-    rates: dict[str, list[float]] = {"single": [], "ray-1": [], "ray-2": []}
-    shares: dict[str, collections.Counter[str]] = {"ray-1": collections.Counter(), "ray-2": collections.Counter()}
+    rates: dict[str, list[float]] = {k: [] for k in names}
+    shares: list[dict[str, int]] = []
     try:
         warm = max(args.concurrency, 8)
-        load(single.port, path, body, warm, args.concurrency)
+        for srv in singles.values():
+            load(srv.port, path, body, warm, args.concurrency)
         for r in range(args.rounds):
-            order = ["single", "ray-1", "ray-2"] if r % 2 == 0 else ["ray-2", "ray-1", "single"]
-            for cand in order:
-                if cand == "single":
-                    port = single.port
+            order = ["single-1", "single-2", "ray-1", "ray-2"]
+            for cand in order if r % 2 == 0 else order[::-1]:
+                if cand in singles:
+                    port = singles[cand].port
                 else:
                     ray.use(int(cand[-1]))
                     port = ray.port
                     load(port, path, body, warm, args.concurrency)  # warm the (new) replicas
                 rate, seen = load(port, path, body, args.requests, args.concurrency)
                 rates[cand].append(rate)
-                if cand in shares:
-                    shares[cand].update(seen)
-                print(f"round {r + 1}: {cand:7s} {rate:6.1f} images/s  replicas answering: {dict(seen)}", flush=True)
+                if cand == "ray-2":
+                    shares.append(dict(seen))
+                who = f"  replicas answering: {dict(seen)}" if cand.startswith("ray") else ""
+                print(f"round {r + 1}: {names[cand]:13s} {rate:6.1f} images/s{who}", flush=True)
     finally:
         ray.stop()
-        single.stop()
+        for srv in singles.values():
+            srv.stop()
 
     med = {k: statistics.median(v) for k, v in rates.items()}
-    two = sorted(shares["ray-2"].values())
-    share_min = two[0] / sum(two) if len(two) == 2 else 0.0
+    share_min = min(min(s.values()) / sum(s.values()) if len(s) == 2 else 0.0 for s in shares)
     print()
-    print("| candidate | replicas × threads | images/s (median of rounds) | vs single | vs ray-1 |")
+    print("| candidate | images/s (median of rounds) | rounds | vs single 1× | vs ray 1 replica |")
     print("| --- | --- | --- | --- | --- |")
-    shape = {"single": f"1 process × {cpus}", "ray-1": f"1 × {cpus}", "ray-2": f"2 × {max(1, cpus // 2)}"}
-    for k in ("single", "ray-1", "ray-2"):
-        print(f"| {k} | {shape[k]} | {med[k]:.1f} | {med[k] / med['single']:.2f}× | {med[k] / med['ray-1']:.2f}× |")
-    print(f"\nray-2 replicas' shares of requests: {dict(shares['ray-2'])} (smallest {share_min:.0%})")
-    print(f"ceiling: {cpus} CPU(s); ray-2 needs {2 * max(1, cpus // 2)} idle cores for its inference alone, "
-          "and Ray's proxy, controller and raylet plus this load generator share the same cores")  # fmt: skip
+    for k in names:
+        rounds = ", ".join(f"{x:.1f}" for x in rates[k])
+        print(f"| {names[k]} | {med[k]:.1f} | {rounds} | {med[k] / med['single-1']:.2f}× | "
+              f"{med[k] / med['ray-1']:.2f}× |")  # fmt: skip
+    print(f"\nray 2 replicas: the smaller replica answered {share_min:.0%} of a round's requests (at least)")
+    print(f"ceiling: {cpus} CPU(s) for replicas × threads, Ray's proxy, controller and raylet, and this load "
+          "generator together")  # fmt: skip
     result = {
         "cpus": cpus,
-        "single_ips": round(med["single"], 2),
+        "single1_ips": round(med["single-1"], 2),
+        "single2_ips": round(med["single-2"], 2),
         "ray1_ips": round(med["ray-1"], 2),
         "ray2_ips": round(med["ray-2"], 2),
         "ray2_over_ray1": round(med["ray-2"] / med["ray-1"], 3),
-        "ray1_over_single": round(med["ray-1"] / med["single"], 3),
+        "ray2_over_single2": round(med["ray-2"] / med["single-2"], 3),
+        "ray1_over_single1": round(med["ray-1"] / med["single-1"], 3),
         "ray2_min_share": round(share_min, 3),
     }
     out = Path(args.out)
@@ -229,7 +239,7 @@ def main() -> None:
         "benchmark": "scale_out", "environment": env.fingerprint(),
         "settings": {"bundle": args.bundle, "rounds": args.rounds, "requests": args.requests,
                      "concurrency": args.concurrency, "route": path},
-        "rounds_ips": rates, "shares": {k: dict(v) for k, v in shares.items()}, "result": result,
+        "candidates": names, "rounds_ips": rates, "ray2_shares": shares, "result": result,
     }, indent=1))  # fmt: skip
     print("RESULT " + " ".join(f"{k}={v}" for k, v in result.items()), flush=True)
 
