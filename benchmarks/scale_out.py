@@ -39,7 +39,6 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import cv2
 
@@ -64,7 +63,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def load(port: int, path: str, body: bytes, requests: int, concurrency: int) -> tuple[float, collections.Counter[str]]:
+def load(
+    port: int, path: str, body: bytes, requests: int, concurrency: int
+) -> tuple[float, collections.Counter[str]]:
     """``requests`` POSTs from ``concurrency`` keep-alive clients → (images/s, answers per replica)."""
     todo = iter(range(requests))
     lock = threading.Lock()
@@ -178,7 +179,10 @@ def main() -> None:
     name = Bundle.load(args.bundle).name
     path = f"/v1/models/{name}/detect"
     body = photo_640()
-    print(f"{env.capabilities_line()} · {cpus} CPUs · {args.bundle} · concurrency {args.concurrency}", flush=True)
+    print(
+        f"{env.capabilities_line()} · {cpus} CPUs · {args.bundle} · concurrency {args.concurrency}",
+        flush=True,
+    )
     work = Path(tempfile.mkdtemp(prefix="scale-out-"))
     names = {"single-1": f"single 1×{cpus}", "single-2": f"single 2×{half}", "ray-1": f"ray 1×{cpus}",
              "ray-2": f"ray 2×{half}"}  # fmt: skip

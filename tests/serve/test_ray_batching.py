@@ -26,7 +26,9 @@ def outside_a_replica(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     replica there is none to read, so that one check is skipped here (batching itself is Ray's code)."""
     import ray.serve.batching as rb
 
-    monkeypatch.setattr(rb._BatchQueue, "_warn_if_max_batch_size_exceeds_max_ongoing_requests", lambda self: None)
+    monkeypatch.setattr(
+        rb._BatchQueue, "_warn_if_max_batch_size_exceeds_max_ongoing_requests", lambda self: None
+    )
     yield
 
 

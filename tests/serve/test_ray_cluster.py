@@ -102,7 +102,11 @@ def test_the_packaged_serve_config_deploys_on_the_cluster(
     opts = deployment_options(RayAppArgs.model_validate(args), parse_config(args["config"]))
     assert app["deployments"] == [{"name": "cvdeploy", **opts}]
     # on this machine the bundle lies in the package, not at /models; the proxy is the test cluster's
-    args.update(bundles=[str(pkg.path / "model" / "zoo-n.cvd")], host="127.0.0.1", port=int(ray_server.url.rsplit(":", 1)[1]))
+    args.update(
+        bundles=[str(pkg.path / "model" / "zoo-n.cvd")],
+        host="127.0.0.1",
+        port=int(ray_server.url.rsplit(":", 1)[1]),
+    )
     module, _, attr = app["import_path"].partition(":")
     builder = getattr(__import__(module, fromlist=[attr]), attr)
     serve.run(call_user_app_builder_with_args_if_necessary(builder, args), name=APP_NAME, route_prefix="/")

@@ -68,9 +68,13 @@ def test_a_replica_answers_like_the_single_process_app(jpeg: bytes) -> None:
     async def body() -> None:
         cfg = {"defaults": {"threads": 1}}
         async with serving(create_app(["zoo:n"], parse_config(cfg))) as plain:
-            want = await plain.post("/v1/models/zoo-n/detect", content=jpeg, headers={"Content-Type": "image/jpeg"})
+            want = await plain.post(
+                "/v1/models/zoo-n/detect", content=jpeg, headers={"Content-Type": "image/jpeg"}
+            )
         async with replica(RayAppArgs(bundles=["zoo:n"], config=cfg)) as (client, inner):
-            got = await client.post("/v1/models/zoo-n/detect", content=jpeg, headers={"Content-Type": "image/jpeg"})
+            got = await client.post(
+                "/v1/models/zoo-n/detect", content=jpeg, headers={"Content-Type": "image/jpeg"}
+            )
             mv = inner.state.service.repository.get("zoo-n")
             assert isinstance(mv.batcher, ServeBatcher) and mv.batcher.stats.requests == 1
         assert want.status_code == got.status_code == 200
@@ -85,7 +89,9 @@ def test_a_replica_answers_like_the_single_process_app(jpeg: bytes) -> None:
     ("anonymous_admin", "status", "message"),
     [(False, 401, "anonymous callers may not unload"), (True, 409, "would change one replica only")],
 )
-def test_run_time_model_changes_are_refused_on_a_replica(anonymous_admin: bool, status: int, message: str) -> None:
+def test_run_time_model_changes_are_refused_on_a_replica(
+    anonymous_admin: bool, status: int, message: str
+) -> None:
     async def body() -> None:
         cfg = {"security": {"allow_anonymous_admin": anonymous_admin}}
         async with replica(RayAppArgs(bundles=["zoo:n"], config=cfg)) as (client, inner):
@@ -143,7 +149,9 @@ def test_every_replica_authenticates_against_the_database(tmp_path: Path, jpeg: 
 
 
 def test_deployment_options_follow_replicas_autoscaling_and_batching() -> None:
-    cfg = parse_config({"defaults": {"max_batch_size": 4}, "models": {"big": {"max_batch_size": 16, "queue_size": 128}}})
+    cfg = parse_config(
+        {"defaults": {"max_batch_size": 4}, "models": {"big": {"max_batch_size": 16, "queue_size": 128}}}
+    )
     fixed = deployment_options(RayAppArgs(bundles=["zoo:n"], replicas=3, threads=2), cfg)
     assert fixed["num_replicas"] == 3 and "autoscaling_config" not in fixed
     assert fixed["ray_actor_options"] == {"num_cpus": 2}
@@ -163,8 +171,14 @@ def test_deployment_options_follow_replicas_autoscaling_and_batching() -> None:
         (["--engine", "spark"], "--engine 'spark': use uvicorn"),
         (["--engine", "ray", "--replicas", "2", "--autoscale", "1,2"], "not both"),
         (["--engine", "ray", "--autoscale", "3,1"], "--autoscale '3,1'"),
-        (["--engine", "ray", "--address", "http://head:8265"], "use auto (the cluster on this machine) or ray://"),
-        (["--engine", "ray", "--tls-client-ca", "ca.pem", "--tls-cert", "c", "--tls-key", "k"], "--tls-client-ca needs"),
+        (
+            ["--engine", "ray", "--address", "http://head:8265"],
+            "use auto (the cluster on this machine) or ray://",
+        ),
+        (
+            ["--engine", "ray", "--tls-client-ca", "ca.pem", "--tls-cert", "c", "--tls-key", "k"],
+            "--tls-client-ca needs",
+        ),
         (["--engine", "ray", "--platform", "sagemaker"], "--platform sagemaker needs the built-in server"),
     ],
 )
@@ -192,7 +206,9 @@ def test_engine_ray_without_ray_names_the_pip_line() -> None:
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert p.returncode == 2, p.stderr
     lines = p.stderr.strip().splitlines()
-    assert len(lines) == 1 and 'pip install "cvdeploy[ray]"' in lines[0] and "Traceback" not in p.stderr, p.stderr
+    assert len(lines) == 1 and 'pip install "cvdeploy[ray]"' in lines[0] and "Traceback" not in p.stderr, (
+        p.stderr
+    )
 
 
 def test_check_shows_the_plan_without_starting_ray(capsys: pytest.CaptureFixture[str]) -> None:
@@ -202,4 +218,3 @@ def test_check_shows_the_plan_without_starting_ray(capsys: pytest.CaptureFixture
     import ray
 
     assert not ray.is_initialized()
-

@@ -50,7 +50,7 @@ HELP = "\n\n".join(
         "  cvdeploy serve model.cvd --db cvdeploy.db --tls-cert certs/server.pem --tls-key certs/server.key",
         "Protected bundles ('cvdeploy protect'): --decrypt-key decrypts an encrypted bundle in memory; "
         "--trust-key refuses bundles not signed with that key, run-time loads included.",
-        "Scale out on Ray Serve (pip install \"cvdeploy[ray]\"): --engine ray runs the same app (routes, "
+        'Scale out on Ray Serve (pip install "cvdeploy[ray]"): --engine ray runs the same app (routes, '
         "security, pipeline) as Ray Serve replicas behind Ray's proxy, batching with @serve.batch; --replicas N "
         "or --autoscale MIN,MAX; --address auto joins the cluster on this machine, ray://HOST:10001 a remote one "
         "(bundles, --db and key files must be at the same paths on its nodes); without --address a single-node "
@@ -261,7 +261,9 @@ def _ray_options(
 
     if engine not in ("uvicorn", "ray"):
         raise ConfigError(f"--engine {engine!r}: use uvicorn (this process) or ray (Ray Serve replicas)")
-    given = [f for f, v in (("--replicas", replicas), ("--autoscale", autoscale), ("--address", address)) if v]
+    given = [
+        f for f, v in (("--replicas", replicas), ("--autoscale", autoscale), ("--address", address)) if v
+    ]
     if engine != "ray":
         if given:
             raise ConfigError(f"{given[0]} needs --engine ray")
@@ -274,7 +276,9 @@ def _ray_options(
             "the replicas; drop --engine ray or authenticate with API keys/JWTs"
         )
     if platform not in (None, "auto", "local"):
-        raise ConfigError(f"--platform {platform} needs the built-in server; --engine ray runs locally or on Ray")
+        raise ConfigError(
+            f"--platform {platform} needs the built-in server; --engine ray runs locally or on Ray"
+        )
     from cvdeploy._deps import require
     from cvdeploy.serve.ray_engine import RayOptions
 

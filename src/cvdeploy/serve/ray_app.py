@@ -1,11 +1,11 @@
 """The Ray Serve application of ``cvdeploy serve --engine ray`` and ``cvdeploy package --target ray``.
 
-    build_app(args) → Application     Ray's "application builder": a Serve config names it as
-                                      ``import_path: cvdeploy.serve.ray_app:build_app`` with ``args:``
-    CvdeployReplica                   the one deployment (an ingress); each replica builds its app with
-                                      :func:`cvdeploy.serve.ray_replica.replica_app` in its own process
+build_app(args) → Application     Ray's "application builder": a Serve config names it as
+                                  ``import_path: cvdeploy.serve.ray_app:build_app`` with ``args:``
+CvdeployReplica                   the one deployment (an ingress); each replica builds its app with
+                                  :func:`cvdeploy.serve.ray_replica.replica_app` in its own process
 
-    Ray's proxy (HTTP, TLS) ─▶ replica 1..N: the regular app (routes, security, pipeline, @serve.batch)
+Ray's proxy (HTTP, TLS) ─▶ replica 1..N: the regular app (routes, security, pipeline, @serve.batch)
 """
 
 from __future__ import annotations

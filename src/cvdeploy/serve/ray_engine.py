@@ -55,7 +55,9 @@ class RayOptions:
     replicas: int = 1
     autoscale: tuple[int, int] | None = None  # (min, max): Ray's autoscaler decides in between
     address: str | None = None  # None: a new local cluster on 127.0.0.1; "auto"; "ray://HOST:PORT"
-    threads: int | None = None  # per replica; None: --threads, else the cluster's CPUs shared by the most replicas
+    threads: int | None = (
+        None  # per replica; None: --threads, else the cluster's CPUs shared by the most replicas
+    )
     startup_timeout_s: float = 300.0
 
     def check(self) -> None:
@@ -129,7 +131,9 @@ def deploy(
     options.check()
     sec = security or SecurityFlags()
     if platform.kind != "local":
-        raise ConfigError(f"--engine ray runs its own proxy; --platform {platform.kind} needs the built-in server")
+        raise ConfigError(
+            f"--engine ray runs its own proxy; --platform {platform.kind} needs the built-in server"
+        )
     specs = _bundle_specs(bundles, remote=options.address is not None and options.address != "auto")
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"  # before Ray is imported: nothing is sent anywhere
     ray = require("ray", "serve --engine ray")
@@ -157,7 +161,9 @@ def deploy(
         http: dict[str, Any] = {"host": platform.host, "port": port,
                                 "keep_alive_timeout_s": int(config.limits.keep_alive_s)}  # fmt: skip
         if sec.tls_cert and sec.tls_key:
-            http.update(ssl_certfile=str(Path(sec.tls_cert).resolve()), ssl_keyfile=str(Path(sec.tls_key).resolve()))
+            http.update(
+                ssl_certfile=str(Path(sec.tls_cert).resolve()), ssl_keyfile=str(Path(sec.tls_key).resolve())
+            )
         serve.start(http_options=http, proxy_location="HeadOnly")
         args = RayAppArgs(
             bundles=specs, config=config.model_dump(mode="json", exclude_unset=True), host=platform.host,
@@ -166,7 +172,9 @@ def deploy(
             secrets_dir=_secrets_dir(sec.db, own), decrypt_key=_abs(sec.decrypt_key), trust_key=_abs(sec.trust_key),
         )  # fmt: skip
         try:
-            serve.run(build_app(args.model_dump(mode="json")), name=APP_NAME, route_prefix="/", blocking=False)
+            serve.run(
+                build_app(args.model_dump(mode="json")), name=APP_NAME, route_prefix="/", blocking=False
+            )
         except Exception as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise CvdeployError(
@@ -207,7 +215,9 @@ def _bundle_specs(bundles: Sequence[str | Path], remote: bool) -> list[str]:
 def _fair_threads(ray: Any, replicas: int) -> int:
     """Each replica's share of the cluster's CPUs (at most one node's), at least 1."""
     total = float(ray.cluster_resources().get("CPU", 1))
-    per_node = max((float(n.get("Resources", {}).get("CPU", 0)) for n in ray.nodes() if n.get("Alive")), default=total)
+    per_node = max(
+        (float(n.get("Resources", {}).get("CPU", 0)) for n in ray.nodes() if n.get("Alive")), default=total
+    )
     return max(1, int(min(per_node, total // max(1, replicas))))
 
 
@@ -239,7 +249,10 @@ def _url(host: str, port: int, tls: bool) -> str:
 def _wait_ready(url: str, timeout_s: float) -> None:
     """Until the proxy answers the readiness route 200 (it starts a moment after the replicas)."""
     ctx = ssl.create_default_context()
-    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE  # a local probe of our own proxy, no credentials
+    ctx.check_hostname, ctx.verify_mode = (
+        False,
+        ssl.CERT_NONE,
+    )  # a local probe of our own proxy, no credentials
     deadline = time.monotonic() + timeout_s
     while True:
         try:

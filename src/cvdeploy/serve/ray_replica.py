@@ -37,7 +37,15 @@ from cvdeploy.serve.security import STATE_CHANGES, Authorizer, Principal, Securi
 if TYPE_CHECKING:
     from cvdeploy.security.setup import SecuritySetup
 
-__all__ = ["DEPLOYMENT", "REPLICA_HEADER", "RayAppArgs", "ReplicaHeader", "ReplicatedModels", "deployment_options", "replica_app"]
+__all__ = [
+    "DEPLOYMENT",
+    "REPLICA_HEADER",
+    "RayAppArgs",
+    "ReplicaHeader",
+    "ReplicatedModels",
+    "deployment_options",
+    "replica_app",
+]
 
 #: The deployment's name (``deployments: - name:`` in a Serve config).
 DEPLOYMENT = "cvdeploy"
@@ -52,7 +60,9 @@ STATE_CHANGE_REFUSED = (
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
-ASGI = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]]
+ASGI = Callable[
+    [Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]
+]
 
 
 class RayAppArgs(BaseModel):
@@ -139,7 +149,9 @@ def replica_app(args: RayAppArgs, replica: str) -> tuple[Any, SecuritySetup | No
     keys = BundleKeys(args.decrypt_key, args.trust_key) if (args.decrypt_key or args.trust_key) else None
     try:
         with using_keys(keys):
-            app = create_app(args.bundles, cfg, platform=Platform("local", args.host, args.port), security=seams)
+            app = create_app(
+                args.bundles, cfg, platform=Platform("local", args.host, args.port), security=seams
+            )
     except BaseException:
         if setup is not None:
             setup.close()
