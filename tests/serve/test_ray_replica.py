@@ -21,6 +21,7 @@ from cvdeploy.serve.ray_replica import (
     REPLICA_HEADER,
     RayAppArgs,
     ReplicatedModels,
+    config_args,
     deployment_options,
     replica_app,
 )
@@ -146,6 +147,20 @@ def test_every_replica_authenticates_against_the_database(tmp_path: Path, jpeg: 
         assert [r["outcome"] for r in infers] == ["failure", "success"] and check.audit.verify().ok
     finally:
         check.close()
+
+
+def test_the_config_reaches_replicas_as_the_cli_left_it() -> None:
+    """Flags change the config by assignment and by overrides; a replica must parse back the same settings,
+    and a model's unset keys must still follow ``defaults``."""
+    cfg = parse_config({"defaults": {"max_batch_size": 4}, "models": {"a": {"queue_size": 9}}})
+    cfg = cfg.with_overrides(threads=1, max_queue_delay_ms=7.0)
+    cfg.server.log_level = "warning"  # as --log-level does
+    cfg.security.allowed_hosts = ["models.internal"]  # as --allowed-host does
+    back = parse_config(config_args(cfg))
+    assert back.server.log_level == "warning" and back.security.allowed_hosts == ["models.internal"]
+    for name in ("a", "other"):
+        assert back.model(name) == cfg.model(name)
+    assert back.model("a").max_batch_size == 4 and back.model("a").queue_size == 9
 
 
 def test_deployment_options_follow_replicas_autoscaling_and_batching() -> None:

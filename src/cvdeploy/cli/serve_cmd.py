@@ -225,7 +225,7 @@ def serve(
         if warning:
             _warn(warning)
         if ray_options is not None:
-            _serve_ray(specs, cfg, plat, ray_options, db, tls, jwt, check)
+            _serve_ray(specs, cfg, plat, ray_options, db, tls, jwt, check, insecure)
             return
         if check:
             from cvdeploy.serve.app import create_app
@@ -296,7 +296,7 @@ def _ray_options(
 
 def _serve_ray(
     specs: list[str], cfg: ServeConfig, plat: Platform, options: RayOptions, db: str | None,
-    tls: TLSFiles | None, jwt: tuple[Any, Any, Any], check: bool,
+    tls: TLSFiles | None, jwt: tuple[Any, Any, Any], check: bool, insecure: bool,
 ) -> None:  # fmt: skip
     """``serve --engine ray``: deploy on Ray Serve, show what runs where, wait until interrupted."""
     import time
@@ -313,6 +313,7 @@ def _serve_ray(
         db=db, jwt_issuer=jwt[0], jwt_audience=jwt[1], jwt_jwks=path(jwt[2]),
         tls_cert=path(tls.cert) if tls else None, tls_key=path(tls.key) if tls else None,
         decrypt_key=path(keys.decrypt_key) if keys else None, trust_key=path(keys.trust_key) if keys else None,
+        insecure=insecure,
     )  # fmt: skip
     if check:
         from cvdeploy.serve.app import create_app

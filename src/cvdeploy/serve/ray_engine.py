@@ -90,6 +90,7 @@ class SecurityFlags:
     tls_key: str | None = None
     decrypt_key: str | None = None
     trust_key: str | None = None
+    insecure: bool = False  # --insecure: allow a proxy beyond the loopback without --db and TLS
 
 
 class RayDeployment:
@@ -140,7 +141,7 @@ def deploy(
     from ray import serve
 
     from cvdeploy.serve.ray_app import build_app
-    from cvdeploy.serve.ray_replica import RayAppArgs
+    from cvdeploy.serve.ray_replica import RayAppArgs, config_args
 
     own = options.address is None
     if ray.is_initialized():
@@ -165,8 +166,15 @@ def deploy(
                 ssl_certfile=str(Path(sec.tls_cert).resolve()), ssl_keyfile=str(Path(sec.tls_key).resolve())
             )
         serve.start(http_options=http, proxy_location="HeadOnly")
+        host, port = _proxy_address(platform.host, port)
+        if host != platform.host:  # the secure-defaults rule, again, for where the proxy really listens
+            from cvdeploy.serve.security import exposure
+
+            warning = exposure(host, "local", sec.db is not None, bool(sec.tls_cert), sec.insecure)
+            if warning:
+                log.warning(warning)
         args = RayAppArgs(
-            bundles=specs, config=config.model_dump(mode="json", exclude_unset=True), host=platform.host,
+            bundles=specs, config=config_args(config), host=host,
             port=port, replicas=options.replicas, autoscale=options.autoscale, threads=threads, db=sec.db,
             jwt_issuer=sec.jwt_issuer, jwt_audience=sec.jwt_audience, jwt_jwks=_abs(sec.jwt_jwks),
             secrets_dir=_secrets_dir(sec.db, own), decrypt_key=_abs(sec.decrypt_key), trust_key=_abs(sec.trust_key),
@@ -180,7 +188,7 @@ def deploy(
             raise CvdeployError(
                 f"the Ray Serve deployment did not start ({first[:300]}); the replica log above says why"
             ) from None
-        url = _url(platform.host, port, tls=bool(sec.tls_cert))
+        url = _url(host, port, tls=bool(sec.tls_cert))
         _wait_ready(url, options.startup_timeout_s)
     except BaseException:
         with contextlib.suppress(Exception):
@@ -188,6 +196,21 @@ def deploy(
         ray.shutdown()
         raise
     return RayDeployment(url, threads, own)
+
+
+def _proxy_address(host: str, port: int) -> tuple[str, int]:
+    """Where Ray's proxy really listens: a cluster whose Serve already runs keeps its own address."""
+    try:
+        from ray.serve.context import _get_global_client  # no public accessor for the running options
+
+        client = _get_global_client()
+        running = client.http_config if client is not None else None
+        real = (str(running.host), int(running.port)) if running is not None else (host, port)
+    except Exception:  # pragma: no cover - an older or newer Ray without it: trust what was asked
+        return host, port
+    if real != (host, port):
+        log.warning("Serve already runs on this cluster at %s:%d; --host/--port are not applied", *real)
+    return real
 
 
 def _bundle_specs(bundles: Sequence[str | Path], remote: bool) -> list[str]:

@@ -43,6 +43,7 @@ __all__ = [
     "RayAppArgs",
     "ReplicaHeader",
     "ReplicatedModels",
+    "config_args",
     "deployment_options",
     "replica_app",
 ]
@@ -160,6 +161,15 @@ def replica_app(args: RayAppArgs, replica: str) -> tuple[Any, SecuritySetup | No
         for mv in entry.versions.values():
             mv.batcher = ServeBatcher.like(mv.batcher)
     return ReplicaHeader(app, replica), setup
+
+
+def config_args(config: ServeConfig) -> dict[str, Any]:
+    """``config`` as the ``args.config`` mapping that :func:`parse_config` turns back into it: every section
+    whole (flags may have changed any of them), each ``models.NAME`` with only the keys it sets (an unset
+    key must keep following ``defaults``)."""
+    raw = config.model_dump(mode="json", exclude={"models"})
+    raw["models"] = {name: m.model_dump(mode="json", exclude_unset=True) for name, m in config.models.items()}
+    return raw
 
 
 def deployment_options(args: RayAppArgs, config: ServeConfig) -> dict[str, Any]:
