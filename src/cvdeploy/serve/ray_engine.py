@@ -270,7 +270,11 @@ def _url(host: str, port: int, tls: bool) -> str:
 
 
 def _wait_ready(url: str, timeout_s: float) -> None:
-    """Until the proxy answers the readiness route 200 (it starts a moment after the replicas)."""
+    """Until the app answers through the proxy (it starts a moment after the replicas): a 200 from the
+    readiness route, or any answer of a replica (``X-CVD-Replica``; e.g. 421 when ``--allowed-host``
+    leaves out the loopback names this probe uses)."""
+    from cvdeploy.serve.ray_replica import REPLICA_HEADER
+
     ctx = ssl.create_default_context()
     ctx.check_hostname, ctx.verify_mode = (
         False,
@@ -282,6 +286,9 @@ def _wait_ready(url: str, timeout_s: float) -> None:
             with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=5, context=ctx) as r:
                 if r.status == 200:
                     return
+        except urllib.error.HTTPError as exc:
+            if exc.headers.get(REPLICA_HEADER):
+                return
         except (urllib.error.URLError, OSError):
             pass
         if time.monotonic() > deadline:
