@@ -50,7 +50,7 @@ HELP = "\n\n".join(
         "  cvdeploy serve model.cvd --db cvdeploy.db --tls-cert certs/server.pem --tls-key certs/server.key",
         "Protected bundles ('cvdeploy protect'): --decrypt-key decrypts an encrypted bundle in memory; "
         "--trust-key refuses bundles not signed with that key, run-time loads included.",
-        'Scale out on Ray Serve (pip install "cvdeploy[ray]"): --engine ray runs the same app (routes, '
+        "Scale out on Ray Serve (the ray extra of cvdeploy): --engine ray runs the same app (routes, "
         "security, pipeline) as Ray Serve replicas behind Ray's proxy, batching with @serve.batch; --replicas N "
         "or --autoscale MIN,MAX; --address auto joins the cluster on this machine, ray://HOST:10001 a remote one "
         "(bundles, --db and key files must be at the same paths on its nodes); without --address a single-node "
