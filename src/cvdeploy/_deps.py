@@ -24,6 +24,7 @@ _EXTRAS = {
     "uvicorn": "serve",
     "prometheus_client": "serve",
     "simplejpeg": "serve",
+    "scipy": "serve",
     "cryptography": "security",
     "jwt": "security",
     "pyotp": "security",

@@ -34,6 +34,7 @@ from cvdeploy.images import find_images, read_image, sample_images
 from cvdeploy.ops.letterbox import Geometry
 from cvdeploy.parity import Tolerance, check_parity, tolerance_for
 from cvdeploy.preprocess import Preprocessor
+from cvdeploy.reference import export_profile
 from cvdeploy.runtimes import RuntimeOptions, execution_record, load_runtime
 from cvdeploy.sources import detect_kind
 from cvdeploy.sources.onnx import ContractHints, contract_from_onnx, load_onnx, recognise_output
@@ -58,6 +59,7 @@ class ExportOptions:
     parity_images: Sequence[str | Path] | None = None  # files or folders; None = bundled sample photos
     parity_count: int = 8
     tolerance: Tolerance = field(default_factory=lambda: tolerance_for("fp32"))
+    profile_images: Sequence[str | Path] | None = None  # files or folders for profile.json; None = parity images
 
 
 @dataclass
@@ -107,7 +109,7 @@ def _staged(out_path: Path, opts: ExportOptions, build: Callable[[Path], Bundle]
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
     try:
-        build(staging)
+        export_profile(build(staging), opts)  # the reference profile for monitor and doctor
         if out_path.exists():
             shutil.rmtree(out_path)
         staging.rename(out_path)

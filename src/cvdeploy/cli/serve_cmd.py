@@ -32,6 +32,12 @@ HELP = "\n\n".join(
         "run-time loads read bundles only under the folders of the bundles given here (--load-root adds "
         "others); only Host names of this machine's loopback and bind address are answered (--allowed-host "
         "adds names).",
+        "Monitoring: every request's image statistics, outputs and stage latencies are recorded (off the "
+        "request path) in the --db database, and --monitor-sample of requests also keep their stage I/O "
+        "(thumbnail, tensor and output summaries, result; --redact keeps no pixels). Drift against each "
+        "bundle's profile.json is served at /v1/models/NAME/monitor, as cvdeploy_drift_* metrics and in the "
+        "web console at /ui; 'cvdeploy monitor report --db URL' writes a report. Without --db the data lives "
+        "in a temporary database removed at exit.",
     )
 )
 
@@ -115,6 +121,17 @@ def serve(
     check: bool = typer.Option(
         False, "--check", help="Load and verify everything, show what would be served, exit."
     ),
+    db: str = typer.Option(
+        None, "--db", help="The server's database: a SQLite file path (created if missing) or a postgresql:// URL. "
+        "Default: a temporary SQLite database, removed at exit.",
+    ),
+    monitor_sample: str = typer.Option(
+        None, "--monitor-sample", help="Share of requests whose stage I/O is stored, 0-1 (default 0.05)."
+    ),
+    monitor_retention: str = typer.Option(
+        None, "--monitor-retention", help="Delete monitoring data older than this, e.g. 7d (default), 24h."
+    ),
+    redact: bool = typer.Option(False, "--redact", help="Never store a request's pixels, not even a thumbnail."),
 ) -> None:
     from cvdeploy.errors import ConfigError
     from cvdeploy.serve.config import load_config, resolve_platform
@@ -136,6 +153,15 @@ def serve(
         if missing:
             raise ConfigError(f"--load-root {missing[0]}: no such folder")
         cfg.repository.load_roots = [*(cfg.repository.load_roots or []), *load_root]
+    if monitor_sample is not None:
+        cfg.monitor.sample = float(_number(monitor_sample, "--monitor-sample", float, 0, 1) or 0.0)
+    if monitor_retention is not None:
+        from cvdeploy.monitor.settings import parse_duration
+
+        parse_duration(monitor_retention, "--monitor-retention")
+        cfg.monitor.retention = monitor_retention
+    if redact:
+        cfg.monitor.redact = True
     if log_level is not None:
         if log_level.lower() not in ("debug", "info", "warning", "error"):
             raise ConfigError(f"--log-level {log_level!r}: use debug, info, warning or error")
@@ -146,21 +172,27 @@ def serve(
         specs = _platform_bundles(plat.model_dir) if plat.kind != "local" else []
         if not specs:
             raise ConfigError("no bundle given: name one or more bundle folders (or zoo:n)")
-    if check:
-        from cvdeploy.serve.app import create_app
+    from cvdeploy.monitor.monitor import Monitor
 
-        app = create_app(specs, cfg, platform=plat)
-        _show(app.state.service, plat)
-        return
-    from cvdeploy.serve.logs import configure_logging
-    from cvdeploy.serve.server import serve as run_server
+    monitor = Monitor.open(db, cfg.monitor)  # the database is reachable before any model is loaded
+    try:
+        if check:
+            from cvdeploy.serve.app import create_app
 
-    configure_logging(cfg.server.log_level, cfg.server.log_format)
+            app = create_app(specs, cfg, platform=plat, monitor=monitor)
+            _show(app.state.service, plat)
+            return
+        from cvdeploy.serve.logs import configure_logging
+        from cvdeploy.serve.server import serve as run_server
 
-    def ready(url: str, app: object) -> None:
-        _show(app.state.service, plat, url)  # type: ignore[attr-defined]
+        configure_logging(cfg.server.log_level, cfg.server.log_format)
 
-    run_server(specs, cfg, plat, on_ready=ready)
+        def ready(url: str, app: object) -> None:
+            _show(app.state.service, plat, url)  # type: ignore[attr-defined]
+
+        run_server(specs, cfg, plat, on_ready=ready, monitor=monitor)
+    finally:
+        monitor.stop()
 
 
 def _show(state: object, plat: object, url: str | None = None) -> None:
@@ -184,6 +216,11 @@ def _show(state: object, plat: object, url: str | None = None) -> None:
         console.print(
             f"listening on [bold]{url}[/]  ·  try: curl -F image=@photo.jpg {url}/v1/models/{first}/detect"
         )
+    mon = getattr(state, "observer", None)
+    if mon is not None and url:
+        where = "a temporary database (--db keeps it)" if mon.temporary else "the --db database"
+        console.print(f"monitoring into {where}: sample {mon.config.sample:.0%}, retention {mon.config.retention}"
+                      f"{', images redacted' if mon.config.redact else ''}  ·  console: {url}/ui")  # fmt: skip
     if state.security.allow_anonymous_admin:  # type: ignore[attr-defined]
         console.print("[yellow]warning:[/] anonymous callers may load, unload and roll back models")
 

@@ -157,13 +157,15 @@ def serve(
     platform: Platform | None = None,
     security: Security | None = None,
     on_ready: Any = None,
+    monitor: Any = None,
 ) -> None:
-    """Load the bundles and serve them in the foreground until interrupted."""
+    """Load the bundles and serve them in the foreground until interrupted (``monitor``: a
+    :class:`cvdeploy.monitor.Monitor` watching every inference)."""
     from cvdeploy.serve.app import create_app
 
     cfg = config or ServeConfig()
     plat = platform or resolve_platform(None, cfg.server)
-    app = create_app(bundles, cfg, platform=plat, security=security)
+    app = create_app(bundles, cfg, platform=plat, security=security, monitor=monitor)
     sock = bind_socket(plat.host, plat.port)
     server = _uvicorn_server(app, cfg)
     if on_ready is not None:
@@ -214,6 +216,7 @@ def run_in_background(
     config: ServeConfig | None = None,
     security: Security | None = None,
     startup_timeout: float = 60.0,
+    monitor: Any = None,
 ) -> ServerHandle:
     """Serve ``bundles`` from a daemon thread; returns once the server accepts requests.
 
@@ -223,7 +226,7 @@ def run_in_background(
 
     cfg = config or ServeConfig()
     plat = Platform("local", host, port)
-    app = create_app(bundles, cfg, platform=plat, security=security)
+    app = create_app(bundles, cfg, platform=plat, security=security, monitor=monitor)
     sock = bind_socket(host, port)
     server = _uvicorn_server(app, cfg)
     server.config.install_signal_handlers = False  # older uvicorn; newer ones skip them off the main thread
