@@ -59,7 +59,7 @@ class ExportOptions:
     parity_images: Sequence[str | Path] | None = None  # files or folders; None = bundled sample photos
     parity_count: int = 8
     tolerance: Tolerance = field(default_factory=lambda: tolerance_for("fp32"))
-    profile_images: Sequence[str | Path] | None = None  # files or folders for profile.json; None = parity images
+    profile_images: Sequence[str | Path] | None = None  # for profile.json; None = the parity images
 
 
 @dataclass

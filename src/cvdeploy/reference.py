@@ -27,7 +27,9 @@ PROFILE = "profile.json"
 MAX_IMAGES = 500  # images read from --profile-images (a profile needs hundreds, not millions)
 
 
-def profile_images(sources: Sequence[str | Path] | None, fallback: Callable[[], list[np.ndarray]]) -> list[Any]:
+def profile_images(
+    sources: Sequence[str | Path] | None, fallback: Callable[[], list[np.ndarray]]
+) -> list[Any]:
     """Image files under ``sources`` (at most :data:`MAX_IMAGES`), or ``fallback()`` when none is given."""
     if not sources:
         return list(fallback())
@@ -47,7 +49,11 @@ def write_profile(bundle: Bundle | str | Path, images: Sequence[Any], step: Call
     from cvdeploy.profile import build_profile
 
     say = step or log.info
-    b = Bundle.load(bundle, verify=False) if not isinstance(bundle, Bundle) else Bundle.load(bundle.path, verify=False)
+    b = (
+        Bundle.load(bundle, verify=False)
+        if not isinstance(bundle, Bundle)
+        else Bundle.load(bundle.path, verify=False)
+    )
     say(f"writing the reference profile from {len(images)} images")
     try:
         profile = build_profile(Pipeline.from_bundle(b), images)
@@ -88,7 +94,9 @@ def export_profile(bundle: Bundle, options: Any, step: Callable[[str], None] | N
 
     def parity() -> list[np.ndarray]:
         if options.parity_images:
-            return [read_image(f) for f in profile_images(options.parity_images, list)[: options.parity_count]]
+            return [
+                read_image(f) for f in profile_images(options.parity_images, list)[: options.parity_count]
+            ]
         return sample_images(options.parity_count)
 
     return write_profile(bundle, profile_images(getattr(options, "profile_images", None), parity), step)

@@ -87,7 +87,10 @@ def drift_bundle(tiny_bundle_path: Path, tmp_path_factory: pytest.TempPathFactor
 
     dst = tmp_path_factory.mktemp("drift") / "tiny.cvd"
     shutil.copytree(tiny_bundle_path, dst)
-    ref = [cv2.imdecode(np.frombuffer(jpeg(s), np.uint8), cv2.IMREAD_COLOR) for s in scenes(daylight_photos, 1, 120)]
+    ref = [
+        cv2.imdecode(np.frombuffer(jpeg(s), np.uint8), cv2.IMREAD_COLOR)
+        for s in scenes(daylight_photos, 1, 120)
+    ]
     assert write_profile(dst, ref) is not None
     return dst
 

@@ -23,9 +23,9 @@ from cvdeploy.monitor.monitor import Monitor
 from cvdeploy.monitor.settings import MonitorConfig
 from cvdeploy.serve.app import create_app
 from cvdeploy.serve.security import Connection, Principal, Security
+from serve.conftest import run, serving
 
 from .conftest import jpeg, planted, scenes
-from serve.conftest import run, serving
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -65,9 +65,11 @@ def test_console_pages(drift_bundle: Path, daylight_photos: list[np.ndarray], sq
     assert "default-src 'none'" in page.headers["content-security-policy"]
     assert page.headers["x-content-type-options"] == "nosniff"
     assert 'data-model="tiny"' in page.text and "drift: " in page.text and "brightness" in page.text
-    assert "<script src=\"/ui/static/console.js\"" in page.text and "http" not in page.text.split("<body>")[1]
+    assert '<script src="/ui/static/console.js"' in page.text and "http" not in page.text.split("<body>")[1]
     model = r["/ui/models/tiny"].text
-    assert all(f'data-stage="{s}"' in model for s in ("preprocess", "queue", "inference", "postprocess", "total"))
+    assert all(
+        f'data-stage="{s}"' in model for s in ("preprocess", "queue", "inference", "postprocess", "total")
+    )
     assert model.count('class="flagged"') >= 4 and 'class="ref"' in model and "/ui/samples/" in model
     assert r["/ui/static/console.css"].headers["content-type"].startswith("text/css")
     assert r["/ui/static/console.js"].headers["content-type"].startswith("text/javascript")
@@ -114,7 +116,9 @@ def test_console_needs_the_viewer_role_and_shows_the_audit_tail(
                 "viewer model": await c.get("/ui/models/tiny", headers={"authorization": "Bearer viewer"}),
                 "anonymous model": await c.get("/ui/models/tiny"),
                 "anonymous json": await c.get("/v1/models/tiny/monitor"),
-                "viewer json": await c.get("/v1/models/tiny/monitor", headers={"authorization": "Bearer viewer"}),
+                "viewer json": await c.get(
+                    "/v1/models/tiny/monitor", headers={"authorization": "Bearer viewer"}
+                ),
             }
 
     r = run(scenario())
@@ -123,7 +127,9 @@ def test_console_needs_the_viewer_role_and_shows_the_audit_tail(
     assert r["nobody"].status_code == 403
     assert r["viewer"].status_code == 200 and r["viewer model"].status_code == 200
     assert r["viewer json"].status_code == 200
-    assert "Audit log" in r["viewer"].text and "carol" in r["viewer"].text and "model:tiny:1" in r["viewer"].text
+    assert (
+        "Audit log" in r["viewer"].text and "carol" in r["viewer"].text and "model:tiny:1" in r["viewer"].text
+    )
 
 
 @pytest.mark.slow
@@ -155,7 +161,9 @@ def test_redaction_stores_no_pixels(
 
     thumbs = run(scenario())
     raw = db.read_bytes() + (Path(str(db) + "-wal").read_bytes() if Path(str(db) + "-wal").exists() else b"")
-    stored = [s for s in (monitor.store.sample(x.id) for x in monitor.store.samples("tiny", 10)) if s is not None]
+    stored = [
+        s for s in (monitor.store.sample(x.id) for x in monitor.store.samples("tiny", 10)) if s is not None
+    ]
     assert len(stored) == 4 and len(thumbs) == 4
     jpeg_in_db = b"/9j/" in raw or b"\xff\xd8\xff" in raw
     if redact:
@@ -194,7 +202,8 @@ def test_output_gauges_follow_the_window_on_the_shipped_detector() -> None:
 
     def gauge(name: str, extra: str = "") -> float:
         m = re.search(rf'^{name}\{{{extra}model="zoo-n"\}} (\S+)$', text, re.M) or re.search(
-            rf'^{name}\{{model="zoo-n"{extra}\}} (\S+)$', text, re.M)
+            rf'^{name}\{{model="zoo-n"{extra}\}} (\S+)$', text, re.M
+        )
         assert m, name
         return float(m.group(1))
 
@@ -202,7 +211,9 @@ def test_output_gauges_follow_the_window_on_the_shipped_detector() -> None:
     assert gauge("cvdeploy_output_detections_per_image") == pytest.approx(dets, rel=1e-3)
     shares = {c: float(v) for c, v in re.findall(r'^cvdeploy_output_class_share\{class="([^"]+)",model="zoo-n"\} (\S+)$',
                                                  text, re.M)}  # fmt: skip
-    assert shares == pytest.approx(doc["outputs"]["class_share"], rel=1e-3) and sum(shares.values()) == pytest.approx(1, abs=1e-3)
+    assert shares == pytest.approx(doc["outputs"]["class_share"], rel=1e-3) and sum(
+        shares.values()
+    ) == pytest.approx(1, abs=1e-3)
     assert gauge("cvdeploy_monitor_window_requests") == 30
 
 
@@ -240,7 +251,12 @@ def test_console_in_a_headless_browser(tmp_path: Path) -> None:
         with httpx.Client(base_url=handle.url, timeout=60) as c:
             for i in range(30):
                 data = jpeg(planted(generate_image(777, i)[0]))
-                assert c.post("/v1/models/zoo-n/detect", content=data, headers={"content-type": "image/jpeg"}).status_code == 200
+                assert (
+                    c.post(
+                        "/v1/models/zoo-n/detect", content=data, headers={"content-type": "image/jpeg"}
+                    ).status_code
+                    == 200
+                )
             assert c.post("/v1/models/zoo-n/detect", content=b"\xff\xd8\xff\xe0broken",
                           headers={"content-type": "image/jpeg"}).status_code == 400  # fmt: skip
         assert monitor.flush(60)
@@ -274,8 +290,11 @@ def test_console_in_a_headless_browser(tmp_path: Path) -> None:
                 flagged = {t.split()[0] for t in page.locator("table.drift tr.flagged").all_inner_texts()}
                 assert {"brightness", "sharpness", "width", "height"} <= flagged
                 page.locator("figure.sample").last.scroll_into_view_if_needed()  # thumbnails load lazily
-                page.wait_for_function("() => [...document.querySelectorAll('figure.sample img')]"
-                                       ".every(i => i.complete && i.naturalWidth > 0)", timeout=20_000)
+                page.wait_for_function(
+                    "() => [...document.querySelectorAll('figure.sample img')]"
+                    ".every(i => i.complete && i.naturalWidth > 0)",
+                    timeout=20_000,
+                )
                 assert page.locator("figure.sample img").count() >= 3
                 captions = page.locator("figure.sample figcaption").all_inner_texts()
                 assert any(int(m) > 0 for t in captions for m in re.findall(r"(\d+) detections", t))
@@ -285,5 +304,7 @@ def test_console_in_a_headless_browser(tmp_path: Path) -> None:
     finally:
         handle.stop()
     assert shot.stat().st_size > 10_000
-    assert requested and all(u.startswith(handle.url) for u in requested), "the console fetched from elsewhere"
+    assert requested and all(u.startswith(handle.url) for u in requested), (
+        "the console fetched from elsewhere"
+    )
     assert problems == [], (problems, requested)

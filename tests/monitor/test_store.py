@@ -6,7 +6,6 @@ import threading
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from cvdeploy.monitor.capture import Observation
 from cvdeploy.monitor.settings import MonitorConfig
@@ -25,7 +24,9 @@ def _row(i: int, t: float, model: str = "m", status: int = 200) -> RequestRow:
 def test_round_trip_on_both_backends(db_url: str) -> None:
     store = MonitorStore.open(db_url)
     try:
-        store.record_model(ModelRecord("m", 1, T0, "/b", "onnx-fp32", "detect", ["a"], {"schema": "x", "images": 1}))
+        store.record_model(
+            ModelRecord("m", 1, T0, "/b", "onnx-fp32", "detect", ["a"], {"schema": "x", "images": 1})
+        )
         store.record_model(ModelRecord("m", 1, T0 + 5, "/b2", "onnx-int8", "detect", ["a"], None))  # replaces
         rows = [_row(i, T0 + i) for i in range(10)] + [_row(10, T0 + 10, status=503)]
         sample = SampleRow("r0000", T0, "m", 1, "req0", 640, 480, False, {"shape": [1, 3]}, [{"name": "o"}],
@@ -33,7 +34,9 @@ def test_round_trip_on_both_backends(db_url: str) -> None:
         store.insert(rows, [sample])
         got = store.requests("m", T0 + 2, T0 + 8)
         assert [r.id for r in got] == [f"r{i:04d}" for i in range(2, 8)]
-        assert got[0].features == {"brightness": 102.0} and got[0].latency_ms["total"] == 11.0 and got[0].sampled
+        assert (
+            got[0].features == {"brightness": 102.0} and got[0].latency_ms["total"] == 11.0 and got[0].sampled
+        )
         assert [r.id for r in store.requests("m", T0, limit=3)] == ["r0008", "r0009", "r0010"]
         assert store.status_counts("m", T0, T0 + 100) == {200: 10, 503: 1}
         assert store.sample("r0000").thumbnail == "QUJD"  # type: ignore[union-attr]
@@ -64,9 +67,13 @@ def test_writer_writes_in_the_background_and_flushes(store: MonitorStore, photos
     assert store.counts() == (20, 4) and w.written == 20 and w.dropped == 0
 
 
-def test_a_full_queue_drops_and_counts_instead_of_blocking(store: MonitorStore, photos: list[np.ndarray]) -> None:
+def test_a_full_queue_drops_and_counts_instead_of_blocking(
+    store: MonitorStore, photos: list[np.ndarray]
+) -> None:
     drops: list[tuple[str, int]] = []
-    w = BackgroundWriter(store, MonitorConfig(), on_drop=lambda reason, n: drops.append((reason, n)), max_items=4)
+    w = BackgroundWriter(
+        store, MonitorConfig(), on_drop=lambda reason, n: drops.append((reason, n)), max_items=4
+    )
     # not started: nothing drains the queue
     accepted = [w.submit(_obs(T0, photos[0])) for _ in range(6)]
     assert accepted == [True] * 4 + [False] * 2

@@ -76,7 +76,12 @@ def test_holm_is_monotone_and_at_least_raw() -> None:
     rows = [Drift(f"f{i}", "input", 1.0, p, 0.5, 10, 10) for i, p in enumerate([0.001, 0.04, 0.03, 0.5])]
     holm(rows)
     adj = {r.feature: r.p_value for r in rows}
-    assert adj == {"f0": pytest.approx(0.004), "f2": pytest.approx(0.09), "f1": pytest.approx(0.09), "f3": 0.5}
+    assert adj == {
+        "f0": pytest.approx(0.004),
+        "f2": pytest.approx(0.09),
+        "f1": pytest.approx(0.09),
+        "f3": 0.5,
+    }
 
 
 def _profile(values: dict[str, list[float]]) -> dict:

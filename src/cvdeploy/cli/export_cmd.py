@@ -51,7 +51,9 @@ def export(
         None, "--parity-images", help="Images or folders for the parity check (default: bundled photographs)."
     ),
     profile_images: list[Path] = typer.Option(
-        None, "--profile-images", help="Images or folders for the reference profile (profile.json) that "
+        None,
+        "--profile-images",
+        help="Images or folders for the reference profile (profile.json) that "
         "monitor and doctor compare with (default: the parity images).",
     ),
     atol: float = typer.Option(1e-3, "--atol", help="Parity: absolute tolerance on outputs."),

@@ -36,8 +36,12 @@ alert rule file (add it under rule_files:) for cvdeploy servers: drift, latency 
 @monitor_app.command("report", help=REPORT_HELP)
 @handle_errors
 def report(
-    db: str = typer.Option(..., "--db", help="The server's database: a SQLite file path or a postgresql:// URL."),
-    model: str = typer.Option(None, "--model", help="Only this model (default: every model in the database)."),
+    db: str = typer.Option(
+        ..., "--db", help="The server's database: a SQLite file path or a postgresql:// URL."
+    ),
+    model: str = typer.Option(
+        None, "--model", help="Only this model (default: every model in the database)."
+    ),
     since: str = typer.Option("24h", "--since", help="The period ending now: e.g. 90m, 24h, 7d."),
     output: Path = typer.Option(None, "--output", "-o", help="Write the HTML report here, e.g. report.html."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
@@ -51,7 +55,7 @@ def report(
     if output is None and not as_json:
         raise ConfigError("say where the report goes: -o report.html, --json (stdout), or both")
     seconds = parse_duration(since, "--since")
-    if not db.startswith(("postgresql://", "postgres://", "sqlite:")) and not Path(db).is_file():
+    if "://" not in db and not db.startswith("sqlite:") and not Path(db).is_file():
         raise InputError(f"--db {db}: no such database file; give the file the server was started with")
     from cvdeploy.monitor.store import MonitorStore
 
@@ -76,7 +80,9 @@ def report(
 @monitor_app.command("grafana", help=GRAFANA_HELP)
 @handle_errors
 def grafana(
-    output: Path = typer.Option(..., "--output", "-o", help="Folder to write the dashboard and alert rules into."),
+    output: Path = typer.Option(
+        ..., "--output", "-o", help="Folder to write the dashboard and alert rules into."
+    ),
 ) -> None:
     from cvdeploy.errors import InputError
     from cvdeploy.monitor.grafana import write_grafana

@@ -122,7 +122,9 @@ def serve(
         False, "--check", help="Load and verify everything, show what would be served, exit."
     ),
     db: str = typer.Option(
-        None, "--db", help="The server's database: a SQLite file path (created if missing) or a postgresql:// URL. "
+        None,
+        "--db",
+        help="The server's database: a SQLite file path (created if missing) or a postgresql:// URL. "
         "Default: a temporary SQLite database, removed at exit.",
     ),
     monitor_sample: str = typer.Option(
@@ -131,7 +133,9 @@ def serve(
     monitor_retention: str = typer.Option(
         None, "--monitor-retention", help="Delete monitoring data older than this, e.g. 7d (default), 24h."
     ),
-    redact: bool = typer.Option(False, "--redact", help="Never store a request's pixels, not even a thumbnail."),
+    redact: bool = typer.Option(
+        False, "--redact", help="Never store a request's pixels, not even a thumbnail."
+    ),
 ) -> None:
     from cvdeploy.errors import ConfigError
     from cvdeploy.serve.config import load_config, resolve_platform

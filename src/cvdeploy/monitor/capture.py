@@ -97,7 +97,12 @@ def array_summary(a: np.ndarray, channel_axis: int | None = None) -> dict[str, A
     doc["non_finite"] = bad
     if v.size:
         doc.update({"min": _r(v.min()), "max": _r(v.max()), "mean": _r(v.mean()), "std": _r(v.std())})
-    if channel_axis is not None and -x.ndim <= channel_axis < x.ndim and bad == 0 and 0 < x.shape[channel_axis] <= 8:
+    if (
+        channel_axis is not None
+        and -x.ndim <= channel_axis < x.ndim
+        and bad == 0
+        and 0 < x.shape[channel_axis] <= 8
+    ):
         axis = channel_axis % x.ndim
         axes = tuple(i for i in range(x.ndim) if i != axis)
         doc["channel_mean"] = [_r(m) for m in x.mean(axis=axes)]

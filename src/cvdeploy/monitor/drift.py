@@ -81,7 +81,9 @@ def merge_sparse(table: np.ndarray, min_expected: float = MIN_EXPECTED) -> np.nd
     return np.stack(cols, axis=1)
 
 
-def chi2_test(reference: Sequence[float], current: Sequence[float]) -> tuple[float, float, float]:
+def chi2_test(
+    reference: Sequence[float] | np.ndarray, current: Sequence[float] | np.ndarray
+) -> tuple[float, float, float]:
     """(chi-square statistic, p-value, Cramér's V) of two count vectors on the same bins."""
     table = merge_sparse(np.asarray([reference, current], np.float64))
     if table.shape[1] < 2 or table.sum(1).min() == 0:
@@ -129,7 +131,9 @@ def compare(
     for name, ref in reference.inputs.items():
         if name in inputs:
             values = np.asarray(inputs[name], np.float64)
-            rows.append(_feature(name, "input", ref, values, min_requests if n_images >= min_requests else 10**9))
+            rows.append(
+                _feature(name, "input", ref, values, min_requests if n_images >= min_requests else 10**9)
+            )
     enough = images_with_outputs >= min_requests
     for name, ref in reference.outputs.items():
         if name in outputs:
@@ -146,6 +150,9 @@ def compare(
     holm(rows)
     for row in rows:
         row.flagged = bool(
-            row.p_value is not None and row.effect is not None and row.p_value < alpha and row.effect >= min_effect
+            row.p_value is not None
+            and row.effect is not None
+            and row.p_value < alpha
+            and row.effect >= min_effect
         )
     return rows

@@ -21,25 +21,43 @@ DS = {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
 
 #: (alert, expression, for, severity, summary, description)
 ALERTS: tuple[tuple[str, str, str, str, str, str], ...] = (
-    ("CvdeployDrift", 'max by (model, feature) (cvdeploy_drift_flag) == 1', "15m", "warning",
-     "{{ $labels.model }}: {{ $labels.feature }} drifted from the reference profile",
-     "The rolling window's {{ $labels.feature }} differs from the bundle's profile.json (Holm-adjusted chi-square "
-     "p < alpha and Cramér's V >= min effect) for 15 minutes. Open /ui/models/{{ $labels.model }} to compare the "
-     "histograms and recent sampled requests."),
-    ("CvdeployHighLatency",
-     'histogram_quantile(0.95, sum by (le, model) (rate(cvdeploy_stage_duration_seconds_bucket{stage="inference"}[5m]))) > 0.5',
-     "10m", "warning", "{{ $labels.model }}: p95 inference latency above 500 ms",
-     "The 95th percentile of the inference stage has stayed above 500 ms for 10 minutes (adjust the threshold to "
-     "the model's budget)."),
-    ("CvdeployHighErrorRate",
-     'sum by (model) (rate(cvdeploy_request_failures_total{code=~"5.."}[5m])) / '
-     'sum by (model) (rate(cvdeploy_requests_total[5m])) > 0.05',
-     "5m", "critical", "{{ $labels.model }}: more than 5 % of requests fail with 5xx",
-     "Server-side failures (overload, timeouts, internal errors) exceed 5 % of requests for 5 minutes."),
-    ("CvdeployMonitoringDropping", "sum(rate(cvdeploy_monitor_dropped_total[10m])) > 0", "10m", "warning",
-     "cvdeploy monitoring is dropping observations",
-     "The capture queue is full or the database write fails: drift and statistics miss traffic. Check the "
-     "database (--db) and the server's log."),
+    (
+        "CvdeployDrift",
+        "max by (model, feature) (cvdeploy_drift_flag) == 1",
+        "15m",
+        "warning",
+        "{{ $labels.model }}: {{ $labels.feature }} drifted from the reference profile",
+        "The rolling window's {{ $labels.feature }} differs from the bundle's profile.json (Holm-adjusted chi-square "
+        "p < alpha and Cramér's V >= min effect) for 15 minutes. Open /ui/models/{{ $labels.model }} to compare the "
+        "histograms and recent sampled requests.",
+    ),
+    (
+        "CvdeployHighLatency",
+        'histogram_quantile(0.95, sum by (le, model) (rate(cvdeploy_stage_duration_seconds_bucket{stage="inference"}[5m]))) > 0.5',
+        "10m",
+        "warning",
+        "{{ $labels.model }}: p95 inference latency above 500 ms",
+        "The 95th percentile of the inference stage has stayed above 500 ms for 10 minutes (adjust the threshold to "
+        "the model's budget).",
+    ),
+    (
+        "CvdeployHighErrorRate",
+        'sum by (model) (rate(cvdeploy_request_failures_total{code=~"5.."}[5m])) / '
+        "sum by (model) (rate(cvdeploy_requests_total[5m])) > 0.05",
+        "5m",
+        "critical",
+        "{{ $labels.model }}: more than 5 % of requests fail with 5xx",
+        "Server-side failures (overload, timeouts, internal errors) exceed 5 % of requests for 5 minutes.",
+    ),
+    (
+        "CvdeployMonitoringDropping",
+        "sum(rate(cvdeploy_monitor_dropped_total[10m])) > 0",
+        "10m",
+        "warning",
+        "cvdeploy monitoring is dropping observations",
+        "The capture queue is full or the database write fails: drift and statistics miss traffic. Check the "
+        "database (--db) and the server's log.",
+    ),
 )
 
 
@@ -68,7 +86,9 @@ def dashboard() -> dict[str, Any]:
     sel = '{model=~"$model"}'
     q = lambda p, stage: (  # noqa: E731
         f'histogram_quantile({p}, sum by (le, model) (rate(cvdeploy_stage_duration_seconds_bucket{{model=~"$model",'
-        f'stage="{stage}"}}[$__rate_interval])))', f"{{{{model}}}} {stage} p{int(p * 100)}")
+        f'stage="{stage}"}}[$__rate_interval])))',
+        f"{{{{model}}}} {stage} p{int(p * 100)}",
+    )
     panels = [
         _panel(1, "Requests per second", [(f"sum by (model) (rate(cvdeploy_requests_total{sel}[$__rate_interval]))",
                                             "{{model}}")], 0, 0, unit="reqps"),

@@ -185,7 +185,7 @@ class Monitor:
 
     def refresh(self) -> list[WindowSummary]:
         """Recompute the rolling window of every served model and set the gauges."""
-        out = []
+        out: list[WindowSummary] = []
         if self._repository is None:
             return out
         for name in sorted(self._repository.models):

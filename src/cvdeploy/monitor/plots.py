@@ -36,7 +36,9 @@ def drift_timeline(
     im = ax.imshow(np.ma.masked_invalid(grid), cmap="Reds", vmin=0.0, vmax=1.0, aspect="auto")
     ax.set_yticks(range(len(features)), labels=list(features), fontsize=8)
     step = max(1, len(labels) // 12)
-    ax.set_xticks(range(0, len(labels), step), labels=list(labels)[::step], rotation=35, ha="right", fontsize=7)
+    ax.set_xticks(
+        range(0, len(labels), step), labels=list(labels)[::step], rotation=35, ha="right", fontsize=7
+    )
     for r, row in enumerate(flagged):
         for c, f in enumerate(row):
             if f:

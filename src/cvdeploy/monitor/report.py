@@ -19,7 +19,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
-from cvdeploy.monitor.reference import reference_from_profile
+from cvdeploy.monitor.reference import Reference, reference_from_profile
 from cvdeploy.monitor.settings import MonitorConfig, format_duration
 from cvdeploy.monitor.store import MonitorStore
 from cvdeploy.monitor.window import WindowSummary, iso, summarize
@@ -101,7 +101,7 @@ def build_report(
     if model and model not in store.model_names(0.0):
         known = ", ".join(store.model_names(0.0)) or "none"
         raise InputError(f"the database has no model {model!r}; it has: {known}")
-    records = collections.defaultdict(dict)
+    records: dict[str, dict[int, Reference | None]] = collections.defaultdict(dict)
     for rec in store.models():
         records[rec.model][rec.version] = reference_from_profile(rec.profile)
     out = []
@@ -112,7 +112,9 @@ def build_report(
         latest = versions[-1] if versions else max(records[name], default=None)
         period = summarize(name, latest, [r for r in rows if r.version in (latest, None)],
                            records[name].get(latest) if latest is not None else None, cfg, start, end)  # fmt: skip
-        counts = [store.status_counts(name, start + i * width, start + (i + 1) * width) for i in range(slices)]
+        counts = [
+            store.status_counts(name, start + i * width, start + (i + 1) * width) for i in range(slices)
+        ]
         period.requests = sum(sum(c.values()) for c in counts)
         period.errors = {str(k): v for k, v in _merge(counts).items() if k >= 400}
         rep = ModelReport(name, versions, period)
@@ -123,7 +125,11 @@ def build_report(
             vs = collections.Counter(r.version for r in part if r.version is not None)
             v = vs.most_common(1)[0][0] if vs else latest
             s = summarize(name, v, part, records[name].get(v) if v is not None else None, cfg, a, b)
-            conf, dets, tot = s.outputs.get("confidence", {}), s.outputs.get("detections_per_image", {}), s.latency_ms.get("total", {})
+            conf, dets, tot = (
+                s.outputs.get("confidence", {}),
+                s.outputs.get("detections_per_image", {}),
+                s.latency_ms.get("total", {}),
+            )
             rep.slices.append(Slice(a, b, sum(counts[i].values()), sum(n for k, n in counts[i].items() if k >= 400),
                                     s.flagged, {d.feature: d.effect for d in s.drift}, conf.get("mean"),
                                     dets.get("mean"), {k: tot[k] for k in ("p50", "p95", "p99") if k in tot}))  # fmt: skip
@@ -162,7 +168,12 @@ def incidents(slices: list[Slice]) -> list[dict[str, Any]]:
 
 
 def _incident(kind: str, run: list[Slice]) -> dict[str, Any]:
-    doc: dict[str, Any] = {"kind": kind, "from": iso(run[0].start), "to": iso(run[-1].end), "slices": len(run)}
+    doc: dict[str, Any] = {
+        "kind": kind,
+        "from": iso(run[0].start),
+        "to": iso(run[-1].end),
+        "slices": len(run),
+    }
     if kind == "drift":
         feats = sorted({f for s in run for f in s.flagged})
         doc["features"] = feats
@@ -170,7 +181,13 @@ def _incident(kind: str, run: list[Slice]) -> dict[str, Any]:
         doc["what"] = f"drift in {', '.join(feats)} (peak Cramér's V {doc['peak_effect']:.2f})"
     elif kind == "errors":
         req, err = sum(s.requests for s in run), sum(s.errors for s in run)
-        doc.update({"requests": req, "errors": err, "what": f"{err} errors in {req} requests ({err / max(1, req):.0%})"})
+        doc.update(
+            {
+                "requests": req,
+                "errors": err,
+                "what": f"{err} errors in {req} requests ({err / max(1, req):.0%})",
+            }
+        )
     else:
         peak = max(s.latency_ms["p95"] for s in run)
         doc.update({"peak_p95_ms": peak, "what": f"p95 latency up to {peak:.1f} ms"})

@@ -17,7 +17,7 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from cvdeploy.security.db import Database, Schema, open_database, register_schema
 
@@ -222,8 +222,7 @@ class MonitorStore:
                 )
             for s in samples:
                 tx.execute(
-                    f"INSERT INTO monitor_samples ({_SAMPLE_INSERT}) "
-                    f"VALUES ({', '.join('?' * 12)})",
+                    f"INSERT INTO monitor_samples ({_SAMPLE_INSERT}) VALUES ({', '.join('?' * 12)})",
                     s.params(),
                 )
 
@@ -240,7 +239,7 @@ class MonitorStore:
         limit: int | None = None,
     ) -> list[RequestRow]:  # fmt: skip
         """Rows with ``since <= time < until`` (oldest first); with ``limit``, the latest ``limit`` of them."""
-        where, params = ["time >= ?"], [since]
+        where, params = ["time >= ?"], [cast(Any, since)]
         if until is not None:
             where.append("time < ?")
             params.append(until)
@@ -260,7 +259,7 @@ class MonitorStore:
 
     def samples(self, model: str | None = None, limit: int = 12, since: float = 0.0) -> list[SampleRow]:
         """The latest sampled requests (newest first), without thumbnails."""
-        where, params = ["time >= ?"], [since]
+        where, params = ["time >= ?"], [cast(Any, since)]
         if model is not None:
             where.append("model = ?")
             params.append(model)
@@ -273,7 +272,9 @@ class MonitorStore:
 
     def sample(self, sample_id: str) -> SampleRow | None:
         """One sample with its thumbnail."""
-        rows = self.db.query(f"SELECT {_SAMPLE_COLS}, thumbnail FROM monitor_samples WHERE id = ?", (sample_id,))
+        rows = self.db.query(
+            f"SELECT {_SAMPLE_COLS}, thumbnail FROM monitor_samples WHERE id = ?", (sample_id,)
+        )
         return SampleRow.from_row(rows[0], rows[0][11]) if rows else None
 
     def models(self) -> list[ModelRecord]:
@@ -308,7 +309,10 @@ class MonitorStore:
 
     def model_names(self, since: float = 0.0) -> list[str]:
         """Models with requests since ``since`` (or recorded as served), sorted."""
-        a = {str(r[0]) for r in self.db.query("SELECT DISTINCT model FROM monitor_requests WHERE time >= ?", (since,))}
+        a = {
+            str(r[0])
+            for r in self.db.query("SELECT DISTINCT model FROM monitor_requests WHERE time >= ?", (since,))
+        }
         return sorted(a | {m.model for m in self.models()})
 
     def counts(self) -> tuple[int, int]:

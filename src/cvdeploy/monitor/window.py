@@ -75,8 +75,11 @@ class WindowSummary:
             "images": self.images,
             "sampled": self.sampled,
             "throughput_rps": _r(self.throughput_rps),
-            "errors": {"total": self.error_count, "rate": _r(self.error_count / total) if total else 0.0,
-                       "by_status": dict(sorted(self.errors.items()))},  # fmt: skip
+            "errors": {
+                "total": self.error_count,
+                "rate": _r(self.error_count / total) if total else 0.0,
+                "by_status": dict(sorted(self.errors.items())),
+            },
             "latency_ms": self.latency_ms,
             "inputs": self.inputs,
             "outputs": self.outputs,
@@ -135,29 +138,40 @@ def summarize(
             classes.update(r.outputs.get("classes") or ())
     latency = {s: _percentiles(v) for s, v in stages.items() if v}
     inputs: dict[str, dict[str, Any]] = {}
-    for k, v in feats.items():
-        inputs[k] = _describe(v)
+    for k, values in feats.items():
+        inputs[k] = _describe(values)
         h = reference.inputs.get(k) if reference else None
         if h is not None:
-            inputs[k]["histogram"] = {"edges": [float(e) for e in h.edges], "counts": h.bin(np.asarray(v)).tolist(),
+            inputs[k]["histogram"] = {"edges": [float(e) for e in h.edges], "counts": h.bin(np.asarray(values)).tolist(),
                                       "reference": h.counts.tolist()}  # fmt: skip
             inputs[k]["reference_mean"] = None if h.mean is None else _r(h.mean)
     n_cls = sum(classes.values())
     share = {c: _r(n / n_cls) for c, n in classes.most_common()} if n_cls else {}
     outputs: dict[str, Any] = {}
-    for k, v in outs.items():
-        outputs[k] = _describe(v)
+    for k, values in outs.items():
+        outputs[k] = _describe(values)
         h = reference.outputs.get(k) if reference else None
         if h is not None:
-            outputs[k]["histogram"] = {"edges": [float(e) for e in h.edges], "counts": h.bin(np.asarray(v)).tolist(),
+            outputs[k]["histogram"] = {"edges": [float(e) for e in h.edges], "counts": h.bin(np.asarray(values)).tolist(),
                                        "reference": h.counts.tolist()}  # fmt: skip
             outputs[k]["reference_mean"] = None if h.mean is None else _r(h.mean)
     ref_total = sum(reference.classes.values()) if reference else 0
     outputs["class_share"] = share
     if reference and ref_total:
-        outputs["reference_class_share"] = {c: _r(n / ref_total) for c, n in sorted(reference.classes.items())}
+        outputs["reference_class_share"] = {
+            c: _r(n / ref_total) for c, n in sorted(reference.classes.items())
+        }
     drift = (
-        compare(reference, feats, outs, classes, with_outputs, config.alpha, config.min_effect, config.min_requests)
+        compare(
+            reference,
+            feats,
+            outs,
+            classes,
+            with_outputs,
+            config.alpha,
+            config.min_effect,
+            config.min_requests,
+        )
         if reference is not None
         else []
     )

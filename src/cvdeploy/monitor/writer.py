@@ -13,6 +13,7 @@ drops (counted, never silently) when it cannot.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -116,10 +117,8 @@ class BackgroundWriter:
 
     # ---- the writer thread ---------------------------------------------------------------------
     def _run(self) -> None:
-        try:  # Linux: nice applies per thread; elsewhere the thread keeps the process's priority
+        with contextlib.suppress(AttributeError, OSError):  # Linux: nice is per thread; elsewhere a no-op
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
-        except (AttributeError, OSError):
-            pass
         while True:
             try:
                 first = self._queue.get(timeout=max(0.05, self._next_prune - time.monotonic()))

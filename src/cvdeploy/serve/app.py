@@ -36,12 +36,12 @@ from starlette.responses import Response
 
 from cvdeploy import __version__
 from cvdeploy.errors import ConfigError, CvdeployError
+from cvdeploy.serve.console import routes as console
 from cvdeploy.serve.batching import BatcherClosed, ClientGone
 from cvdeploy.serve.config import Platform, ServeConfig, resolve_platform
 from cvdeploy.serve.errors import ServeError
 from cvdeploy.serve.metrics import MetricsEventSink, ServeMetrics
 from cvdeploy.serve.middleware import RequestContext
-from cvdeploy.serve import console
 from cvdeploy.serve.protocols import cloud, image, repository_api, v2
 from cvdeploy.serve.protocols import monitor as monitor_api
 from cvdeploy.serve.protocols.http import call_of, json_response

@@ -75,7 +75,9 @@ class Observer(Protocol):
     def tensors(self, mv: ModelVersion, feeds: Mapping[str, np.ndarray], outputs: Sequence[np.ndarray],
                 timings: Mapping[str, float], request_id: str | None = None) -> None: ...  # fmt: skip
 
-    def failure(self, model: str, version: int | None, status: int, request_id: str | None = None) -> None: ...
+    def failure(
+        self, model: str, version: int | None, status: int, request_id: str | None = None
+    ) -> None: ...
 
 
 @dataclass
@@ -312,7 +314,9 @@ class InferenceService:
         }
         bad = _result_non_finite(result)
         self._count_non_finite(mv, bad)
-        self._observe("image", mv, img, tensor, batch.outputs, result, timings, bool(overrides), call.request_id)
+        self._observe(
+            "image", mv, img, tensor, batch.outputs, result, timings, bool(overrides), call.request_id
+        )
         return ImagePrediction(mv, result, info, timings, bad)
 
     def _instance_tensors(self, mv: ModelVersion, i: int, inst: Any) -> dict[str, np.ndarray]:

@@ -47,7 +47,9 @@ def window_seconds(text: str | None, monitor: Any) -> float:
         raise BadRequest(str(exc)) from None
     keep = monitor.config.retention_s
     if seconds > keep:
-        raise BadRequest(f"window {text!r} is longer than the retention ({format_duration(keep)}): nothing older is kept")
+        raise BadRequest(
+            f"window {text!r} is longer than the retention ({format_duration(keep)}): nothing older is kept"
+        )
     return seconds
 
 
