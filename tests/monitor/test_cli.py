@@ -69,7 +69,9 @@ def test_an_empty_database_reports_no_traffic(tmp_path: Path) -> None:
     from cvdeploy.monitor.store import MonitorStore
 
     MonitorStore.open(str(tmp_path / "m.db")).close()
-    code, out = _cli("monitor", "report", "--db", str(tmp_path / "m.db"), "--json", "-o", str(tmp_path / "r.html"))
+    code, out = _cli(
+        "monitor", "report", "--db", str(tmp_path / "m.db"), "--json", "-o", str(tmp_path / "r.html")
+    )
     assert code == 0 and json.loads(out)["models"] == [] and (tmp_path / "r.html").is_file()
 
 
@@ -88,9 +90,8 @@ def test_grafana_dashboard_and_alert_rules_use_only_exported_series(tmp_path: Pa
 
     # every series named is one a monitored server exports, once it has served a request
     from cvdeploy.monitor.monitor import Monitor
-    from serve.conftest import run, serving
-
     from cvdeploy.serve.app import create_app
+    from serve.conftest import run, serving
 
     monitor = Monitor.open(None)
     app = create_app(["zoo:n"], monitor=monitor)
@@ -100,7 +101,9 @@ def test_grafana_dashboard_and_alert_rules_use_only_exported_series(tmp_path: Pa
             from cvdeploy.zoo.dataset import generate_image
 
             img = jpeg(generate_image(5, 0)[0])  # shapes zoo:n detects: every output series exists
-            assert (await c.post("/v1/models/zoo-n/detect", content=img, headers={"content-type": "image/jpeg"})).status_code == 200
+            assert (
+                await c.post("/v1/models/zoo-n/detect", content=img, headers={"content-type": "image/jpeg"})
+            ).status_code == 200
             await c.post("/v1/models/zoo-n/detect", content=b"x", headers={"content-type": "image/jpeg"})
             monitor.flush()
             monitor.refresh()
@@ -109,7 +112,9 @@ def test_grafana_dashboard_and_alert_rules_use_only_exported_series(tmp_path: Pa
 
     text = run(scrape())
     exported = {m.group(1) for m in re.finditer(r"^([a-z_:]+)(?:\{| )", text, re.M)}
-    named = {n for e in exprs + [r["expr"] for r in alerts.values()] for n in re.findall(r"cvdeploy_[a-z_]+", e)}
+    named = {
+        n for e in exprs + [r["expr"] for r in alerts.values()] for n in re.findall(r"cvdeploy_[a-z_]+", e)
+    }
     assert named and named <= exported, named - exported
 
 
@@ -133,12 +138,16 @@ def test_export_writes_a_profile_from_the_given_images(tiny_bundle_path: Path, t
 def test_export_refuses_an_empty_profile_folder_before_any_work(tmp_path: Path,
                                                                 capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
     (tmp_path / "empty").mkdir()
-    code, _ = _cli("export", "zoo:n", "-o", str(tmp_path / "x.cvd"), "--profile-images", str(tmp_path / "empty"))
+    code, _ = _cli(
+        "export", "zoo:n", "-o", str(tmp_path / "x.cvd"), "--profile-images", str(tmp_path / "empty")
+    )
     assert code == 2 and "--profile-images" in capsys.readouterr().err
     assert not (tmp_path / "x.cvd").exists()
 
 
-def test_optimize_copy_gets_a_profile_when_the_source_has_none(tiny_bundle_path: Path, tmp_path: Path) -> None:
+def test_optimize_copy_gets_a_profile_when_the_source_has_none(
+    tiny_bundle_path: Path, tmp_path: Path
+) -> None:
     from cvdeploy.bundle import Bundle
     from cvdeploy.cli.optimize_cmd import _target
 

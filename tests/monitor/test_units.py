@@ -153,6 +153,18 @@ def _obs(img: np.ndarray, sampled: bool) -> Observation:
                        True, sampled)  # fmt: skip
 
 
+def test_fast_features_are_the_profile_features(photos: list[np.ndarray]) -> None:
+    from cvdeploy.monitor.capture import CORE, fast_features, features
+
+    rng = np.random.default_rng(3)
+    images = [*photos, rng.integers(0, 256, (37, 53, 3), np.uint8), np.zeros((20, 30, 3), np.uint8),
+              np.full((9, 9, 3), 255, np.uint8)]  # fmt: skip
+    for img in images:
+        ref = image_features(img)
+        assert fast_features(img) == pytest.approx({k: ref[k] for k in CORE}, rel=1e-12, abs=1e-12)
+        assert features(img) == pytest.approx(ref, rel=1e-12, abs=1e-12)  # whatever features the profile has
+
+
 def test_rows_carry_the_profile_features(photos: list[np.ndarray]) -> None:
     row, sample = to_rows(_obs(photos[0], False), redact=False, thumbnail_px=64)
     assert sample is None

@@ -28,6 +28,7 @@ from cvdeploy.profile import image_features
 from cvdeploy.results import Classification, Detections, RawOutput, Result
 
 MAX_LIST = 300  # detections kept per request in the statistics (max_det is 300 by default)
+CORE = ("width", "height", "aspect", "brightness", "contrast", "saturation", "sharpness")
 MAX_RESULT = 100  # detections kept in a sample's decoded result
 
 
@@ -65,6 +66,34 @@ class Observation:
         return n
 
 
+def fast_features(img: np.ndarray) -> dict[str, float]:
+    """:func:`cvdeploy.profile.image_features`'s core features, the same numbers (a test pins them to
+    1e-12) at about a third of the cost: OpenCV's double-precision ``meanStdDev`` instead of numpy's
+    ``mean``/``std`` on copies, and the Laplacian into exact int16 instead of float64."""
+    gray = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+    h, w = img.shape[:2]
+    mean, std = cv2.meanStdDev(gray)
+    _, lap_std = cv2.meanStdDev(cv2.Laplacian(gray, cv2.CV_16S))
+    sat = cv2.mean(cv2.extractChannel(cv2.cvtColor(img, cv2.COLOR_BGR2HSV), 1))[0]
+    return {"width": float(w), "height": float(h), "aspect": w / h, "brightness": float(mean[0, 0]),
+            "contrast": float(std[0, 0]), "saturation": float(sat),
+            "sharpness": float(np.log1p(float(lap_std[0, 0]) ** 2))}  # fmt: skip
+
+
+_EXTRA: frozenset[str] | None = None
+
+
+def features(img: np.ndarray) -> dict[str, float]:
+    """Every feature the profile computes: the core ones fast, any further ones the profile's own way."""
+    global _EXTRA
+    if _EXTRA is None:
+        _EXTRA = frozenset(image_features(np.zeros((8, 8, 3), np.uint8))) - frozenset(CORE)
+    out = fast_features(img)
+    if _EXTRA:
+        out.update({k: v for k, v in image_features(img).items() if k in _EXTRA})
+    return out
+
+
 def output_stats(result: Result | None, width: int, height: int) -> dict[str, Any] | None:
     """``{"count", "confidences", "areas", "classes"}`` of a decoded result (areas: share of the image)."""
     if isinstance(result, Detections):
@@ -83,30 +112,38 @@ def output_stats(result: Result | None, width: int, height: int) -> dict[str, An
     return None
 
 
+def _moments(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation of each row of a 2-D float array, from its sum (float64) and sum of
+    squares (BLAS dot products): no temporary the size of the array, a few ms less per sampled request
+    than ``np.std``."""
+    n = rows.shape[1]
+    mean = rows.sum(axis=1, dtype=np.float64) / n
+    sq = np.array([float(np.dot(r, r)) for r in rows]) / n
+    return mean, np.sqrt(np.maximum(sq - mean * mean, 0.0))
+
+
 def array_summary(a: np.ndarray, channel_axis: int | None = None) -> dict[str, Any]:
     """Shape, dtype, range, mean, std and NaN/Inf count of an array; per channel when ``channel_axis``."""
     doc: dict[str, Any] = {"shape": list(a.shape), "dtype": str(a.dtype)}
-    if a.size == 0:
+    if a.size == 0 or a.dtype.kind not in "fiub":
         return doc
-    x = a.astype(np.float64, copy=False) if a.dtype.kind in "fiub" else None
-    if x is None:
-        return doc
-    finite = np.isfinite(x)
-    bad = int(x.size - int(finite.sum()))
-    v = x if bad == 0 else x[finite]
+    x = np.ascontiguousarray(a if a.dtype.kind == "f" else a.astype(np.float32))
+    finite = np.isfinite(float(x.sum(dtype=np.float64)))
+    bad = 0 if finite else int(x.size - np.count_nonzero(np.isfinite(x)))
     doc["non_finite"] = bad
+    v = x.reshape(1, -1) if bad == 0 else x[np.isfinite(x)].reshape(1, -1)
     if v.size:
-        doc.update({"min": _r(v.min()), "max": _r(v.max()), "mean": _r(v.mean()), "std": _r(v.std())})
+        mean, std = _moments(v)
+        doc.update({"min": _r(v.min()), "max": _r(v.max()), "mean": _r(mean[0]), "std": _r(std[0])})
     if (
         channel_axis is not None
         and -x.ndim <= channel_axis < x.ndim
         and bad == 0
         and 0 < x.shape[channel_axis] <= 8
     ):
-        axis = channel_axis % x.ndim
-        axes = tuple(i for i in range(x.ndim) if i != axis)
-        doc["channel_mean"] = [_r(m) for m in x.mean(axis=axes)]
-        doc["channel_std"] = [_r(s) for s in x.std(axis=axes)]
+        mean, std = _moments(np.moveaxis(x, channel_axis, 0).reshape(x.shape[channel_axis], -1))
+        doc["channel_mean"] = [_r(m) for m in mean]
+        doc["channel_std"] = [_r(sd) for sd in std]
     return doc
 
 
@@ -145,14 +182,14 @@ def to_rows(obs: Observation, redact: bool, thumbnail_px: int) -> tuple[RequestR
     lat = {k: v * 1000.0 for k, v in obs.timings.items()}
     if lat:
         lat["total"] = sum(lat.values())
-    features = outputs = None
+    feats = outputs = None
     width = height = None
     if obs.image is not None:
         height, width = (int(v) for v in obs.image.shape[:2])
-        features = {k: _r(v) for k, v in image_features(obs.image).items()}
+        feats = {k: _r(v) for k, v in features(obs.image).items()}
         if obs.outputs_comparable:
             outputs = output_stats(obs.result, width, height)
-    row = RequestRow(rid, obs.time, obs.model, obs.version, obs.kind, obs.status, obs.request_id, lat, features,
+    row = RequestRow(rid, obs.time, obs.model, obs.version, obs.kind, obs.status, obs.request_id, lat, feats,
                      outputs, obs.sampled)  # fmt: skip
     if not obs.sampled:
         return row, None

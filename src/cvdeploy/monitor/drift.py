@@ -13,6 +13,14 @@ counts (reference, window), and:
 A feature is flagged when its adjusted p < α *and* V ≥ the minimum effect (default 0.01 and 0.3).
 Class shares are tested the same way on the 2×classes table. Windows with fewer than
 ``min_requests`` images are not tested (no flag, ``p_value`` None).
+
+Why not a drift library: Evidently, alibi-detect and NannyML compare a *sample* of reference rows with
+a sample of current rows (pandas frames, or arrays for alibi-detect's KS/MMD detectors with a TensorFlow
+or PyTorch backend), in batch; the bundle's profile keeps histograms, the server needs a few statistics
+every few seconds without pandas, plotly or a deep-learning backend in its process, and NannyML's
+label-free performance estimation targets tabular classifiers, not detectors. The test itself is
+scipy's; written here are only the binning on the profile's edges, Cochran's merge and Holm's step-down
+(a few lines; scipy offers Benjamini-Hochberg but not Holm, and statsmodels is not worth a dependency).
 """
 
 from __future__ import annotations

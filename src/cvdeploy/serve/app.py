@@ -36,9 +36,9 @@ from starlette.responses import Response
 
 from cvdeploy import __version__
 from cvdeploy.errors import ConfigError, CvdeployError
-from cvdeploy.serve.console import routes as console
 from cvdeploy.serve.batching import BatcherClosed, ClientGone
 from cvdeploy.serve.config import Platform, ServeConfig, resolve_platform
+from cvdeploy.serve.console import routes as console
 from cvdeploy.serve.errors import ServeError
 from cvdeploy.serve.metrics import MetricsEventSink, ServeMetrics
 from cvdeploy.serve.middleware import RequestContext
