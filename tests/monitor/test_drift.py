@@ -94,11 +94,11 @@ def test_drift_is_flagged_exactly_in_json_gauges_and_report(
             return doc_a, metrics_a, doc_b, metrics_b
 
     doc_a, metrics_a, doc_b, metrics_b = run(scenario())
-    table = [(d["feature"], d["group"], d["mean"], d["reference_mean"], d["statistic"], d["p_value"], d["effect"],
-              d["flagged"]) for d in doc_b["drift"]]  # fmt: skip
-    print("\nplanted-drift window (feature, group, mean, reference mean, chi2, p Holm, Cramer's V, flagged):")
-    for row in table:
-        print("  ", row)
+    for title, doc in (("normal", doc_a), ("planted-drift", doc_b)):
+        print(f"\n{title} window (feature, group, mean, reference mean, chi2, p Holm, Cramer's V, flagged):")
+        for d in doc["drift"]:
+            print("  ", d["feature"], d["group"], d["mean"], d["reference_mean"], d["statistic"], d["p_value"],
+                  d["effect"], d["flagged"])  # fmt: skip
     features = {d["feature"] for d in doc_b["drift"]}
     assert features >= MOVED | STILL
 

@@ -33,7 +33,11 @@ alert rule file (add it under rule_files:) for cvdeploy servers: drift, latency 
 """
 
 
-@monitor_app.command("report", help=REPORT_HELP)
+@monitor_app.command(
+    "report",
+    help=REPORT_HELP,
+    short_help="A period of traffic as HTML (plots) and JSON: drift, latency, incidents.",
+)
 @handle_errors
 def report(
     db: str = typer.Option(
@@ -77,7 +81,9 @@ def report(
                           f"drift: {flagged}, {len(m.incidents)} incident(s)")  # fmt: skip
 
 
-@monitor_app.command("grafana", help=GRAFANA_HELP)
+@monitor_app.command(
+    "grafana", help=GRAFANA_HELP, short_help="A Grafana dashboard and Prometheus alert rules."
+)
 @handle_errors
 def grafana(
     output: Path = typer.Option(
