@@ -81,7 +81,6 @@ def test_reduced_jpeg_decoding_maps_back_to_full_size_pixels(tmp_path: object) -
     pytest.importorskip("simplejpeg")
     from pathlib import Path
 
-    from cvdeploy.bundle import Bundle
     from cvdeploy.parity import detection_agreement
     from cvdeploy.pipeline import Pipeline
     from cvdeploy.zoo.dataset import generate_dataset

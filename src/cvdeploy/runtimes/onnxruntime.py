@@ -190,14 +190,6 @@ class OnnxRuntime(Runtime):
     def precision_unsupported(precision: str, device: str = "cpu") -> str | None:
         return None  # FP32, FP16 (through casts on CPUs without FP16 kernels) and INT8 run everywhere
 
-    @property
-    def inputs(self) -> list[TensorInfo]:
-        return self._inputs
-
-    @property
-    def outputs(self) -> list[TensorInfo]:
-        return self._outputs
-
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         return list(self.session.run(self._output_names, feeds))
 
