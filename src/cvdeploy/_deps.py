@@ -28,7 +28,7 @@ _EXTRAS = {
     "fastapi": "serve",
     "uvicorn": "serve",
     "prometheus_client": "serve",
-    "simplejpeg": "serve",
+    "simplejpeg": "all",  # a core dependency; mapped for installs that dropped it
     "cryptography": "security",
     "jwt": "security",
     "pyotp": "security",

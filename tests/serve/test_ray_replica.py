@@ -78,6 +78,9 @@ def test_a_replica_answers_like_the_single_process_app(jpeg: bytes) -> None:
             )
             mv = inner.state.service.repository.get("zoo-n")
             assert isinstance(mv.batcher, ServeBatcher) and mv.batcher.stats.requests == 1
+            assert (
+                await client.get("/v1/models/zoo-n/monitor")
+            ).status_code == 200  # the monitoring routes too
         assert want.status_code == got.status_code == 200
         assert got.headers[REPLICA_HEADER] == "r1" and got.headers["x-request-id"]
         a, b = want.json(), got.json()

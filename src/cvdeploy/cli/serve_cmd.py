@@ -50,6 +50,12 @@ HELP = "\n\n".join(
         "  cvdeploy serve model.cvd --db cvdeploy.db --tls-cert certs/server.pem --tls-key certs/server.key",
         "Protected bundles ('cvdeploy protect'): --decrypt-key decrypts an encrypted bundle in memory; "
         "--trust-key refuses bundles not signed with that key, run-time loads included.",
+        "Monitoring: every request's image statistics, outputs and stage latencies are recorded (off the "
+        "request path) in the --db database (the one that holds the keys and audit log), and --monitor-sample of requests also keep their stage I/O "
+        "(thumbnail, tensor and output summaries, result; --redact keeps no pixels). Drift against each "
+        "bundle's profile.json is served at /v1/models/NAME/monitor, as cvdeploy_drift_* metrics and in the "
+        "web console at /ui; 'cvdeploy monitor report --db URL' writes a report. Without --db the data lives "
+        "in a temporary database removed at exit.",
         "Scale out on Ray Serve (the ray extra of cvdeploy): --engine ray runs the same app (routes, "
         "security, pipeline) as Ray Serve replicas behind Ray's proxy, batching with @serve.batch; --replicas N "
         "or --autoscale MIN,MAX; --address auto joins the cluster on this machine, ray://HOST:10001 a remote one "
@@ -122,7 +128,10 @@ def serve(
     threads: str = typer.Option(None, "--threads", help="Intra-op threads per model instance."),
     log_level: str = typer.Option(None, "--log-level", help="debug, info, warning or error (default info)."),
     db: str = typer.Option(
-        None, "--db", metavar="URL", envvar="CVDEPLOY_DB_URL",
+        None,
+        "--db",
+        metavar="URL",
+        envvar="CVDEPLOY_DB_URL",
         help="Security database (SQLite file or postgresql:// URL): API keys, MFA, audit log. "
         "Turns on authentication, RBAC, rate limits and the audit log.",
     ),
@@ -139,7 +148,8 @@ def serve(
         None, "--jwt-jwks", metavar="FILE", help="JWKS file with the issuer's RS256/ES256 public keys."
     ),
     insecure: bool = typer.Option(
-        False, "--insecure",
+        False,
+        "--insecure",
         help="Allow listening beyond the loopback without --db and TLS (a trusted network only; warns).",
     ),
     allow_anonymous_admin: bool = typer.Option(
@@ -161,6 +171,15 @@ def serve(
     ),
     check: bool = typer.Option(
         False, "--check", help="Load and verify everything, show what would be served, exit."
+    ),
+    monitor_sample: str = typer.Option(
+        None, "--monitor-sample", help="Share of requests whose stage I/O is stored, 0-1 (default 0.05)."
+    ),
+    monitor_retention: str = typer.Option(
+        None, "--monitor-retention", help="Delete monitoring data older than this, e.g. 7d (default), 24h."
+    ),
+    redact: bool = typer.Option(
+        False, "--redact", help="Never store a request's pixels, not even a thumbnail."
     ),
     engine: str = typer.Option(
         "uvicorn", "--engine", help="uvicorn (this process) or ray (Ray Serve replicas; the ray extra)."
@@ -195,6 +214,15 @@ def serve(
         if missing:
             raise ConfigError(f"--load-root {missing[0]}: no such folder")
         cfg.repository.load_roots = [*(cfg.repository.load_roots or []), *load_root]
+    if monitor_sample is not None:
+        cfg.monitor.sample = float(_number(monitor_sample, "--monitor-sample", float, 0, 1) or 0.0)
+    if monitor_retention is not None:
+        from cvdeploy.monitor.settings import parse_duration
+
+        parse_duration(monitor_retention, "--monitor-retention")
+        cfg.monitor.retention = monitor_retention
+    if redact:
+        cfg.monitor.redact = True
     if log_level is not None:
         if log_level.lower() not in ("debug", "info", "warning", "error"):
             raise ConfigError(f"--log-level {log_level!r}: use debug, info, warning or error")
@@ -221,6 +249,11 @@ def serve(
         tls.context()  # unreadable or mismatched certificate files: refused before anything else happens
     setup = _security_setup(db, cfg, tls, jwt) if db is not None else None
     security = setup.security() if setup is not None else None
+    from cvdeploy.monitor.monitor import Monitor
+
+    # the same database as the keys and the audit log (a temporary one without --db); reachable before any
+    # model is loaded
+    monitor = Monitor.open(db, cfg.monitor)
     try:
         if warning:
             _warn(warning)
@@ -230,7 +263,7 @@ def serve(
         if check:
             from cvdeploy.serve.app import create_app
 
-            app = create_app(specs, cfg, platform=plat, security=security)
+            app = create_app(specs, cfg, platform=plat, security=security, monitor=monitor)
             _show(app.state.service, plat, secured=_describe(db, tls, jwt))
             return
         from cvdeploy.serve.logs import configure_logging
@@ -245,8 +278,9 @@ def serve(
         def ready(url: str, app: object) -> None:
             _show(app.state.service, plat, url, secured=_describe(db, tls, jwt))  # type: ignore[attr-defined]
 
-        run_server(specs, cfg, plat, security=security, on_ready=ready, tls=tls)
+        run_server(specs, cfg, plat, security=security, on_ready=ready, tls=tls, monitor=monitor)
     finally:
+        monitor.stop()
         if setup is not None:
             setup.close()
 
@@ -426,6 +460,11 @@ def _show(state: object, plat: object, url: str | None = None, secured: str | No
         )
     if secured:
         console.print(f"security: {secured}", highlight=False)
+    mon = getattr(state, "observer", None)
+    if mon is not None and url:
+        where = "a temporary database (--db keeps it)" if mon.temporary else "the --db database"
+        console.print(f"monitoring into {where}: sample {mon.config.sample:.0%}, retention {mon.config.retention}"
+                      f"{', images redacted' if mon.config.redact else ''}  ·  console: {url}/ui")  # fmt: skip
     if state.security.allow_anonymous_admin:  # type: ignore[attr-defined]
         console.print("[yellow]warning:[/] anonymous callers may load, unload and roll back models")
 

@@ -14,6 +14,9 @@ What changes, and why:
 - run-time model changes (``/v2/repository/models/NAME/load|unload|rollback``) are answered 409: one
   replica would change and the others would not. Models change by redeploying, which Ray rolls out
   replica by replica (:class:`ReplicatedModels`);
+- monitoring: each replica records into the security database (``--db``) like the single server, so
+  every replica's ``/v1/models/NAME/monitor`` and ``/ui`` read the same data; without a database each
+  replica keeps its own throwaway one;
 - security objects are built in each replica from the same settings as the server's flags (database
   URL — ``args.db`` or ``$CVDEPLOY_DB_URL`` like ``--db`` —, JWT settings, key files), so every replica
   authenticates, authorizes and audits alike (the audit log's writers serialize in the database);
@@ -148,12 +151,21 @@ def replica_app(args: RayAppArgs, replica: str) -> tuple[Any, SecuritySetup | No
     seams = setup.security() if setup is not None else Security()
     seams.authorizer = ReplicatedModels(seams.authorizer, cfg.security.allow_anonymous_admin)
     keys = BundleKeys(args.decrypt_key, args.trust_key) if (args.decrypt_key or args.trust_key) else None
+    monitor = None
     try:
+        from cvdeploy.monitor.monitor import Monitor
+
+        # with a database every replica records into it (one view of the whole deployment); without one,
+        # each replica keeps its own throwaway database, as a single server does
+        monitor = Monitor.open(db, cfg.monitor)
         with using_keys(keys):
             app = create_app(
-                args.bundles, cfg, platform=Platform("local", args.host, args.port), security=seams
-            )
+                args.bundles, cfg, platform=Platform("local", args.host, args.port), security=seams,
+                monitor=monitor,
+            )  # fmt: skip
     except BaseException:
+        if monitor is not None:
+            monitor.stop()
         if setup is not None:
             setup.close()
         raise
