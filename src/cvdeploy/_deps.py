@@ -33,6 +33,7 @@ _EXTRAS = {
     "jwt": "security",
     "pyotp": "security",
     "psycopg": "postgres",
+    "ray": "ray",
 }
 
 
