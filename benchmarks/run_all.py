@@ -63,6 +63,8 @@ BENCHES = [
     Bench("prune", ["optimize.py", "--model", "zoo:s", "--prune", "--images", "2000"],
           "pruning zoo:s with distillation recovery", [("prune_speedup", ">=", 1.3), ("prune_drop", "<=", 2.0)],
           ["prune_gmacs", "prune_s"]),
+    Bench("scale_out", ["scale_out.py"], "Ray Serve: 2 replicas vs 1 (2 cores: little to gain)",
+          [], ["ray2_over_ray1", "ray2_over_single2", "ray2_min_share"]),
     Bench("security_overhead", ["security_overhead.py"], "authenticated TLS vs anonymous plain HTTP",
           [("ratio", "<=", 1.10)]),
     Bench("monitor_overhead", ["monitor_overhead.py"], "monitoring at the default sample rate vs off",
