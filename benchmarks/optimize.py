@@ -68,8 +68,19 @@ def main() -> None:
     ap.add_argument("--train-threads", type=int, default=1,
                     help="torch threads for the training parts (1: on a shared 2-core machine more threads "
                     "oversubscribe the cores and training slows down by an order of magnitude)")  # fmt: skip
+    ap.add_argument("--prune", action="store_true",
+                    help="only the pruning target: the recorded recipe (cvdeploy.optimize.retrain.PRUNE_RECIPE) on "
+                    "--model (issue 16 measures it on zoo:s): ratio, labels, recovery budget and threads from it")  # fmt: skip
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
+    if args.prune:
+        from cvdeploy.optimize.retrain import PRUNE_RECIPE
+
+        skip |= {"ort", "openvino", "fp16"}
+        args.qat_budget_s = 0.0
+        args.prune_ratio = PRUNE_RECIPE.ratio
+        args.prune_labels = True
+        args.prune_budget_s = PRUNE_RECIPE.budget_s if args.prune_budget_s == 420.0 else args.prune_budget_s
 
     from cvdeploy.bundle import Bundle
     from cvdeploy.optimize.fp16 import to_fp16
@@ -124,9 +135,12 @@ def main() -> None:
             from cvdeploy.optimize.retrain import prune_bundle
 
             t = time.perf_counter()
-            cfg = TrainConfig(epochs=args.prune_epochs, crop=320, batch=8, lr=1e-3, threads=args.train_threads,
-                              time_budget_s=args.prune_budget_s, labels=data if args.prune_labels else None,
-                              label_gain=1.0 if args.prune_labels else 0.0)  # fmt: skip
+            from cvdeploy.optimize.retrain import PRUNE_RECIPE
+
+            cfg = TrainConfig(epochs=args.prune_epochs, crop=PRUNE_RECIPE.crop, batch=PRUNE_RECIPE.batch,
+                              lr=PRUNE_RECIPE.lr, threads=args.train_threads, time_budget_s=args.prune_budget_s,
+                              labels=data if args.prune_labels else None,
+                              label_gain=PRUNE_RECIPE.label_gain if args.prune_labels else 0.0)  # fmt: skip
             art = prune_bundle(b, args.prune_ratio, calib, cfg, say)
             prune_name = art.name
             timings["prune_s"] = time.perf_counter() - t

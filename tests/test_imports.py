@@ -36,6 +36,7 @@ OPTIONAL = [
     "litert_torch",
     "ai_edge_quantizer",
     "tensorrt",
+    "ray",
 ]
 
 SCRIPT = textwrap.dedent(

@@ -28,11 +28,12 @@ _EXTRAS = {
     "fastapi": "serve",
     "uvicorn": "serve",
     "prometheus_client": "serve",
-    "simplejpeg": "serve",
+    "simplejpeg": "all",  # a core dependency; mapped for installs that dropped it
     "cryptography": "security",
     "jwt": "security",
     "pyotp": "security",
     "psycopg": "postgres",
+    "ray": "ray",
 }
 
 

@@ -63,6 +63,10 @@ class InputSpec(_Spec):
     std: list[float] = Field(default_factory=lambda: [1.0, 1.0, 1.0])
     # center_crop: the crop covers this share of the resized short side (torchvision's 224/256 = 0.875)
     crop_fraction: float = Field(1.0, gt=0.0, le=1.0)
+    # decode large JPEGs at the smallest DCT scale (1/2, 1/4, 1/8) that is still at least the size the image
+    # is resized to: a fraction of the decoding work, slightly different pixels than a full decode resized
+    # down. Off by default; turn it on where its fidelity was measured (benchmarks/non_model.py does)
+    jpeg_dct_scaling: bool = False
 
     @field_validator("mean", "std")
     @classmethod

@@ -148,18 +148,21 @@ def cpu_capabilities(flags: list[str] | None = None) -> dict[str, bool]:
     }
 
 
+#: The name people know each capability by.
+CAPABILITY_LABELS = {
+    "avx2": "AVX2",
+    "avx512": "AVX-512",
+    "vnni": "VNNI",
+    "bf16": "BF16",
+    "amx": "AMX",
+    "fp16": "FP16",
+}
+
+
 def capabilities_line(caps: dict[str, bool] | None = None) -> str:
     """``AVX2 yes, AVX-512 yes, VNNI yes, BF16 yes, AMX no, FP16 no`` for reports and ``inspect``."""
     c = cpu_capabilities() if caps is None else caps
-    label = {
-        "avx2": "AVX2",
-        "avx512": "AVX-512",
-        "vnni": "VNNI",
-        "bf16": "BF16",
-        "amx": "AMX",
-        "fp16": "FP16",
-    }
-    return ", ".join(f"{label[k]} {'yes' if c.get(k) else 'no'}" for k in CAPABILITIES)
+    return ", ".join(f"{CAPABILITY_LABELS[k]} {'yes' if c.get(k) else 'no'}" for k in CAPABILITIES)
 
 
 @functools.lru_cache(maxsize=1)

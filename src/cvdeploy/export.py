@@ -36,6 +36,7 @@ from cvdeploy.images import find_images, read_image, sample_images
 from cvdeploy.ops.letterbox import Geometry
 from cvdeploy.parity import Tolerance, check_parity, tolerance_for
 from cvdeploy.preprocess import Preprocessor
+from cvdeploy.reference import export_profile
 from cvdeploy.runtimes import RuntimeOptions, execution_record, load_runtime
 from cvdeploy.sources import detect_kind
 from cvdeploy.sources.onnx import ContractHints, contract_from_onnx, load_onnx
@@ -61,6 +62,7 @@ class ExportOptions:
     parity_count: int = 8
     tolerance: Tolerance = field(default_factory=lambda: tolerance_for("fp32"))
     weights: str | Path | None = None  # python: factories: a state dict to load into the built module
+    profile_images: Sequence[str | Path] | None = None  # for profile.json; None = the parity images
 
 
 @dataclass
@@ -126,7 +128,7 @@ def _staged(out_path: Path, opts: ExportOptions, build: Callable[[Path], Bundle]
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
     try:
-        build(staging)
+        export_profile(build(staging), opts)  # the reference profile for monitor and doctor
         if out_path.exists():
             shutil.rmtree(out_path)
         staging.rename(out_path)

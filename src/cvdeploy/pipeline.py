@@ -17,7 +17,7 @@ from cvdeploy.bundle import Artifact, Bundle
 from cvdeploy.contract import Contract
 from cvdeploy.decode import Decoder
 from cvdeploy.errors import ConfigError, InputError
-from cvdeploy.images import read_image
+from cvdeploy.images import read_bytes
 from cvdeploy.ops.letterbox import Geometry
 from cvdeploy.preprocess import Preprocessor
 from cvdeploy.results import Result
@@ -122,9 +122,16 @@ class Pipeline:
         for start in range(0, len(images), bs):
             chunk = images[start : start + bs]
             t0 = clock()
-            arrays = [read_image(im) if isinstance(im, str | Path) else im for im in chunk]
+            arrays, originals = [], []
+            for im in chunk:
+                if isinstance(im, str | Path):
+                    img, orig = self.preprocessor.decode(read_bytes(im), str(im))
+                else:
+                    img, orig = im, None
+                arrays.append(img)
+                originals.append(orig)
             t1 = clock()
-            tensor, geoms = self.preprocess(arrays)
+            tensor, geoms = self.preprocessor(arrays, originals)
             t2 = clock()
             raw = self.infer(tensor)
             t3 = clock()

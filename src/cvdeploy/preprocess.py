@@ -79,12 +79,60 @@ class Preprocessor:
             out = out.astype(np.float16)
         return out
 
-    def __call__(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[Geometry]]:
-        """``images``: BGR arrays of any size → ``(b, 3, H, W)`` (or NHWC) tensor and geometries."""
+    def __call__(
+        self, images: Sequence[np.ndarray], originals: Sequence[tuple[int, int] | None] | None = None
+    ) -> tuple[np.ndarray, list[Geometry]]:
+        """``images``: BGR arrays of any size → ``(b, 3, H, W)`` (or NHWC) tensor and geometries.
+
+        ``originals``: per image, its full ``(height, width)`` when it was decoded at a reduced scale
+        (:meth:`decode`); the geometries then map back to the full image's pixels.
+        """
         if len(images) == 0:
             raise InputError("no images to preprocess")
         resized, geoms = zip(*(self.resize(im) for im in images), strict=True)
-        return self.to_tensor(resized), list(geoms)
+        out = list(geoms)
+        for i, orig in enumerate(originals or ()):
+            if orig is not None:
+                out[i] = rescale(out[i], images[i].shape[:2], orig)
+        return self.to_tensor(resized), out
+
+    def needed_size(self, height: int, width: int) -> tuple[int, int]:
+        """The smallest ``(height, width)`` an image of this size may be decoded at and still be resized
+        *down* to the model input (letterbox: the resized image; stretch: the input; crop: its resize)."""
+        s = self.spec
+        if s.resize == "letterbox":
+            r = min(s.height / height, s.width / width)
+            return int(np.ceil(height * r)), int(np.ceil(width * r))
+        if s.resize == "stretch":
+            return s.height, s.width
+        r = max(s.height / height, s.width / width) / s.crop_fraction
+        return int(np.ceil(height * r)), int(np.ceil(width * r))
+
+    def decode(self, data: bytes, source: str = "image") -> tuple[np.ndarray, tuple[int, int] | None]:
+        """Encoded bytes → BGR image, at a reduced JPEG DCT scale when the contract allows it.
+
+        Returns the image and, when it was decoded reduced, the full image's ``(height, width)`` to give
+        ``__call__`` (otherwise None).
+        """
+        from cvdeploy.images import decode_image, decode_jpeg_reduced, jpeg_size
+
+        if self.spec.jpeg_dct_scaling:
+            size = jpeg_size(data)
+            if size is not None:
+                need = self.needed_size(*size)
+                if need[0] * 2 <= size[0] and need[1] * 2 <= size[1]:  # at least one halving fits
+                    img = decode_jpeg_reduced(data, *need)
+                    if img is not None and img.shape[:2] != size:
+                        return img, size
+                    if img is not None:
+                        return img, None
+        return decode_image(data, source), None
+
+
+def rescale(geom: Geometry, decoded: tuple[int, int], original: tuple[int, int]) -> Geometry:
+    """The geometry of an image decoded at ``decoded`` ``(h, w)`` re-expressed for its ``original`` size."""
+    (dh, dw), (oh, ow) = decoded, original
+    return Geometry(oh, ow, geom.scale_x * dw / ow, geom.scale_y * dh / oh, geom.pad_x, geom.pad_y)
 
 
 def resize_bgr(img: np.ndarray, size: int) -> np.ndarray:

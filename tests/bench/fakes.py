@@ -53,14 +53,6 @@ class FakeRuntime(Runtime):
         self._inputs = [TensorInfo("images", (batch, 3, SIZE, SIZE), "float32")]
         self._outputs = [TensorInfo("output0", (batch, 6, ANCHORS), "float32")]
 
-    @property
-    def inputs(self) -> list[TensorInfo]:
-        return self._inputs
-
-    @property
-    def outputs(self) -> list[TensorInfo]:
-        return self._outputs
-
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         import time
 

@@ -67,7 +67,7 @@ def test_keygen_writes_private_files_and_never_overwrites(keys: KeyFiles) -> Non
 def test_layout_no_plaintext_model_on_disk(protected: Path, tiny_bundle_path: Path) -> None:
     files = sorted(str(p.relative_to(protected)) for p in protected.rglob("*") if p.is_file())
     assert files == ["cvdeploy.yaml", "cvdeploy.yaml.sig", "onnx-fp32.onnx.enc",
-                     "openvino-fp32/model.bin.enc", "openvino-fp32/model.xml.enc"]  # fmt: skip
+                     "openvino-fp32/model.bin.enc", "openvino-fp32/model.xml.enc", "profile.json"]  # fmt: skip
     m = yaml.safe_load((protected / "cvdeploy.yaml").read_text())
     assert m["protection"]["encryption"] == "AES-256-GCM" and m["protection"]["obfuscated"] is True
     assert "weights" not in m["provenance"]["source"]

@@ -45,7 +45,7 @@ def test_model_settings_overlay_defaults_and_flags_win(tmp_path: Path) -> None:
         ({"models": {"tiny": {"instance": 2}}}, "unknown key 'models.tiny.instance'; allowed here: artifact"),
         (
             {"serverr": {}},
-            "unknown key 'serverr'; allowed here: defaults, limits, models, repository, security, server",
+            "unknown key 'serverr'; allowed here: defaults, limits, models, monitor, repository, security, server",
         ),
         ({"limits": {"max_body_bytes": 10}}, "limits.max_body_bytes"),
         ({"defaults": {"queue_size": 0}}, "defaults.queue_size"),

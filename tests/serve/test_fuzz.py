@@ -24,6 +24,7 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
+from cvdeploy.monitor.monitor import Monitor  # noqa: E402
 from cvdeploy.serve.app import create_app  # noqa: E402
 from cvdeploy.serve.config import ServerConfig, resolve_platform  # noqa: E402
 from cvdeploy.serve.security import Connection, Principal, Security  # noqa: E402
@@ -74,6 +75,11 @@ ROUTES: list[tuple[str, str]] = [
     ("GET", "/metrics"),
     ("GET", VERTEX["AIP_HEALTH_ROUTE"]),
     ("POST", VERTEX["AIP_PREDICT_ROUTE"]),
+    ("GET", "/v1/models/{name}/monitor"),
+    ("GET", "/ui"),
+    ("GET", "/ui/models/{name}"),
+    ("GET", "/ui/samples/{sample_id}.jpg"),
+    ("GET", "/ui/static/{file}"),
 ]
 
 
@@ -99,6 +105,7 @@ def fuzz_client(tiny_bundle_path: Path) -> Iterator[Any]:
         cfg,
         platform=resolve_platform(None, ServerConfig(), host="127.0.0.1", env=VERTEX),
         security=Security(authenticator=Operator()),
+        monitor=Monitor.open(None),
     )
     with TestClient(app, base_url="http://localhost", raise_server_exceptions=False) as c:
         yield c
@@ -298,14 +305,15 @@ def fill(path: str, draw: st.DrawFn) -> str:
     )
     from urllib.parse import quote
 
-    for param in ("{name}", "{version}"):
+    segment = st.one_of(segment, st.sampled_from(["console.css", "console.js", "0" * 32, "..%2F"]))
+    for param in ("{name}", "{version}", "{sample_id}", "{file}"):
         if param in path:
             path = path.replace(param, quote(draw(segment), safe=""))
     return path
 
 
 queries = st.dictionaries(
-    st.one_of(st.sampled_from(["conf", "iou", "max_det", "ready"]), text),
+    st.one_of(st.sampled_from(["conf", "iou", "max_det", "ready", "window"]), text),
     st.one_of(text, numbers.map(str)),
     max_size=3,
 )

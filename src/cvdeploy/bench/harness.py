@@ -106,9 +106,9 @@ def time_pass(
     """Run one request through the pipeline; nanoseconds of (image decode, preprocess, inference,
     decode/NMS, total)."""
     t0 = clock()
-    images = [decode_image(b) for b in encoded]
+    decoded = [pipe.preprocessor.decode(b) for b in encoded]  # as predict decodes a file
     t1 = clock()
-    tensor, geometries = pipe.preprocess(images)
+    tensor, geometries = pipe.preprocessor([d[0] for d in decoded], [d[1] for d in decoded])
     t2 = clock()
     raw = pipe.infer(tensor)
     t3 = clock()

@@ -21,14 +21,7 @@ from cvdeploy.errors import ConfigError
 from cvdeploy.reports.document import Document
 
 # CPU capabilities that decide which precision is fast, by the name people know them by
-CPU_FEATURES = {
-    "avx2": "AVX2",
-    "avx512": "AVX-512",
-    "vnni": "VNNI",
-    "bf16": "BF16",
-    "amx": "AMX",
-    "fp16": "FP16",
-}
+CPU_FEATURES = env.CAPABILITY_LABELS
 
 
 def load_average() -> list[float]:

@@ -83,6 +83,12 @@ def export(
     parity_images: list[Path] = typer.Option(
         None, "--parity-images", help="Images or folders for the parity check (default: bundled photographs)."
     ),
+    profile_images: list[Path] = typer.Option(
+        None,
+        "--profile-images",
+        help="Images or folders for the reference profile (profile.json) that "
+        "monitor and doctor compare with (default: the parity images).",
+    ),
     atol: float = typer.Option(1e-3, "--atol", help="Parity: absolute tolerance on outputs."),
     rtol: float = typer.Option(
         1e-4, "--rtol", help="Parity: tolerance relative to the largest output value."
@@ -97,6 +103,10 @@ def export(
     hints = hints_from(
         names=names, task=task, output_format=output_format, contract_file=contract, preset=preset
     )
+    if profile_images:
+        from cvdeploy.reference import profile_images as find_profile_images
+
+        find_profile_images(profile_images, list)  # an empty or missing folder is refused before any work
     opts = ExportOptions(
         formats=parse_list(formats) or ["onnx"],
         imgsz=parse_imgsz(imgsz),
@@ -110,6 +120,7 @@ def export(
         parity_images=parity_images or None,
         tolerance=Tolerance(atol=atol, rtol=rtol),
         weights=weights,
+        profile_images=profile_images or None,
     )
     with console.status("exporting…") as status:
 

@@ -45,7 +45,8 @@ app.command("predict", help=predict_cmd.HELP)(predict_cmd.predict)
 
 # Commands added by later modules register themselves here; each import is light (no torch, no ORT).
 for _mod_name in ("val_cmd", "zoo_cmd", "demo_cmd", "bench_cmd", "serve_cmd", "optimize_cmd", "package_cmd",
-                  "advise_cmd", "keys_cmd", "mfa_cmd", "audit_cmd", "certs_cmd", "protect_cmd", "doctor_cmd"):  # fmt: skip
+                  "advise_cmd", "keys_cmd", "mfa_cmd", "audit_cmd", "certs_cmd", "protect_cmd", "doctor_cmd",
+                  "monitor_cmd"):  # fmt: skip
     try:
         _mod = __import__(f"cvdeploy.cli.{_mod_name}", fromlist=["register"])
     except ModuleNotFoundError as _exc:

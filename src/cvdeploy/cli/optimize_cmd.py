@@ -126,6 +126,9 @@ def _target(bundle: str, output: Path | None) -> Path:
     if dst.exists():
         raise InputError(f"{dst} already exists; choose another -o or remove it")
     shutil.copytree(src.path, dst)
+    from cvdeploy.reference import ensure_profile
+
+    ensure_profile(dst)  # every bundle written can be monitored and doctored
     if output is None:
         err_console.print(
             f"[cyan]note:[/] {bundle} is part of the cvdeploy package; optimizing a copy at {dst}"

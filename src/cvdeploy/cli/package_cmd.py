@@ -17,10 +17,12 @@ HELP = "\n\n".join(
         "  cvdeploy package model.cvd --target kubernetes -o k8s --image registry.example/model:1 --autoscale 2,8",
         "  cvdeploy package model.cvd --target sagemaker -o sm          # container + model.tar.gz",
         "  cvdeploy package model.cvd --target edge -o edge             # python -S edge/predict.py photo.jpg",
+        "  cvdeploy package model.cvd --target ray -o ray --security ingress --autoscale 1,4   # serve deploy ray/serve_config.yaml",
         "Targets: docker (Dockerfile, pinned requirements, compose with Prometheus and Grafana), kubernetes "
         "(Deployment, Service, HPA, ConfigMap, Secret), kserve (InferenceService, Open Inference Protocol v2), "
         "sagemaker (serve entrypoint, /ping, /invocations, model.tar.gz), vertex (AIP_* routes), azureml "
-        "(score.py init/run, environment.yml), edge (one-file predict.py, numpy + OpenCV + one runtime, no torch).",
+        "(score.py init/run, environment.yml), edge (one-file predict.py, numpy + OpenCV + one runtime, no torch), "
+        "ray (a Serve config for 'serve deploy' on an existing Ray cluster: the same app as replicas).",
         "Server targets serve the bundle's default artifact (ONNX or OpenVINO) unless --artifact says otherwise; "
         "edge prefers a tflite-* artifact, then openvino-*, then onnx-*.",
     )
@@ -31,7 +33,7 @@ HELP = "\n\n".join(
 def package(
     bundle: str = typer.Argument(..., help="Bundle folder or zoo:n / zoo:s."),
     target: str = typer.Option(
-        ..., "--target", "-t", help="docker, kubernetes, kserve, sagemaker, vertex, azureml or edge."
+        ..., "--target", "-t", help="docker, kubernetes, kserve, sagemaker, vertex, azureml, edge or ray."
     ),
     output: Path = typer.Option(
         ..., "--output", "-o", help=help_for("--output", "the package folder (created; must be empty)")
@@ -44,7 +46,7 @@ def package(
         "bake", "--model", help="bake the bundle into the image, or mount it at run time."
     ),
     replicas: int = typer.Option(
-        1, "--replicas", min=1, max=1000, help="Replicas (Kubernetes, KServe, Azure ML)."
+        1, "--replicas", min=1, max=1000, help="Replicas (Kubernetes, KServe, Azure ML, Ray)."
     ),
     autoscale: str = typer.Option(None, "--autoscale", help="MIN,MAX replicas for the autoscaler."),
     threads: int = typer.Option(
@@ -63,7 +65,7 @@ def package(
     security: str = typer.Option(
         None,
         "--security",
-        help="docker/kubernetes/kserve: how the server is reached — tls (HTTPS in the container, certificates "
+        help="docker/kubernetes/kserve/ray: how the server is reached — tls (HTTPS in the container, certificates "
         "mounted at /run/secrets/cvdeploy, keys in $CVDEPLOY_DB_URL) or ingress (TLS and authentication end at "
         "your ingress; the container runs serve --insecure).",
     ),

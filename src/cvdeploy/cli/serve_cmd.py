@@ -12,7 +12,8 @@ from cvdeploy.cli.common import bundle_key_options, console, err_console, handle
 
 if TYPE_CHECKING:
     from cvdeploy.security.setup import SecuritySetup
-    from cvdeploy.serve.config import ServeConfig
+    from cvdeploy.serve.config import Platform, ServeConfig
+    from cvdeploy.serve.ray_engine import RayOptions
     from cvdeploy.serve.server import TLSFiles
 
 HELP = "\n\n".join(
@@ -53,6 +54,19 @@ HELP = "\n\n".join(
         "  cvdeploy serve model.cvd --db cvdeploy.db --tls-cert certs/server.pem --tls-key certs/server.key",
         "Protected bundles ('cvdeploy protect'): --decrypt-key decrypts an encrypted bundle in memory; "
         "--trust-key refuses bundles not signed with that key, run-time loads included.",
+        "Monitoring: every request's image statistics, outputs and stage latencies are recorded (off the "
+        "request path) in the --db database (the one that holds the keys and audit log), and --monitor-sample of requests also keep their stage I/O "
+        "(thumbnail, tensor and output summaries, result; --redact keeps no pixels). Drift against each "
+        "bundle's profile.json is served at /v1/models/NAME/monitor, as cvdeploy_drift_* metrics and in the "
+        "web console at /ui; 'cvdeploy monitor report --db URL' writes a report. Without --db the data lives "
+        "in a temporary database removed at exit.",
+        "Scale out on Ray Serve (the ray extra of cvdeploy): --engine ray runs the same app (routes, "
+        "security, pipeline) as Ray Serve replicas behind Ray's proxy, batching with @serve.batch; --replicas N "
+        "or --autoscale MIN,MAX; --address auto joins the cluster on this machine, ray://HOST:10001 a remote one "
+        "(bundles, --db and key files must be at the same paths on its nodes); without --address a single-node "
+        "cluster is started for this command on 127.0.0.1 (no dashboard, no usage statistics). Models change by "
+        "redeploying there: run-time load/unload/rollback are answered 409.",
+        "  cvdeploy serve model.cvd --engine ray --replicas 2 --port 8000",
     )
 )
 
@@ -123,7 +137,10 @@ def serve(
     threads: str = typer.Option(None, "--threads", help="Intra-op threads per model instance."),
     log_level: str = typer.Option(None, "--log-level", help="debug, info, warning or error (default info)."),
     db: str = typer.Option(
-        None, "--db", metavar="URL", envvar="CVDEPLOY_DB_URL",
+        None,
+        "--db",
+        metavar="URL",
+        envvar="CVDEPLOY_DB_URL",
         help="Security database (SQLite file or postgresql:// URL): API keys, MFA, audit log. "
         "Turns on authentication, RBAC, rate limits and the audit log.",
     ),
@@ -140,7 +157,8 @@ def serve(
         None, "--jwt-jwks", metavar="FILE", help="JWKS file with the issuer's RS256/ES256 public keys."
     ),
     insecure: bool = typer.Option(
-        False, "--insecure",
+        False,
+        "--insecure",
         help="Allow listening beyond the loopback without --db and TLS (a trusted network only; warns).",
     ),
     allow_anonymous_admin: bool = typer.Option(
@@ -163,11 +181,31 @@ def serve(
     check: bool = typer.Option(
         False, "--check", help="Load and verify everything, show what would be served, exit."
     ),
+    monitor_sample: str = typer.Option(
+        None, "--monitor-sample", help="Share of requests whose stage I/O is stored, 0-1 (default 0.05)."
+    ),
+    monitor_retention: str = typer.Option(
+        None, "--monitor-retention", help="Delete monitoring data older than this, e.g. 7d (default), 24h."
+    ),
+    redact: bool = typer.Option(
+        False, "--redact", help="Never store a request's pixels, not even a thumbnail."
+    ),
+    engine: str = typer.Option(
+        "uvicorn", "--engine", help="uvicorn (this process) or ray (Ray Serve replicas; the ray extra)."
+    ),
+    replicas: int = typer.Option(None, "--replicas", min=1, max=10_000, help="--engine ray: replicas."),
+    autoscale: str = typer.Option(
+        None, "--autoscale", metavar="MIN,MAX", help="--engine ray: let Ray's autoscaler keep MIN..MAX replicas."
+    ),
+    address: str = typer.Option(
+        None, "--address", help="--engine ray: auto or ray://HOST:PORT (default: a new local cluster on 127.0.0.1)."
+    ),
 ) -> None:  # fmt: skip
     from cvdeploy.errors import ConfigError
     from cvdeploy.serve.config import load_config, resolve_platform
     from cvdeploy.serve.security import exposure
 
+    ray_options = _ray_options(engine, replicas, autoscale, address, tls_client_ca, platform)
     cfg = load_config(config)
     if batching is not None and batching not in ("auto", "on", "off"):
         raise ConfigError(f"--batching {batching!r}: use auto, on or off")
@@ -188,6 +226,15 @@ def serve(
         if missing:
             raise ConfigError(f"--load-root {missing[0]}: no such folder")
         cfg.repository.load_roots = [*(cfg.repository.load_roots or []), *load_root]
+    if monitor_sample is not None:
+        cfg.monitor.sample = float(_number(monitor_sample, "--monitor-sample", float, 0, 1) or 0.0)
+    if monitor_retention is not None:
+        from cvdeploy.monitor.settings import parse_duration
+
+        parse_duration(monitor_retention, "--monitor-retention")
+        cfg.monitor.retention = monitor_retention
+    if redact:
+        cfg.monitor.redact = True
     if log_level is not None:
         if log_level.lower() not in ("debug", "info", "warning", "error"):
             raise ConfigError(f"--log-level {log_level!r}: use debug, info, warning or error")
@@ -214,13 +261,21 @@ def serve(
         tls.context()  # unreadable or mismatched certificate files: refused before anything else happens
     setup = _security_setup(db, cfg, tls, jwt) if db is not None else None
     security = setup.security() if setup is not None else None
+    from cvdeploy.monitor.monitor import Monitor
+
+    # the same database as the keys and the audit log (a temporary one without --db); reachable before any
+    # model is loaded
+    monitor = Monitor.open(db, cfg.monitor)
     try:
         if warning:
             _warn(warning)
+        if ray_options is not None:
+            _serve_ray(specs, cfg, plat, ray_options, db, tls, jwt, check, insecure)
+            return
         if check:
             from cvdeploy.serve.app import create_app
 
-            app = create_app(specs, cfg, platform=plat, security=security)
+            app = create_app(specs, cfg, platform=plat, security=security, monitor=monitor)
             _show(app.state.service, plat, secured=_describe(db, tls, jwt))
             return
         from cvdeploy.serve.logs import configure_logging
@@ -235,10 +290,109 @@ def serve(
         def ready(url: str, app: object) -> None:
             _show(app.state.service, plat, url, secured=_describe(db, tls, jwt))  # type: ignore[attr-defined]
 
-        run_server(specs, cfg, plat, security=security, on_ready=ready, tls=tls)
+        run_server(specs, cfg, plat, security=security, on_ready=ready, tls=tls, monitor=monitor)
     finally:
+        monitor.stop()
         if setup is not None:
             setup.close()
+
+
+def _ray_options(
+    engine: str, replicas: int | None, autoscale: str | None, address: str | None,
+    tls_client_ca: Path | None, platform: str | None,
+) -> RayOptions | None:  # fmt: skip
+    """The Ray flags checked (None for the built-in server); a missing ray is the one-line pip hint."""
+    from cvdeploy.cli.common import parse_ints
+    from cvdeploy.errors import ConfigError
+
+    if engine not in ("uvicorn", "ray"):
+        raise ConfigError(f"--engine {engine!r}: use uvicorn (this process) or ray (Ray Serve replicas)")
+    given = [
+        f for f, v in (("--replicas", replicas), ("--autoscale", autoscale), ("--address", address)) if v
+    ]
+    if engine != "ray":
+        if given:
+            raise ConfigError(f"{given[0]} needs --engine ray")
+        return None
+    if replicas is not None and autoscale:
+        raise ConfigError("give --replicas N or --autoscale MIN,MAX, not both")
+    if tls_client_ca is not None:
+        raise ConfigError(
+            "--tls-client-ca needs the built-in server: Ray's proxy does not hand client certificates to "
+            "the replicas; drop --engine ray or authenticate with API keys/JWTs"
+        )
+    if platform not in (None, "auto", "local"):
+        raise ConfigError(
+            f"--platform {platform} needs the built-in server; --engine ray runs locally or on Ray"
+        )
+    from cvdeploy._deps import require
+    from cvdeploy.serve.ray_engine import RayOptions
+
+    require("ray.serve", "serve --engine ray")
+    scale = None
+    if autoscale:
+        lim = parse_ints(autoscale, "--autoscale")
+        if len(lim) != 2 or lim[0] > lim[1]:
+            raise ConfigError(f"--autoscale {autoscale!r}: give MIN,MAX with MIN <= MAX, e.g. 1,4")
+        scale = (lim[0], lim[1])
+    options = RayOptions(replicas=replicas or 1, autoscale=scale, address=address)
+    options.check()
+    return options
+
+
+def _serve_ray(
+    specs: list[str], cfg: ServeConfig, plat: Platform, options: RayOptions, db: str | None,
+    tls: TLSFiles | None, jwt: tuple[Any, Any, Any], check: bool, insecure: bool,
+) -> None:  # fmt: skip
+    """``serve --engine ray``: deploy on Ray Serve, show what runs where, wait until interrupted."""
+    import time
+
+    from cvdeploy.security.bundlekeys import current_keys
+    from cvdeploy.serve.ray_engine import SecurityFlags, deploy
+
+    keys = current_keys()
+
+    def path(value: Any) -> str | None:
+        return str(value) if isinstance(value, str | Path) else None
+
+    flags = SecurityFlags(
+        db=db, jwt_issuer=jwt[0], jwt_audience=jwt[1], jwt_jwks=path(jwt[2]),
+        tls_cert=path(tls.cert) if tls else None, tls_key=path(tls.key) if tls else None,
+        decrypt_key=path(keys.decrypt_key) if keys else None, trust_key=path(keys.trust_key) if keys else None,
+        insecure=insecure,
+    )  # fmt: skip
+    if check:
+        from cvdeploy.serve.app import create_app
+
+        app = create_app(specs, cfg, platform=plat)
+        _show(app.state.service, plat, secured=_describe(db, tls, jwt))
+        console.print(f"engine: Ray Serve, {_scale(options)}", highlight=False)
+        return
+    deployment = deploy(specs, cfg, plat, options, flags)
+    try:
+        console.print(
+            f"cvdeploy serve · Ray Serve · {_scale(options)} × {deployment.threads} thread(s) · "
+            f"cluster: {options.address or 'started here on 127.0.0.1'}",
+            highlight=False,
+        )
+        console.print(
+            f"listening on [bold]{deployment.url}[/]  ·  models: {deployment.url}/v2/repository/index  ·  "
+            "Ctrl-C stops",
+            highlight=False,
+        )
+        console.print(f"security: {_describe(db, tls, jwt)}", highlight=False)
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        deployment.stop()
+
+
+def _scale(options: RayOptions) -> str:
+    if options.autoscale:
+        return f"autoscaling {options.autoscale[0]}–{options.autoscale[1]} replicas"
+    return f"{options.replicas} replica{'s' if options.replicas != 1 else ''}"
 
 
 def _tls(cert: Path | None, key: Path | None, client_ca: Path | None) -> TLSFiles | None:
@@ -321,6 +475,11 @@ def _show(state: object, plat: object, url: str | None = None, secured: str | No
         )
     if secured:
         console.print(f"security: {secured}", highlight=False)
+    mon = getattr(state, "observer", None)
+    if mon is not None and url:
+        where = "a temporary database (--db keeps it)" if mon.temporary else "the --db database"
+        console.print(f"monitoring into {where}: sample {mon.config.sample:.0%}, retention {mon.config.retention}"
+                      f"{', images redacted' if mon.config.redact else ''}  ·  console: {url}/ui")  # fmt: skip
     if state.security.allow_anonymous_admin:  # type: ignore[attr-defined]
         console.print("[yellow]warning:[/] anonymous callers may load, unload and roll back models")
 

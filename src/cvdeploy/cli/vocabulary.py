@@ -17,7 +17,7 @@ class Flag:
 
 
 FLAGS: dict[str, Flag] = {
-    "--output": Flag("-o", "The bundle or folder this command creates"),
+    "--output": Flag("-o", "What this command creates: a bundle, folder or file"),
     "--data": Flag("-d", "Labelled dataset: a YOLO data.yaml, a COCO json, or a folder holding one"),
     "--images": Flag(None, "Unlabelled images: a folder or image files"),
     "--imgsz": Flag(None, "Input size: 640, or height,width such as 480,640"),

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from cvdeploy.runtimes.onnxruntime import session_with_outputs
+
 CAP_DB = 120.0
 JUMP_DB = 15.0
 FP32_FLOOR_DB = 40.0
@@ -61,24 +63,6 @@ class LayerReport:
         nonfin = self.layers[self.first_nonfinite].to_dict() if self.first_nonfinite is not None else None
         return {"aligned_by": self.aligned_by, "tensors_compared": len(self.layers), "first_jump": jump,
                 "first_nonfinite": nonfin, "worst": [e.to_dict() for e in self.worst()]}  # fmt: skip
-
-
-def session_with_outputs(model: Any, names: Sequence[str]) -> Any:
-    """An ONNX Runtime session of ``model`` (an ``onnx.ModelProto``) that also returns ``names``."""
-    import onnx
-    import onnxruntime as ort
-
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    have = {o.name for o in m.graph.output}
-    for name in names:
-        if name not in have:
-            m.graph.output.append(onnx.ValueInfoProto(name=name))
-            have.add(name)
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep every tensor
-    so.log_severity_level = 3
-    return ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
 
 
 def producers(model: Any) -> list[tuple[str, str, str]]:

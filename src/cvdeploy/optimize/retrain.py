@@ -12,6 +12,7 @@ import copy
 import logging
 import tempfile
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,23 @@ from cvdeploy.parity import Tolerance, check_parity, tolerance_for
 
 log = logging.getLogger("cvdeploy")
 Step = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class PruneRecipe:
+    """The pruning recipe measured by ``benchmarks/optimize.py --prune`` (issue 16: zoo:s, ≥ 30 % of MACs
+    removed, ≥ 1.3× faster, within 2 mAP50-95 points, recovered in ≤ 60 min on a 2-core CPU); ``cvdeploy
+    optimize --prune`` uses it for whatever is not given."""
+
+    ratio: float = 0.2  # share of channels per layer (rounded to multiples of 8; narrow layers stay whole)
+    crop: int = 320  # native-scale crops of the training images
+    batch: int = 8
+    lr: float = 1e-3
+    label_gain: float = 1.0  # detection loss on the labels beside distillation from the unpruned model
+    budget_s: float = 3300.0  # recovery wall-clock budget; the cosine schedule follows it
+
+
+PRUNE_RECIPE = PruneRecipe()
 
 #: A retrained model is another model: against the original FP32 its parity is recorded, never judged
 #: (its accuracy is what counts); against its own PyTorch weights it must pass FP32 tolerance.

@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from cvdeploy.runtimes.onnxruntime import session_with_outputs
+
 
 @dataclass
 class LayerSensitivity:
@@ -86,23 +88,6 @@ def quantized_tensors(qdq_model: Any) -> dict[str, str]:
     return out
 
 
-def _session(model: Any, extra_outputs: Sequence[str]) -> Any:
-    import onnx
-    import onnxruntime as ort
-
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    have = {o.name for o in m.graph.output}
-    for name in extra_outputs:
-        if name not in have:
-            m.graph.output.append(onnx.ValueInfoProto(name=name))
-            have.add(name)
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep every tensor
-    so.log_severity_level = 3
-    return ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
-
-
 def layer_sensitivity(
     float_path: str | Path, qdq_path: str | Path, tensors: Sequence[np.ndarray], input_name: str
 ) -> list[LayerSensitivity]:
@@ -117,8 +102,8 @@ def layer_sensitivity(
     float_names = {o for n in fmodel.graph.node for o in n.output} | {i.name for i in fmodel.graph.input}
     pairs = {t: dq for t, dq in quantized_tensors(qmodel).items() if t in float_names}
     names = sorted(pairs)
-    fsess = _session(fmodel, names)
-    qsess = _session(qmodel, names + [pairs[t] for t in names])
+    fsess = session_with_outputs(fmodel, names)
+    qsess = session_with_outputs(qmodel, names + [pairs[t] for t in names])
     # a Relu fused into the quantization range (u8, zero point 0) is gone from the QDQ graph: its
     # tensor there holds the values before the Relu, so apply it before comparing
     f_prod = {o: n.op_type for n in fmodel.graph.node for o in n.output}

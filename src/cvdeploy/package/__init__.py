@@ -1,7 +1,7 @@
 """``cvdeploy package``: turn a bundle into what one deployment target runs.
 
 Each target is one module here with a module-level ``TARGET`` (:class:`~cvdeploy.package.base.Target`),
-listed once in :data:`TARGETS`; adding a target (``ray`` next) is its module plus one line there.
+listed once in :data:`TARGETS`; adding a target is its module plus one line there.
 
     docker      Dockerfile, pinned requirements, compose file with Prometheus and Grafana
     kubernetes  the image + Deployment, Service, HPA, ConfigMap, Secret
@@ -10,6 +10,7 @@ listed once in :data:`TARGETS`; adding a target (``ray`` next) is its module plu
     vertex      a Vertex AI container (AIP_* variables and routes) + upload script
     azureml     score.py (init/run), environment.yml, endpoint and deployment YAML
     edge        a minimal folder: the model, one-file predict.py, numpy + OpenCV + one runtime
+    ray         a Ray Serve config for `serve deploy`: the cvdeploy app as replicas (@serve.batch, autoscaling)
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ TARGETS: dict[str, str] = {
     "vertex": "cvdeploy.package.vertex",
     "azureml": "cvdeploy.package.azureml",
     "edge": "cvdeploy.package.edge",
+    "ray": "cvdeploy.package.ray",
 }
 
 

@@ -131,13 +131,18 @@ class Runtime(ABC):
         """Why this engine cannot execute ``precision`` on ``device`` of this machine, or None."""
         return None
 
-    @property
-    @abstractmethod
-    def inputs(self) -> list[TensorInfo]: ...
+    _inputs: list[TensorInfo]
+    _outputs: list[TensorInfo]
 
     @property
-    @abstractmethod
-    def outputs(self) -> list[TensorInfo]: ...
+    def inputs(self) -> list[TensorInfo]:
+        """The model's inputs (engines fill ``_inputs`` when they load, or override this)."""
+        return self._inputs
+
+    @property
+    def outputs(self) -> list[TensorInfo]:
+        """The model's outputs (engines fill ``_outputs`` when they load, or override this)."""
+        return self._outputs
 
     @abstractmethod
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]: ...

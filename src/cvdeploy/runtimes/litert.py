@@ -140,14 +140,6 @@ class LiteRtRuntime(Runtime):
             )
         return None
 
-    @property
-    def inputs(self) -> list[TensorInfo]:
-        return self._inputs
-
-    @property
-    def outputs(self) -> list[TensorInfo]:
-        return self._outputs
-
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         with self._lock:  # an interpreter is not thread-safe; thread_copy gives each thread its own
             for detail, info in zip(self._in, self._inputs, strict=True):

@@ -190,14 +190,6 @@ class OnnxRuntime(Runtime):
     def precision_unsupported(precision: str, device: str = "cpu") -> str | None:
         return None  # FP32, FP16 (through casts on CPUs without FP16 kernels) and INT8 run everywhere
 
-    @property
-    def inputs(self) -> list[TensorInfo]:
-        return self._inputs
-
-    @property
-    def outputs(self) -> list[TensorInfo]:
-        return self._outputs
-
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         return list(self.session.run(self._output_names, feeds))
 
@@ -266,3 +258,25 @@ def trace_runs(events: list[dict[str, Any]]) -> list[list[tuple[str, str, float,
             (node, str(args.get("op_name", "?")), float(e.get("dur", 0.0)), str(args.get("provider", "")))
         )
     return out
+
+
+def session_with_outputs(model: Any, names: Sequence[str]) -> Any:
+    """An ONNX Runtime session of ``model`` (an ``onnx.ModelProto``) that also returns the tensors ``names``.
+
+    Graph optimizations are off so every intermediate tensor still exists (layer-by-layer comparisons:
+    ``doctor``'s conversion review, INT8 sensitivity). For inspection only: it pins nothing.
+    """
+    import onnx
+    import onnxruntime as ort
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    have = {o.name for o in m.graph.output}
+    for name in names:
+        if name not in have:
+            m.graph.output.append(onnx.ValueInfoProto(name=name))
+            have.add(name)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep every tensor
+    so.log_severity_level = 3
+    return ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])

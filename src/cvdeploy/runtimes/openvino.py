@@ -180,14 +180,6 @@ class OpenVinoRuntime(Runtime):
         )
         return Execution(precision, evidence, dict(self.config), self._threads, None)
 
-    @property
-    def inputs(self) -> list[TensorInfo]:
-        return self._inputs
-
-    @property
-    def outputs(self) -> list[TensorInfo]:
-        return self._outputs
-
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         result = self._request.infer(feeds)
         if self._profiling:

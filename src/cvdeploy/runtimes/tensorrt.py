@@ -148,14 +148,6 @@ class TensorRtRuntime(Runtime):
     def precision_unsupported(precision: str, device: str = "cpu") -> str | None:
         return gpu_missing()
 
-    @property
-    def inputs(self) -> list[TensorInfo]:
-        return self._inputs
-
-    @property
-    def outputs(self) -> list[TensorInfo]:
-        return self._outputs
-
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         torch = self._torch
         with self._lock:

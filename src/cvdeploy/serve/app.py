@@ -7,6 +7,8 @@
         protocols.repository_api         the v2 repository extension: index, load, unload, rollback
         protocols.image                  /v1/models/{name}/detect | segment | pose | obb | classify | predict
         protocols.cloud                  SageMaker /ping, /invocations; Vertex AI routes
+        protocols.monitor                /v1/models/{name}/monitor (with a Monitor: drift, latency, errors)
+        console                          /ui, the web console
         GET /metrics                     Prometheus
 
 Bundles are loaded (and verified) synchronously when the app is created, so a bad bundle fails
@@ -24,6 +26,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -35,13 +38,18 @@ from cvdeploy import __version__
 from cvdeploy.errors import ConfigError, CvdeployError
 from cvdeploy.serve.batching import BatcherClosed, ClientGone
 from cvdeploy.serve.config import Platform, ServeConfig, resolve_platform
+from cvdeploy.serve.console import routes as console
 from cvdeploy.serve.errors import ServeError
 from cvdeploy.serve.metrics import MetricsEventSink, ServeMetrics
 from cvdeploy.serve.middleware import RequestContext
 from cvdeploy.serve.protocols import cloud, image, repository_api, v2
+from cvdeploy.serve.protocols import monitor as monitor_api
 from cvdeploy.serve.protocols.http import call_of, json_response
 from cvdeploy.serve.security import FanoutEventSink, Security, build_security
 from cvdeploy.serve.service import InferenceService
+
+if TYPE_CHECKING:
+    from cvdeploy.monitor.monitor import Monitor
 
 log = logging.getLogger("cvdeploy.serve")
 
@@ -53,12 +61,14 @@ def create_app(
     platform: Platform | None = None,
     security: Security | None = None,
     artifact: str | None = None,
+    monitor: Monitor | None = None,
 ) -> FastAPI:
     """Load ``bundles`` (plus any ``models.NAME.path`` of the config) and build the app serving them.
 
     ``artifact`` overrides every model's artifact; ``security`` plugs authentication, authorization
     and the event sink in (default: anonymous, allow all but anonymous state changes, JSON log
-    lines); the ``security:`` section of the config sets the policy around them.
+    lines); the ``security:`` section of the config sets the policy around them. ``monitor``
+    (:meth:`cvdeploy.monitor.Monitor.open`) watches every inference; it starts and stops with the app.
     """
     cfg = config or ServeConfig()
     if artifact:
@@ -87,14 +97,22 @@ def create_app(
     if cfg.server.default_model and cfg.server.default_model not in served:
         raise ConfigError(f"server.default_model {cfg.server.default_model!r} is not among the served models")
 
+    if monitor is not None:
+        monitor.attach(service.repository, metrics.registry)
+        service.observer = monitor
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await service.start()
+        if monitor is not None:
+            monitor.start()
         log.info("serving %s", ", ".join(f"{n} v{e.serving}" for n, e in served.items()))
         try:
             yield
         finally:
             await service.stop()
+            if monitor is not None:
+                monitor.stop()
 
     docs = cfg.server.docs
     app = FastAPI(
@@ -107,9 +125,12 @@ def create_app(
         redirect_slashes=False,
     )
     app.state.service = service
+    app.state.monitor = monitor
     _install_error_handlers(app)
     for protocol in (v2, repository_api, image, cloud):
         app.include_router(protocol.router(service))
+    app.include_router(monitor_api.router(service, monitor))
+    app.include_router(console.router(service, monitor))
     if plat.kind == "vertex" and plat.predict_route and plat.health_route:
         cloud.mount_vertex(app, service, plat.predict_route, plat.health_route)
 

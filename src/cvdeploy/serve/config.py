@@ -10,6 +10,8 @@
     defaults:    {artifact, batching, max_batch_size, max_queue_delay_ms, queue_size, instances,
                   timeout_s, threads, spinning, device}
     models:      {NAME: {path, ...any key of defaults}}
+    monitor:     {sample, retention, redact, window, refresh_s, alpha, min_effect, min_requests,
+                  thumbnail_px}  (cvdeploy.monitor.settings)
 
 Every key is checked: an unknown one is refused with a message naming it and the keys allowed
 there. A model's settings are ``defaults`` overlaid with what ``models.NAME`` sets, overlaid with
@@ -30,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from cvdeploy.errors import ConfigError
 from cvdeploy.images import IMAGE_MEDIA_TYPES
+from cvdeploy.monitor.settings import MonitorConfig
 
 PLATFORMS = ("auto", "local", "sagemaker", "vertex")
 DEFAULT_PORT = 8000
@@ -143,6 +146,7 @@ class ServeConfig(_Strict):
     repository: RepositoryConfig = Field(default_factory=RepositoryConfig)
     defaults: ModelConfig = Field(default_factory=ModelConfig)
     models: dict[str, ModelConfig] = Field(default_factory=dict)
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig)
 
     def model(self, name: str) -> ModelConfig:
         """``defaults`` overlaid with the keys ``models.NAME`` sets."""
@@ -188,7 +192,8 @@ def parse_config(raw: Any, source: str = "config") -> ServeConfig:
     """Validate an already-parsed mapping."""
     if not isinstance(raw, Mapping):
         raise ConfigError(
-            f"{source}: must be a mapping of sections (server, limits, security, repository, defaults, models)"
+            f"{source}: must be a mapping of sections (server, limits, security, repository, defaults, models, "
+            "monitor)"
         )
     try:
         return ServeConfig.model_validate(raw)

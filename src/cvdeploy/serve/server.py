@@ -198,8 +198,10 @@ def serve(
     security: Security | None = None,
     on_ready: Any = None,
     tls: TLSFiles | None = None,
+    monitor: Any = None,
 ) -> None:
-    """Load the bundles and serve them in the foreground until interrupted (over TLS with ``tls``)."""
+    """Load the bundles and serve them in the foreground until interrupted (over TLS with ``tls``;
+    ``monitor``: a :class:`cvdeploy.monitor.Monitor` watching every inference)."""
     from cvdeploy.serve.app import create_app
     from cvdeploy.serve.process import freeze_startup_objects, keep_large_buffers
 
@@ -207,7 +209,7 @@ def serve(
     plat = platform or resolve_platform(None, cfg.server)
     context = tls.context() if tls is not None else None  # a bad certificate fails before any model loads
     keep_large_buffers()  # this process is the server's own
-    app = create_app(bundles, cfg, platform=plat, security=security)
+    app = create_app(bundles, cfg, platform=plat, security=security, monitor=monitor)
     sock = bind_socket(plat.host, plat.port)
     server = _uvicorn_server(app, cfg, context)
     freeze_startup_objects()  # the models are loaded: what lives now lives as long as the server
@@ -260,6 +262,7 @@ def run_in_background(
     security: Security | None = None,
     startup_timeout: float = 60.0,
     tls: TLSFiles | None = None,
+    monitor: Any = None,
 ) -> ServerHandle:
     """Serve ``bundles`` from a daemon thread; returns once the server accepts requests.
 
@@ -271,7 +274,7 @@ def run_in_background(
     cfg = config or ServeConfig()
     plat = Platform("local", host, port)
     context = tls.context() if tls is not None else None
-    app = create_app(bundles, cfg, platform=plat, security=security)
+    app = create_app(bundles, cfg, platform=plat, security=security, monitor=monitor)
     sock = bind_socket(host, port)
     server = _uvicorn_server(app, cfg, context)
     server.config.install_signal_handlers = False  # older uvicorn; newer ones skip them off the main thread

@@ -13,7 +13,8 @@
 Validation, authorization, limits and metrics happen here, once, whatever the transport; an
 authentication backend only has to turn a connection into a :class:`Principal`. A principal
 limited to some models (``Principal.models``) sees only those in indexes and listings, and a model
-outside its scope is answered exactly like a missing one. Nothing here knows HTTP.
+outside its scope is answered exactly like a missing one. Monitoring hooks in as an :class:`Observer`
+that sees every answered or failed inference once. Nothing here knows HTTP.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -35,7 +36,7 @@ from cvdeploy.errors import CvdeployError, ImageError, ImageTooLarge
 from cvdeploy.images import ImageInfo, decode_image_strict
 from cvdeploy.ops.letterbox import Geometry
 from cvdeploy.results import Classification, Detections, RawOutput, Result
-from cvdeploy.serve.batching import ClientGone
+from cvdeploy.serve.batching import BatcherClosed, ClientGone
 from cvdeploy.serve.config import Platform, ServeConfig
 from cvdeploy.serve.errors import BadRequest, PayloadTooLarge, ServeError
 from cvdeploy.serve.limits import check_image
@@ -63,6 +64,27 @@ class Call:
     request_id: str | None = None
     gone: asyncio.Future[Any] | None = None
     authorized: set[tuple[str, str]] = field(default_factory=set, compare=False)
+
+
+class Observer(Protocol):
+    """Sees every inference once, after it is answered or has failed (monitoring plugs in here).
+
+    Called on the event loop: must return at once (queue, do not compute) and should not raise —
+    the service logs and ignores an observer's exception, the request is never failed by it.
+    ``image``: the decoded BGR image ``(h, w, 3)``, the model input ``(1, ...)``, the raw outputs and
+    the decoded result; ``timings``: stage → seconds; ``overridden``: the request changed thresholds.
+    """
+
+    def image(self, mv: ModelVersion, image: np.ndarray, tensor: np.ndarray, outputs: Sequence[np.ndarray],
+              result: Result, timings: Mapping[str, float], overridden: bool = False,
+              request_id: str | None = None) -> None: ...  # fmt: skip
+
+    def tensors(self, mv: ModelVersion, feeds: Mapping[str, np.ndarray], outputs: Sequence[np.ndarray],
+                timings: Mapping[str, float], request_id: str | None = None) -> None: ...  # fmt: skip
+
+    def failure(
+        self, model: str, version: int | None, status: int, request_id: str | None = None
+    ) -> None: ...
 
 
 @dataclass
@@ -96,6 +118,7 @@ class InferenceService:
         self.metrics = metrics
         self.repository = ModelRepository(config, security, metrics)
         self.workers: ThreadPoolExecutor | None = None
+        self.observer: Observer | None = None  # monitoring (cvdeploy.monitor.Monitor), when on
 
     # ---- life cycle ---------------------------------------------------------------------------
     def add(self, spec: str | Path) -> ModelVersion:
@@ -201,6 +224,7 @@ class InferenceService:
         self.authorize(call, "infer", f"model:{name}")
         with (
             self._summary(call, name, {"tensors": len(req.inputs)}) as counts,
+            self._watch(call, name, version),
             self.repository.use(name, version) as mv,
         ):
             counts["version"] = mv.version
@@ -220,6 +244,7 @@ class InferenceService:
             result = TensorResult(mv.name, mv.version, outputs, count_non_finite(outputs))
             counts["rows"] = int(next(iter(feeds.values())).shape[0]) if mv.batchable and feeds else 1
         self._count_non_finite(mv, sum(result.non_finite.values()))
+        self._observe("tensors", mv, feeds, batch.outputs, _batch_timings(batch), call.request_id)
         return result
 
     async def predict_image(
@@ -229,7 +254,11 @@ class InferenceService:
         """An encoded image through the one pipeline: structure and size check, strict decode and
         preprocess (worker thread), batched inference, decode; ``task`` must match the model's."""
         self.authorize(call, "infer", f"model:{name}")
-        with self._summary(call, name, {"images": 1}) as counts, self.repository.use(name, version) as mv:
+        with (
+            self._summary(call, name, {"images": 1}) as counts,
+            self._watch(call, name, version),
+            self.repository.use(name, version) as mv,
+        ):
             counts["version"] = mv.version
             if task is not None and mv.contract.task != task:
                 use = "predict" if mv.contract.task not in ROUTED_TASKS else mv.contract.task
@@ -250,7 +279,11 @@ class InferenceService:
         name = name or self.default_model()
         self.authorize(call, "infer", f"model:{name}")
         n, limit = len(instances), self.config.limits.max_instances
-        with self._summary(call, name, {"instances": n}) as counts, self.repository.use(name) as mv:
+        with (
+            self._summary(call, name, {"instances": n}) as counts,
+            self._watch(call, name, None),
+            self.repository.use(name) as mv,
+        ):
             counts["version"] = mv.version
             cap = min(limit, mv.batcher.queue_size)
             if n > cap:
@@ -280,6 +313,7 @@ class InferenceService:
                         for t, o in zip(mv.outputs, res.outputs, strict=False)
                     ]
                     self._count_non_finite(mv, sum(count_non_finite(outs).values()))
+                    self._observe("tensors", mv, fd, res.outputs, _batch_timings(res), call.request_id)
                     return dict(outs)
 
                 answers = await asyncio.gather(
@@ -319,7 +353,7 @@ class InferenceService:
             )
         clock = time.perf_counter
         t0 = clock()
-        tensor, geoms = await self.run_cpu(_preprocess, mv, data, info, limits.max_image_pixels)
+        tensor, geoms, img = await self.run_cpu(_preprocess, mv, data, info, limits.max_image_pixels)
         t1 = clock()
         batch = await mv.batcher.infer({mv.pipeline.input_name: tensor}, gone=gone, reserved=reserved)
         t2 = clock()
@@ -335,6 +369,9 @@ class InferenceService:
         }
         bad = _result_non_finite(result)
         self._count_non_finite(mv, bad)
+        self._observe(
+            "image", mv, img, tensor, batch.outputs, result, timings, bool(overrides), call.request_id
+        )
         return ImagePrediction(mv, result, info, timings, bad)
 
     def _instance_tensors(self, mv: ModelVersion, i: int, inst: Any) -> dict[str, np.ndarray]:
@@ -377,6 +414,31 @@ class InferenceService:
             feeds[t.name] = arr[None] if mv.batchable else arr
         return feeds
 
+    def _observe(self, kind: str, *args: Any) -> None:
+        """Hand an answered request to the observer; an observer's bug never fails a request."""
+        if self.observer is None:
+            return
+        try:
+            getattr(self.observer, kind)(*args)
+        except Exception:
+            log.exception("the monitoring observer failed on a %s request", kind)
+
+    @contextlib.contextmanager
+    def _watch(self, call: Call, name: str, version: str | int | None) -> Iterator[None]:
+        """Report a failed inference (with the status it is answered with) to the observer."""
+        try:
+            yield
+        except Exception as exc:
+            if self.observer is not None:
+                entry = self.repository.models.get(name)
+                v = int(version) if isinstance(version, int) or (isinstance(version, str) and version.isdigit()) else (
+                    entry.serving if entry is not None else None)  # fmt: skip
+                try:
+                    self.observer.failure(name, v, _status(exc), call.request_id)
+                except Exception:
+                    log.exception("the monitoring observer failed on a failed request")
+            raise
+
     def _count_non_finite(self, mv: ModelVersion, n: int) -> None:
         if n:
             self.metrics.non_finite.labels(mv.name).inc()
@@ -385,14 +447,33 @@ class InferenceService:
 
 def _preprocess(
     mv: ModelVersion, data: bytes, info: ImageInfo, max_pixels: int
-) -> tuple[np.ndarray, list[Geometry]]:
+) -> tuple[np.ndarray, list[Geometry], np.ndarray]:
+    """→ the model input, the geometry of each image, and the decoded image ``(h, w, 3)`` BGR."""
     try:
         img = decode_image_strict(data, "image", info, max_pixels)
     except ImageTooLarge as exc:
         raise PayloadTooLarge(str(exc)) from None
     except ImageError as exc:
         raise BadRequest(str(exc)) from None
-    return mv.pipeline.preprocess([img])
+    tensor, geoms = mv.pipeline.preprocess([img])
+    return tensor, geoms, img
+
+
+def _batch_timings(batch: Any) -> dict[str, float]:
+    return {"queue": batch.queue_s, "inference": batch.inference_s}
+
+
+def _status(exc: BaseException) -> int:
+    """The status a failed inference is answered with (as the app's error handlers answer it)."""
+    if isinstance(exc, ServeError):
+        return exc.status
+    if isinstance(exc, CvdeployError):
+        return 400
+    if isinstance(exc, ClientGone):
+        return 499
+    if isinstance(exc, BatcherClosed):
+        return 503
+    return 500
 
 
 def _decode(mv: ModelVersion, outputs: list[np.ndarray], geoms: list[Geometry],
