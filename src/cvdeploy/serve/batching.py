@@ -239,7 +239,7 @@ class DynamicBatcher:
         """
         if self._closing:
             raise BatcherClosed(self.name)
-        if not self._workers or self._loop is None:
+        if self._loop is None:
             raise NotReady(f"model {self.name} is not started")
         first = next(iter(feeds.values()))
         rows = int(first.shape[0]) if self.batchable and first.ndim else 1

@@ -11,8 +11,8 @@ replica starts, so exactly one batcher decides what runs together::
                      (batch_size_fn), batch_wait_timeout_s = max_queue_delay_ms,
                      max_concurrent_batches = instances
                             ▼
-                     a free instance ─ worker thread ─ runtime.run(batch)  (inherited: stats, metrics,
-                                                                            outputs split back per request)
+                     a free instance ─ asyncio.to_thread ─ runtime.run(batch)  (inherited ``_run``: stats,
+                                                          metrics, outputs split back per request)
 
 What differs from the single-process batcher, and why it is said here: Ray's queue forms the next
 batch as soon as the previous one has been handed on, not when an instance becomes free, and it
@@ -31,6 +31,7 @@ from typing import Any
 
 from cvdeploy._deps import require
 from cvdeploy.serve.batching import DynamicBatcher, _Item
+from cvdeploy.serve.errors import NotReady
 
 __all__ = ["ServeBatcher"]
 
@@ -55,7 +56,43 @@ class ServeBatcher(DynamicBatcher):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._queues: dict[tuple[Any, ...], Callable[[_Item], Coroutine[Any, Any, None]]] = {}
-        self._handed: set[int] = set()  # id() of pending items already given to a @serve.batch queue
+        self._free: asyncio.Queue[int] | None = None  # instances not running a batch
+        self._handing: set[asyncio.Task[None]] = set()  # requests waiting in a @serve.batch queue
+
+    # ---- life cycle: no worker threads of its own; Ray's batch calls run on a free instance ----
+    async def start(self) -> None:
+        if self._loop is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        self._free = asyncio.Queue()
+        for i in range(len(self.runners)):
+            self._free.put_nowait(i)
+
+    @property
+    def started(self) -> bool:
+        return self._loop is not None and not self._closing
+
+    async def stop(self, drain: bool = True) -> None:
+        self._closing = True
+        if not drain:
+            with self._cond:
+                dropped = list(self._pending)
+                self._pending.clear()
+            for it in dropped:
+                if not it.future.done():
+                    it.future.set_exception(NotReady(f"model {self.name} was unloaded"))
+        if self._handing:
+            await asyncio.gather(*self._handing, return_exceptions=True)
+        await asyncio.sleep(0)  # results handed over last are set now
+
+    # ---- requests: queued as usual (bound, reserve, depth), then handed to Ray's queue --------
+    def submit(self, feeds: Any, timeout_s: float | None = None, reserved: bool = False) -> _Item:
+        item = super().submit(feeds, timeout_s, reserved)
+        assert self._loop is not None
+        task = self._loop.create_task(self._hand_over(item))
+        self._handing.add(task)
+        task.add_done_callback(self._handing.discard)
+        return item
 
     def _queue_for(self, key: tuple[Any, ...]) -> Callable[[_Item], Coroutine[Any, Any, None]]:
         """The ``@serve.batch`` entry point for requests of one input shape (created on first use)."""
@@ -71,26 +108,6 @@ class ServeBatcher(DynamicBatcher):
             self._queues[key] = fn
         return fn
 
-    async def _collect_loop(self) -> None:
-        """Hand every newly queued request to its shape's ``@serve.batch`` queue; the items stay in
-        ``_pending`` (so the inherited queue bound, ``reserve`` and ``depth`` count them) until their
-        batch starts."""
-        assert self._wake is not None and self._loop is not None
-        while True:
-            for it in list(self._pending):
-                if id(it) not in self._handed:
-                    self._handed.add(id(it))
-                    task = self._loop.create_task(self._hand_over(it))
-                    self._running.add(task)
-                    task.add_done_callback(self._running.discard)
-            if self._closing and not self._running:
-                return
-            self._wake.clear()
-            if self._closing:  # draining: wake again when a batch finishes
-                await asyncio.wait(set(self._running), return_when=asyncio.FIRST_COMPLETED)
-            else:
-                await self._wake.wait()
-
     async def _hand_over(self, item: _Item) -> None:
         try:
             await self._queue_for(item.key)(item)
@@ -98,27 +115,31 @@ class ServeBatcher(DynamicBatcher):
             if not item.future.done():
                 item.future.set_exception(exc)
         finally:
-            self._handed.discard(id(item))
-            if not item.future.done():  # never left waiting, whatever happened above
-                item.future.set_exception(RuntimeError(f"model {self.name}: the batch was dropped"))
             self._forget([item])
-            if self._wake is not None:
-                self._wake.set()
+            if not item.future.done():  # never left waiting, whatever happened above
+                await asyncio.sleep(0)  # a result handed over by the worker thread is set first
+            if not item.future.done():
+                item.future.set_exception(RuntimeError(f"model {self.name}: the batch was dropped"))
 
     async def _run_batch(self, items: list[_Item]) -> list[None]:
-        """Called by ``@serve.batch`` with one batch: run the live requests on a free instance. Each
-        request's result reaches it through its future (set by the inherited ``_execute``)."""
+        """Called by ``@serve.batch`` with one batch: run the live requests on a free instance (in a
+        worker thread). Each request's result reaches it through its future (set by the inherited
+        ``_run``, on the event loop)."""
         assert self._free is not None
         self._forget(items)
         now = time.perf_counter()
-        live = [it for it in items if self._alive(it, now)]  # timed out or caller gone: never run
+        live = [it for it in items if self._alive(it, now, on_loop=True)]  # timed out or gone: never run
         if live:
             idx = await self._free.get()
-            await self._execute(idx, live)  # gives the instance back when done
+            try:
+                await asyncio.to_thread(self._run, idx, live)
+            finally:
+                self._free.put_nowait(idx)
         return [None] * len(items)
 
     def _forget(self, items: list[_Item]) -> None:
         gone = {id(it) for it in items}
-        if any(id(it) in gone for it in self._pending):
-            self._pending = collections.deque(it for it in self._pending if id(it) not in gone)
-            self._gauge()
+        with self._cond:
+            if any(id(it) in gone for it in self._pending):
+                self._pending = collections.deque(it for it in self._pending if id(it) not in gone)
+        self._gauge()
