@@ -10,6 +10,9 @@ typed by hand.
     python benchmarks/run_all.py                 # everything (about an hour on 2 cores: pruning trains)
     python benchmarks/run_all.py --only precision,cold_start
     python benchmarks/run_all.py --table-only    # just regenerate the README table from the JSON files
+    python benchmarks/run_all.py --record prune=prune.log --command "python benchmarks/optimize.py ..."
+        # a benchmark run by hand (say, the hour of pruning, started apart): its output's RESULT line is
+        # recorded like a run of its own, with the command given and the log's date
 """
 
 from __future__ import annotations
@@ -89,9 +92,33 @@ def parse_result(text: str) -> dict[str, object]:
     return out
 
 
-def run(bench: Bench) -> dict[str, object]:
+def machine() -> dict[str, object]:
     from cvdeploy import env
 
+    cpu = env.cpu_info()
+    return {"cpu": cpu["model"], "cpu_flags": cpu["flags"], "capabilities": env.capabilities_line(),
+            "cores": env.available_cpus()}  # fmt: skip
+
+
+def save(record: dict[str, object]) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{record['name']}.result.json").write_text(json.dumps(record, indent=2))
+
+
+def record_log(bench: Bench, log: Path, command: str) -> dict[str, object]:
+    """Record a run made apart from this runner, from its saved output (this machine's CPU)."""
+    text = log.read_text(encoding="utf-8", errors="replace")
+    result = parse_result(text)
+    if not result:
+        sys.exit(f"error: {log} has no RESULT line; was the run finished?")
+    when = dt.datetime.fromtimestamp(log.stat().st_mtime, dt.timezone.utc).isoformat(timespec="seconds")
+    record: dict[str, object] = {"name": bench.name, "command": command or f"(recorded from {log.name})",
+                                 "recorded_from": str(log), "result": result, "date": when, **machine()}  # fmt: skip
+    save(record)
+    return record
+
+
+def run(bench: Bench) -> dict[str, object]:
     script = HERE / bench.args[0]
     cmd = [sys.executable, str(script), *bench.args[1:]]
     print(f"\n=== {bench.name}: {' '.join(bench.args)}", flush=True)
@@ -106,11 +133,8 @@ def run(bench: Bench) -> dict[str, object]:
                   "result": parse_result(proc.stdout)}  # fmt: skip
         if proc.returncode != 0:
             record["error"] = proc.stderr.strip().splitlines()[-1:] or ["(no output)"]
-    cpu = env.cpu_info()
-    record.update({"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "cpu": cpu["model"],
-                   "cpu_flags": cpu["flags"], "capabilities": env.capabilities_line(), "cores": env.available_cpus()})  # fmt: skip
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{bench.name}.result.json").write_text(json.dumps(record, indent=2))
+    record.update({"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), **machine()})
+    save(record)
     return record
 
 
@@ -158,7 +182,21 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", default="", help="comma list of benchmark names")
     ap.add_argument("--table-only", action="store_true")
+    ap.add_argument(
+        "--record", default="", metavar="NAME=LOG", help="record a run made apart from its output"
+    )
+    ap.add_argument("--command", default="", help="with --record: the command that made the output")
     args = ap.parse_args()
+    if args.record:
+        name, _, log = args.record.partition("=")
+        bench = next((b for b in BENCHES if b.name == name), None)
+        if bench is None or not Path(log).is_file():
+            sys.exit(
+                f"error: --record wants NAME=LOG with a known NAME and an existing LOG, not {args.record!r}"
+            )
+        record_log(bench, Path(log), args.command)
+        write_readme()
+        return
     only = {s.strip() for s in args.only.split(",") if s.strip()}
     unknown = only - {b.name for b in BENCHES}
     if unknown:
