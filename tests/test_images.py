@@ -116,3 +116,21 @@ def test_small_images_and_other_formats_decode_in_full() -> None:
     for data, shape in ((small, (700, 900)), (png, (2000, 2000))):
         img, orig = pre.decode(data)
         assert img.shape[:2] == shape and orig is None
+
+
+@pytest.mark.parametrize(
+    ("size", "need", "expected"),
+    [
+        ((1080, 1920), (360, 640), (540, 960)),  # 3/8 would fit too; 1/2 is the SIMD scale
+        ((1079, 1917), (360, 640), (540, 959)),  # odd sizes round up like libjpeg
+        ((1080, 1920), (541, 960), (1080, 1920)),  # half too small: full size
+        ((1080, 1920), (10, 10), (135, 240)),  # never below 1/8
+    ],
+)
+def test_reduced_decoding_uses_power_of_two_scales(
+    size: tuple[int, int], need: tuple[int, int], expected: tuple[int, int]
+) -> None:
+    img = np.random.default_rng(0).integers(0, 255, (*size, 3), dtype=np.uint8)
+    data = cv2.imencode(".jpg", img)[1].tobytes()
+    out = images.decode_jpeg_reduced(data, *need)
+    assert out is not None and out.shape[:2] == expected
