@@ -128,3 +128,16 @@ def test_terminal_rendering(doc: Document) -> None:
     t = rich_table(doc.tables()[0])
     assert [c.header for c in t.columns] == ["name", "ms"]
     assert t.row_count == 2
+
+
+def test_a_critical_callout_is_called_critical_everywhere() -> None:
+    from rich.console import Console
+
+    d = Document("Doctor")
+    d.section("Verdict").add(Callout("1 critical finding(s)", "critical"))
+    assert "> **Critical:** 1 critical finding(s)" in render_markdown(d)
+    assert '<div class="callout critical">1 critical finding(s)</div>' in render_html(d)
+    console = Console(record=True, width=120)
+    print_document(d, console)
+    out = console.export_text()
+    assert "critical: 1 critical finding(s)" in out and "warning:" not in out

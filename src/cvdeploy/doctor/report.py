@@ -54,7 +54,7 @@ class DoctorReport:
         if self.critical:
             top = self.critical[0] if self.top is None or self.top.severity != "critical" else self.top
             head.add(Callout(f"{len(self.critical)} critical finding(s). Most likely cause: {top.title} "
-                             f"({top.id}). Fix: {top.fix}", "warning"))  # fmt: skip
+                             f"({top.id}). Fix: {top.fix}", "critical"))  # fmt: skip
         elif self.findings:
             head.add(Callout(f"nothing critical; {len(self.findings)} finding(s) worth a look", "info"))
         else:

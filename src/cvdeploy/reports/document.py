@@ -23,10 +23,10 @@ class Paragraph:
 
 @dataclass
 class Callout:
-    """A line that must not be missed: a warning, or an informational note."""
+    """A line that must not be missed: something critical, a warning, or an informational note."""
 
     text: str
-    level: Literal["warning", "info", "success"] = "warning"
+    level: Literal["critical", "warning", "info", "success"] = "warning"
 
 
 @dataclass

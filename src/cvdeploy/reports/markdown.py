@@ -8,7 +8,7 @@ from typing import Any
 from cvdeploy.reports.document import Callout, Document, Figure, KeyValues, Paragraph, Table
 from cvdeploy.reports.jsonio import write_text
 
-_CALLOUT = {"warning": "**Warning:**", "info": "**Note:**", "success": "**OK:**"}
+_CALLOUT = {"critical": "**Critical:**", "warning": "**Warning:**", "info": "**Note:**", "success": "**OK:**"}
 
 
 def _cell(text: str) -> str:

@@ -6,7 +6,7 @@ from typing import Any
 
 from cvdeploy.reports.document import Callout, Document, Figure, KeyValues, Paragraph, Table
 
-_STYLE = {"warning": "bold yellow", "info": "cyan", "success": "green"}
+_STYLE = {"critical": "bold red", "warning": "bold yellow", "info": "cyan", "success": "green"}
 
 
 def rich_table(table: Table) -> Any:
