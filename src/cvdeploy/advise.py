@@ -2,7 +2,7 @@
 
 Inputs, all measured before: each artifact's parity, recorded accuracy (``cvdeploy val --write``) and
 variants row (``metrics["variant"]``: p50 and model p50 from ``cvdeploy optimize``), bench reports
-(``cvdeploy bench -o report.json``: latency, throughput per image size, batch, threads, concurrency)
+(``cvdeploy bench --report DIR`` writes ``DIR/bench.json``: latency, throughput per image size, batch, threads, concurrency)
 and the reference profile (the sizes of the images the model sees). Constraints: a latency budget, a
 request rate, where it must run, offline, private data.
 
@@ -81,7 +81,7 @@ class Measured:
 
 
 def load_bench(paths: list[Path]) -> list[dict[str, Any]]:
-    """Bench reports written by ``cvdeploy bench -o``; anything else is a one-line error."""
+    """Bench reports (the ``bench.json`` that ``cvdeploy bench --report DIR`` writes); anything else is a one-line error."""
     from cvdeploy.bench.compare import load_report
 
     return [{**load_report(p), "_file": Path(p).name} for p in paths]
@@ -134,6 +134,12 @@ def advise(
     decisions: list[Decision] = []
     art_d, chosen, best = _artifact(bundle, cons, meas, where_ref)
     where_d = _where(cons, best)
+    edge_runtimes = {a.runtime for a in bundle.manifest.artifacts} & {"openvino", "litert"}
+    if where_d.choice == "edge" and not edge_runtimes:
+        art_d.missing.append(
+            f"an edge format: cvdeploy export SOURCE -o {bundle.name}-edge.cvd --format onnx,openvino (or "
+            "tflite from a PyTorch source) — an edge package then needs no PyTorch and a smaller runtime"
+        )
     decisions += [where_d, art_d]
     decisions.append(_model_size(bundle, cons, best, where_ref))
     decisions.append(_input_size(bundle, cons, meas, chosen, where_ref))
@@ -179,8 +185,8 @@ def _artifact(
             continue
         mm = at_size.get(art.name)
         if mm is None:
-            missing.append(f"latency of {art.name}: cvdeploy bench {ref} --artifact {art.name} -o bench.json "
-                           "(then advise --bench bench.json), or cvdeploy optimize (it measures every variant)")  # fmt: skip
+            missing.append(f"latency of {art.name}: cvdeploy bench {ref} --artifact {art.name} --report bench "
+                           "(then advise --bench bench/bench.json), or cvdeploy optimize (it measures every variant)")  # fmt: skip
             continue
         ok.append((mm, art))
     if not ok:
@@ -252,7 +258,7 @@ def _model_size(bundle: Bundle, cons: Constraints, best: Measured | None, ref: s
     )
     if best is None:
         return Decision(
-            "model size", size, "no latency measured", missing=[f"cvdeploy bench {ref} -o bench.json"]
+            "model size", size, "no latency measured", missing=[f"cvdeploy bench {ref} --report bench"]
         )
     if cons.latency_ms is None:
         return Decision(
@@ -278,7 +284,7 @@ def _input_size(
     sizes = sorted({m.imgsz for m in meas if m.artifact == chosen and m.batch == 1})
     if len(sizes) <= 1:
         return Decision("input size", size, "the contract's size, where accuracy was measured; no other size benchmarked",
-                        missing=[f"cvdeploy bench {ref} --artifact {chosen or 'ARTIFACT'} --imgsz 320,480,{c.height} -o bench.json"])  # fmt: skip
+                        missing=[f"cvdeploy bench {ref} --artifact {chosen or 'ARTIFACT'} --imgsz 320,480,{c.height} --report bench"])  # fmt: skip
     by = {
         s: min(m.p50_ms for m in meas if m.artifact == chosen and m.imgsz == s and m.batch == 1)
         for s in sizes
@@ -319,12 +325,18 @@ def _batch(
                 ev += f", {top.throughput_ips:.1f} images/s with {top.concurrency} in flight (used for replicas)"
             ev += f" [{top.source}]"
         return Decision("batch", "1", ev,
-                        missing=[f"cvdeploy bench {ref} --artifact {chosen or 'ARTIFACT'} --batch 1,4,8 -o bench.json"]), cap  # fmt: skip
+                        missing=[f"cvdeploy bench {ref} --artifact {chosen or 'ARTIFACT'} --batch 1,4,8 --report bench"]), cap  # fmt: skip
     best = {b: max((m for m in rows if m.batch == b), key=lambda m: m.throughput_ips or 0) for b in batches}
     ok = [
         b for b in batches if cons.latency_ms is None or (best[b].p95_ms or best[b].p50_ms) <= cons.latency_ms
     ]
-    pick = max(ok or [1], key=lambda b: best[b].throughput_ips or 0)
+    # a larger batch only where it measurably pays: the server's own threshold (serve.autobatch), so a
+    # few per cent of noise between two bench rows never buys a tripled time per call
+    from cvdeploy.serve.autobatch import MIN_GAIN
+
+    base = best[1].throughput_ips if 1 in best and best[1].throughput_ips else None
+    worth = [b for b in ok if b == 1 or base is None or (best[b].throughput_ips or 0) >= MIN_GAIN * base]
+    pick = max(worth or [1], key=lambda b: best[b].throughput_ips or 0)
     ruled = []
     for b in batches:
         if b == pick:
@@ -333,6 +345,8 @@ def _batch(
         why = f"{m.throughput_ips:.1f} images/s, p50 {m.p50_ms:.1f} ms per call"
         if b not in ok:
             why += f" (over the {cons.latency_ms:g} ms budget)"
+        elif b not in worth and base is not None:
+            why += f" ({(m.throughput_ips or 0) / base:.2f}x batch 1: under the {MIN_GAIN:g}x that batching needs)"
         ruled.append({"option": str(b), "why": why})
     m = best[pick]
     return Decision(
@@ -348,7 +362,7 @@ def _replicas(ref: str, cons: Constraints, per_replica: float | None, chosen: st
         return Decision("replicas", "1", "no request rate given (--rps)")
     if not per_replica:
         return Decision("replicas", None, "no throughput measured",
-                        missing=[f"cvdeploy bench {ref} --artifact {chosen or 'ARTIFACT'} --concurrency 1,4 -o bench.json"])  # fmt: skip
+                        missing=[f"cvdeploy bench {ref} --artifact {chosen or 'ARTIFACT'} --concurrency 1,4 --report bench"])  # fmt: skip
     n = max(1, math.ceil(cons.rps / (per_replica * HEADROOM)))
     return Decision("replicas", str(n),
                     f"{cons.rps:g} req/s ÷ ({per_replica:.1f} images/s measured per replica × {HEADROOM:.0%} headroom) "

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from cvdeploy import env
-from cvdeploy._deps import require
+from cvdeploy._deps import available, require
 from cvdeploy.bundle import (
     Artifact,
     Bundle,
@@ -31,7 +31,7 @@ from cvdeploy.bundle import (
     sha256_file,
 )
 from cvdeploy.contract import Contract
-from cvdeploy.errors import ConfigError, InputError, ModelError, ParityError
+from cvdeploy.errors import ConfigError, InputError, MissingDependency, ModelError, ParityError
 from cvdeploy.images import find_images, read_image, sample_images
 from cvdeploy.ops.letterbox import Geometry
 from cvdeploy.parity import Tolerance, check_parity, tolerance_for
@@ -95,6 +95,12 @@ def export(
         raise ConfigError(
             "TFLite export converts a PyTorch model (litert-torch); export from the .pt checkpoint, TorchScript "
             "or module instead of the ONNX file"
+        )
+    if "tflite" in opts.formats and not available("litert_torch"):  # before minutes of export and parity
+        raise MissingDependency(
+            "--format tflite needs the converter litert-torch, which is not installed; install it with: "
+            'pip install "cvdeploy[tflite-export]" (in an environment of its own: its pinned dependencies '
+            "conflict with other extras)"
         )
     if "tensorrt" in opts.formats:
         from cvdeploy.runtimes.tensorrt import gpu_missing

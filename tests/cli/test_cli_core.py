@@ -170,3 +170,15 @@ def test_export_command_writes_bundle(tmp_path: Path, capsys: pytest.CaptureFixt
 
     b = Bundle.load(out)
     assert b.name == "cli-model" and b.artifact().parity is not None
+
+
+def test_tflite_without_its_converter_is_refused_before_any_export(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import cvdeploy.export as export_mod
+
+    monkeypatch.setattr(export_mod, "available", lambda module: module != "litert_torch")
+    monkeypatch.setattr(export_mod, "_parity_images", lambda opts: pytest.fail("export began"))
+    assert run(["export", "zoo:n", "-o", str(tmp_path / "t.cvd"), "--format", "onnx,tflite"]) == 2
+    assert 'pip install "cvdeploy[tflite-export]"' in one_error_line(capsys)
+    assert not list(tmp_path.iterdir())

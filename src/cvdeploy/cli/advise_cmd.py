@@ -17,7 +17,7 @@ HELP = "\n\n".join(
         "  cvdeploy advise model.cvd --latency-ms 50 --rps 100 --bench bench.json",
         "  cvdeploy advise model.cvd --where edge --offline --json",
         "Data: the bundle's artifacts (parity, accuracy from 'cvdeploy val --write', the variants table that "
-        "'cvdeploy optimize' records), bench reports from 'cvdeploy bench -o FILE' (--bench, repeatable) and "
+        "'cvdeploy optimize' records), bench reports from 'cvdeploy bench --report DIR' (DIR/bench.json; --bench, repeatable) and "
         "the bundle's reference profile.",
     )
 )
@@ -36,7 +36,9 @@ def advise(
     max_drop: float = typer.Option(
         1.0, "--max-drop", min=0.0, help="mAP50-95 points an artifact may lose vs FP32."
     ),
-    bench: list[Path] = typer.Option(None, "--bench", help="Bench report(s) from 'cvdeploy bench -o'."),
+    bench: list[Path] = typer.Option(
+        None, "--bench", help="Bench report(s): the bench.json that 'cvdeploy bench --report DIR' writes."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the recommendation as JSON."),
 ) -> None:
     from cvdeploy.advise import Constraints
