@@ -248,6 +248,17 @@ def test_a_factory_that_needs_arguments_is_one_line(tmp_path: Path) -> None:
         export("python:factories:build_with_args", tmp_path / "x.cvd")
 
 
+def test_a_factory_that_needs_arguments_exits_2_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cvdeploy.cli.main import run
+
+    assert run(["export", "python:factories:build_with_args", "-o", str(tmp_path / "x.cvd")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "needs argument(s) num_classes" in err[0]
+    assert not (tmp_path / "x.cvd").exists()
+
+
 def test_factory_with_weights(tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")
     from factories import build_classifier
