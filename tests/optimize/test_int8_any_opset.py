@@ -104,3 +104,28 @@ def test_broken_int8_says_what_to_try_next(tiny_bundle_copy: Path, photos: list[
     quantize_qdq(zeros, int8, OrtQuantConfig(), TensorReader(tensors, model.graph.input[0].name))
     with pytest.raises(ParityError, match=r"broken: .*; next: try --calib-method"):
         optimized_parity(b, int8, "onnxruntime", photos[:2], precision="int8")
+
+
+@pytest.mark.slow
+@pytest.mark.ultralytics
+@pytest.mark.parametrize(
+    ("yaml", "field"), [("yolov8n-pose.yaml", "keypoints"), ("yolov8n-seg.yaml", "polygon")]
+)
+def test_pose_and_segment_models_quantize_like_detectors(
+    yaml: str, field: str, tmp_path: Path, calib_dir: Path
+) -> None:
+    """An Ultralytics pose / segmentation graph through the same INT8 path: it runs INT8 (read back), and
+    its results keep their keypoints / polygons."""
+    pytest.importorskip("ultralytics")
+    from cvdeploy.export import ExportOptions, export
+    from cvdeploy.optimize.int8 import Int8Options, quantize_int8
+    from cvdeploy.pipeline import Pipeline
+
+    out = tmp_path / "m.cvd"
+    export(yaml, out, ExportOptions(imgsz=(160, 160), parity_count=2))
+    art = quantize_int8(out, calib_dir, options=Int8Options(search=False))
+    assert art.name == "onnx-int8" and art.execution is not None and art.execution["precision"] == "int8"
+    pipe = Pipeline.from_bundle(Bundle.load(out), "onnx-int8")
+    pipe.contract.output.conf = 1e-4  # untrained: keep its faint detections to look at their fields
+    rows = pipe.predict([next(calib_dir.glob("*.jpg"))])[0].to_list()
+    assert rows and all(field in d for d in rows)
