@@ -46,7 +46,9 @@ import numpy as np
 
 os.environ.setdefault("OPENVINO_TELEMETRY_DISABLE", "1")
 sys.path.insert(0, str(Path(__file__).parent))
-from serve import Client, free_port, get_bundle, multipart, photo_640
+from _bench_model import default_bundle
+
+from serve import Client, free_port, multipart, photo_640
 
 Request = tuple[str, str, bytes, dict[str, str]]  # method, path, body, headers
 RawRequest = tuple[bytes, float]  # bytes sent on a fresh socket, pause between bytes
@@ -290,7 +292,7 @@ def main() -> None:
 
     workdir = Path(tempfile.mkdtemp(prefix="cvdeploy-soak-"))
     try:
-        bundle = get_bundle(args.bundle, workdir)
+        bundle = default_bundle(args.bundle, workdir)
         b = Bundle.load(bundle)
         pipe = Pipeline.from_bundle(b)
         jpeg = photo_640()
