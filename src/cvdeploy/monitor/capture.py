@@ -24,11 +24,11 @@ import cv2
 import numpy as np
 
 from cvdeploy.monitor.store import RequestRow, SampleRow
-from cvdeploy.profile import image_features
+from cvdeploy.profile import image_features, is_grayscale
 from cvdeploy.results import Classification, Detections, RawOutput, Result
 
 MAX_LIST = 300  # detections kept per request in the statistics (max_det is 300 by default)
-CORE = ("width", "height", "aspect", "brightness", "contrast", "saturation", "sharpness")
+CORE = ("width", "height", "aspect", "brightness", "contrast", "saturation", "sharpness", "grayscale")
 MAX_RESULT = 100  # detections kept in a sample's decoded result
 
 
@@ -77,7 +77,8 @@ def fast_features(img: np.ndarray) -> dict[str, float]:
     sat = cv2.mean(cv2.extractChannel(cv2.cvtColor(img, cv2.COLOR_BGR2HSV), 1))[0]
     return {"width": float(w), "height": float(h), "aspect": w / h, "brightness": float(mean[0, 0]),
             "contrast": float(std[0, 0]), "saturation": float(sat),
-            "sharpness": float(np.log1p(float(lap_std[0, 0]) ** 2))}  # fmt: skip
+            "sharpness": float(np.log1p(float(lap_std[0, 0]) ** 2)),
+            "grayscale": float(is_grayscale(img))}  # fmt: skip
 
 
 _EXTRA: frozenset[str] | None = None
