@@ -262,3 +262,32 @@ def test_the_process_tuning_of_the_foreground_server() -> None:
         assert freeze_startup_objects() > 0 and gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
+
+
+def test_a_measured_off_choice_serves_from_a_fresh_runtime(
+    make_app: Callable[..., Any], photo_bytes: list[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batching measurement runs the largest batch on the first pipeline; when batching is then off
+    that pipeline (and its runtime's arena sized for the batch) is replaced and the memory released."""
+    import cvdeploy.serve.repository as repo_mod
+    from cvdeploy.serve.autobatch import BatchingChoice, Measurement
+
+    measured: list[Any] = []
+    released: list[bool] = []
+
+    def off(pipe: Any, setting: str, max_batch_size: int, *args: Any) -> BatchingChoice:
+        measured.append(pipe)
+        m = Measurement(max_batch_size, 10.0, 12.0, 0.83, 3)
+        return BatchingChoice(setting, False, 1, "measured (test)", m)
+
+    monkeypatch.setattr(repo_mod, "choose_batching", off)
+    monkeypatch.setattr(repo_mod, "release_free_memory", lambda: released.append(True) or True)
+    app = make_app(admin_config())
+
+    async def body() -> None:
+        async with serving(app) as c:
+            assert (await detect(c, photo_bytes[0])).status_code == 200
+            mv = app.state.service.repository.get(NAME)
+            assert measured and all(p is not measured[0] for p in mv.pipelines) and released
+
+    run(body())

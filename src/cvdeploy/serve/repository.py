@@ -54,6 +54,7 @@ from cvdeploy.serve.errors import (
     unknown_model,
 )
 from cvdeploy.serve.metrics import ServeMetrics
+from cvdeploy.serve.process import release_free_memory
 from cvdeploy.serve.security import Event, Principal, Security
 
 if TYPE_CHECKING:
@@ -482,6 +483,13 @@ class ModelRepository:
         choice = choose_batching(
             pipes[0], cfg.batching, cfg.max_batch_size, batchable(pipes[0]), runners[0], key
         )
+        if choice.measurement is not None and not choice.enabled:
+            # the measurement ran batch max_batch_size on pipes[0]: its runtime's memory arena now holds
+            # that batch's buffers, which a server that does not batch never uses (zoo:n at 640, batch
+            # 8: 570 MB resident instead of 150 MB); a fresh runtime gives them back
+            pipes[0] = Pipeline.from_bundle(bundle, art.name, options)
+            runners[0] = make_runner(pipes[0])
+            release_free_memory()
         log.info("model %s version %d: batching %s", name, v, choice.describe())
         batcher = DynamicBatcher(
             name, runners,
