@@ -36,13 +36,23 @@ _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 
 
+def _glibc() -> ctypes.CDLL | None:
+    """The C library when it is glibc (the only one whose malloc these calls tune), else None."""
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+
+
 def keep_large_buffers(mmap_threshold: int = 64 << 20, trim: int = 256 << 20) -> bool:
     """Serve blocks below ``mmap_threshold`` bytes from the heap and keep up to ``trim`` bytes of it
     free; True when applied (glibc), False where the C library is another one."""
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+    libc = _glibc()
+    if libc is None:
         return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         ok = libc.mallopt(_M_MMAP_THRESHOLD, int(mmap_threshold)) == 1
         ok = libc.mallopt(_M_TRIM_THRESHOLD, int(trim)) == 1 and ok
     except (OSError, AttributeError):
@@ -64,10 +74,10 @@ def release_free_memory() -> bool:
     Called after a large one-off allocation is freed — the batching measurement at load runs the
     model at its largest batch, and the runtime's arena for that batch (~420 MB for a 640 px
     YOLO-n at batch 8) would otherwise stay resident in a server that then never batches."""
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+    libc = _glibc()
+    if libc is None:
         return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         return bool(libc.malloc_trim(0))
     except (OSError, AttributeError):
         return False
