@@ -41,6 +41,8 @@ def test_demo_runs_every_step(tiny_bundle_path: Path, tmp_path: Path) -> None:
         assert "speedup openvino-bf16" in rows and "executes bf16" in rows["mAP50-95 openvino-bf16"]
     else:
         assert rows["openvino-bf16"].startswith("not made here:")
+    # one unit for mAP everywhere: points
+    assert all(str(v).split()[1] == "points" for k, v in rows.items() if k.startswith("mAP50-95 "))
 
 
 def test_demo_bf16_step_without_native_bf16(tiny_bundle_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -163,7 +163,7 @@ def _bf16(b: Bundle, data_yaml: Path, summary: DemoSummary, say: Say) -> None:
     opt = art.metrics.get("optimize", {})
     summary.add(
         f"mAP50-95 {art.name}",
-        f"{art.metrics.get('mAP50-95', float('nan')):.3f} "
+        f"{100 * art.metrics.get('mAP50-95', float('nan')):.1f} points "
         f"(drop {opt.get('drop_points', float('nan')):+.2f} points vs onnx-fp32; executes "
         f"{(art.execution or {}).get('precision')})",
     )
