@@ -284,7 +284,7 @@ def _input_size(
     sizes = sorted({m.imgsz for m in meas if m.artifact == chosen and m.batch == 1})
     if len(sizes) <= 1:
         return Decision("input size", size, "the contract's size, where accuracy was measured; no other size benchmarked",
-                        missing=[f"cvdeploy bench {ref} --artifact {chosen or 'ARTIFACT'} --imgsz 320,480,{c.height} --report bench"])  # fmt: skip
+                        missing=[f"cvdeploy bench {ref} --artifact {chosen or 'ARTIFACT'} --imgsz 320 --imgsz 480 --imgsz {c.height} --report bench"])  # fmt: skip
     by = {
         s: min(m.p50_ms for m in meas if m.artifact == chosen and m.imgsz == s and m.batch == 1)
         for s in sizes

@@ -6,6 +6,7 @@ import json
 import math
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -146,3 +147,31 @@ def test_edge_without_an_edge_format_says_how_to_get_one(measured: Bundle) -> No
     assert not any(
         "--format" in m for m in advise(measured, Constraints(where="cloud")).decision("artifact").missing
     )
+
+
+def test_every_suggested_bench_command_is_accepted_by_bench(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What advise tells users to run must parse: each suggested ``cvdeploy bench`` line goes through the
+    real CLI up to the point where it would start measuring."""
+    import shlex
+
+    import cvdeploy.bench as bench_mod
+
+    class Parsed(Exception):
+        pass
+
+    def stop(bundle: Any, settings: Any, **kw: Any) -> None:
+        raise Parsed
+
+    monkeypatch.setattr(bench_mod, "run_bench", stop)
+    adv = advise(Bundle.load("zoo:n"), Constraints(rps=50), [], ref="zoo:n")
+    lines = [m for d in adv.decisions for m in d.missing]
+    commands = {line[line.index("cvdeploy bench") :].split(" (")[0].split(",  or")[0] for line in lines
+                if "cvdeploy bench" in line}  # fmt: skip
+    assert any("--imgsz" in c for c in commands) and any("--concurrency" in c for c in commands)
+    for cmd in commands:
+        argv = [a.replace("ARTIFACT", "onnx-fp32") for a in shlex.split(cmd)[1:]]
+        with pytest.raises(Parsed):
+            run(argv)
+        assert "error" not in capsys.readouterr().err.lower(), cmd
