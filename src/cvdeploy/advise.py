@@ -166,8 +166,8 @@ def _artifact(
     missing: list[str] = []
     for art in bundle.manifest.artifacts:
         eng = registry.engine(art.runtime)
-        if art.runtime == "torch":
-            ruled.append({"option": art.name, "why": "the PyTorch reference is not a deployment format"})
+        if not eng.deployable:
+            ruled.append({"option": art.name, "why": f"the {eng.name} reference is not a deployment format"})
             continue
         if art.parity is not None and not art.parity.passed:
             ruled.append({"option": art.name, "why": "its parity check failed"})
@@ -181,8 +181,6 @@ def _artifact(
             missing.append(
                 f"accuracy of {art.name}: cvdeploy val {ref} --artifact {art.name} --data DATA --write"
             )
-        if eng.name not in ("onnxruntime", "openvino", "litert"):
-            continue
         mm = at_size.get(art.name)
         if mm is None:
             missing.append(f"latency of {art.name}: cvdeploy bench {ref} --artifact {art.name} --report bench "

@@ -38,9 +38,9 @@ def file_key(path: Path) -> str:
 
 def _engine_for(path: Path) -> registry.Engine:
     for e in registry.ENGINES.values():
-        if path.name.lower().endswith(e.suffix) and e.name != "torch":
+        if path.name.lower().endswith(e.suffix) and e.deployable:
             return e
-    known = ", ".join(e.suffix for e in registry.ENGINES.values() if e.name != "torch")
+    known = ", ".join(e.suffix for e in registry.ENGINES.values() if e.deployable)
     raise ConfigError(f"--model {path}: cannot tell its runtime from the file name (known: {known})")
 
 
@@ -49,10 +49,9 @@ def load_model_file(path: Path, options: RuntimeOptions) -> Runtime:
     if not path.is_file():
         raise ConfigError(f"--model: no such file: {path}")
     eng = _engine_for(path)
-    if eng.name == "onnxruntime":
-        from cvdeploy.runtimes.onnxruntime import graph_precision
-
-        return eng.load(path, options.replace(precision=graph_precision(path)[0]))
+    precision = eng.file_precision(path)
+    if precision is not None:
+        return eng.load(path, options.replace(precision=precision))
     last: CvdeployError | None = None
     for precision in eng.precisions:
         try:
@@ -129,8 +128,13 @@ def open_deployment(
 
 
 def reference_artifact(bundle: Bundle) -> Artifact | None:
-    """The bundle's FP32 ONNX artifact (parity-checked against the source at export), if it has one."""
-    arts = [a for a in bundle.manifest.artifacts if a.runtime == "onnxruntime" and a.precision == "fp32"]
+    """The bundle's FP32 artifact whose every layer can be read back (the FP32 ONNX, parity-checked against
+    the source at export), if it has one."""
+    arts = [
+        a
+        for a in bundle.manifest.artifacts
+        if registry.engine(a.runtime).layer_outputs and a.precision == "fp32"
+    ]
     arts.sort(key=lambda a: (a.name != "onnx-fp32", a.made_by not in ("export", "import"), a.name))
     return arts[0] if arts else None
 

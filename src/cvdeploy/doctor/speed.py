@@ -246,7 +246,7 @@ def _precision(r: Timing, base: Measured) -> Finding | None:
         executed == "fp32"
         and on_cpu
         and caps["bf16"]
-        and dep.runtime.name == "openvino"
+        and "bf16" in registry.engine(dep.runtime.name).precisions
         and not dep.from_file
     ):
         slow, fast = _alternative(r, dep.artifact, "bf16")

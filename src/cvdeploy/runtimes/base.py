@@ -127,6 +127,11 @@ class Runtime(ABC):
         return None
 
     @staticmethod
+    def read_precision(path: Path) -> str | None:
+        """The precision a model file computes in, read from the file itself (None: the file does not say)."""
+        return None
+
+    @staticmethod
     def precision_unsupported(precision: str, device: str = "cpu") -> str | None:
         """Why this engine cannot execute ``precision`` on ``device`` of this machine, or None."""
         return None

@@ -173,6 +173,10 @@ class OnnxRuntime(Runtime):
         return cls(path, options, model_bytes=bytes(blobs[0]))
 
     @staticmethod
+    def read_precision(path: Path) -> str | None:
+        return graph_precision(path)[0]
+
+    @staticmethod
     def read_input_dims(path: Path) -> Dims | None:
         try:
             import onnx

@@ -43,6 +43,10 @@ class Engine:
     writable_inputs: bool = False  # the engine writes into / needs writable host buffers
     profiler: str | None = None  # what its operator profile comes from
     loads_from_memory: bool = False  # can run a model held in memory (decrypted bundles)
+    layer_outputs: bool = (
+        False  # any intermediate tensor can be read back (doctor's layer-by-layer reference)
+    )
+    deployable: bool = True  # False for a reference engine that checks exports but is not itself deployed
 
     def runtime_class(self) -> type[Runtime]:
         module, _, cls = self.impl.partition(":")
@@ -67,6 +71,10 @@ class Engine:
     def input_dims(self, path: str | Path) -> Dims | None:
         """The first input's dimensions read cheaply from the file (None where unknown)."""
         return self.runtime_class().read_input_dims(Path(path))
+
+    def file_precision(self, path: str | Path) -> str | None:
+        """The precision a model file computes in, read from the file (None where the engine cannot tell)."""
+        return self.runtime_class().read_precision(Path(path))
 
     def unsupported(self, precision: str, device: str = "cpu") -> str | None:
         """Why this engine cannot execute ``precision`` on ``device`` here, or None when it can."""
@@ -96,6 +104,7 @@ ENGINES: dict[str, Engine] = {
             suffix=".onnx",
             profiler="ONNX Runtime profiler",
             loads_from_memory=True,
+            layer_outputs=True,
         ),
         Engine(
             name="openvino",
@@ -124,6 +133,7 @@ ENGINES: dict[str, Engine] = {
             triton_platform="pytorch_libtorch",
             triton_backend="pytorch",
             suffix=".pt",
+            deployable=False,
         ),
         Engine(
             name="litert",
