@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from cvdeploy.background import take_batch
 from cvdeploy.monitor.capture import Observation, to_rows
 from cvdeploy.monitor.settings import MonitorConfig
 from cvdeploy.monitor.store import MonitorStore, RequestRow, SampleRow
@@ -127,16 +128,7 @@ class BackgroundWriter:
                 continue
             if first is None:
                 return
-            items, stop = [first], False
-            while len(items) < self.batch:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    stop = True
-                    break
-                items.append(nxt)
+            items, stop = take_batch(self._queue, first, self.batch)
             self._write(items)
             self._maybe_prune()
             if stop:

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, cast
 
 import cvdeploy.security.schema  # noqa: F401  (registers the tables)
+from cvdeploy.background import take_batch
 from cvdeploy.security.db import Database
 from cvdeploy.security.serverkeys import ServerKeys
 from cvdeploy.serve.security import Event
@@ -277,25 +278,12 @@ class AuditSink:
                 self._cond.notify_all()
             log.error("audit queue full: event %s %s dropped", event.action, event.resource)
 
-    def _take(self, first: Event) -> tuple[list[Event], bool]:
-        events, stop = [first], False
-        while len(events) < self.batch:
-            try:
-                nxt = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if nxt is None:
-                stop = True
-                break
-            events.append(nxt)
-        return events, stop
-
     def _run(self) -> None:
         while True:
             first = self._queue.get()
             if first is None:
                 return
-            events, stop = self._take(first)
+            events, stop = take_batch(self._queue, first, self.batch)
             with self._cond:
                 dropped, self._dropped = self._dropped, 0
             extra = (
