@@ -31,7 +31,6 @@ import collections
 import http.client
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,27 +39,10 @@ import threading
 import time
 from pathlib import Path
 
-import cv2
-
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 os.environ.setdefault("OPENVINO_TELEMETRY_DISABLE", "1")
-
-
-def photo_640() -> bytes:
-    from cvdeploy.images import sample_images
-
-    img = sample_images(3)[2]
-    h, w = img.shape[:2]
-    img = cv2.resize(img, (640, round(h * 640 / w)), interpolation=cv2.INTER_AREA)
-    ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 90])
-    assert ok
-    return buf.tobytes()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+sys.path.insert(0, str(Path(__file__).parent))
+from serve import free_port, photo_640
 
 
 def load(
