@@ -69,7 +69,7 @@ def test_detector_scores_one_on_its_own_detections(
     )
     assert r["instances"] == read_yolo(self_labelled).instances > 0
     assert set(r["per_class"]) <= set(Bundle.load(tiny_bundle_path, verify=False).contract.classes)
-    assert r["conf"] == 0.001 and r["seconds"] > 0 and r["warnings"] == []
+    assert r["conf"] == 0.001 and isinstance(r["seconds"], float) and r["warnings"] == []
     json.dumps(r)  # JSON-ready
 
 

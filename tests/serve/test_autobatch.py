@@ -53,7 +53,7 @@ def test_batching_is_on_only_where_the_measured_gain_reaches_the_threshold(
     pipe = fake_pipe(("batch", 3, "height", "width"))
     m = measure_batching(pipe, 8, costing(clock, fixed, per_row, seen), clock=clock)
     assert m is not None
-    # batch 1: fixed + per_row per image; batch 8: fixed / 8 + per_row per image
+    # batch 1: fixed + per_row per image; batch 8: fixed / 8 + per_row per image (the fake clock: arithmetic, not time)
     assert m.batch1_ms == pytest.approx((fixed + per_row) * 1e3)
     assert m.batched_ms == pytest.approx((fixed / 8 + per_row) * 1e3)
     assert m.gain == pytest.approx((fixed + per_row) / (fixed / 8 + per_row))
