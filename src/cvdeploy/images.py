@@ -12,7 +12,7 @@ from __future__ import annotations
 import struct
 import warnings
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,12 +67,19 @@ def read_image(path: str | Path) -> np.ndarray:
     return decode_image(read_bytes(path), source=str(path))
 
 
-def decode_image(data: bytes, source: str = "image") -> np.ndarray:
-    """Decode encoded image bytes (JPEG/PNG/WebP/BMP/TIFF) to ``(h, w, 3)`` uint8 BGR."""
+#: Gives a writable buffer of at least the bytes asked for, or None; a JPEG is decoded into it (the
+#: array returned is then a view of it).
+Buffer = Callable[[int], "np.ndarray | None"]
+
+
+def decode_image(data: bytes, source: str = "image", buffer: Buffer | None = None) -> np.ndarray:
+    """Decode encoded image bytes (JPEG/PNG/WebP/BMP/TIFF) to ``(h, w, 3)`` uint8 BGR.
+
+    ``buffer``: where a JPEG may be decoded into instead of a new array (see :data:`Buffer`)."""
     if not data:
         raise ImageError(f"{source}: empty file, not an image")
     if data[:2] == b"\xff\xd8":
-        img = _decode_jpeg_turbo(data)
+        img = _decode_jpeg_turbo(data, buffer=buffer)
         if img is not None:
             return img
     buf = np.frombuffer(data, dtype=np.uint8)
@@ -96,7 +103,7 @@ def jpeg_size(data: bytes) -> tuple[int, int] | None:
 
 
 def decode_jpeg_reduced(
-    data: bytes, min_height: int, min_width: int, strict: bool = False
+    data: bytes, min_height: int, min_width: int, strict: bool = False, buffer: Buffer | None = None
 ) -> np.ndarray | None:
     """A JPEG decoded at the smallest DCT scale of 1, 1/2, 1/4, 1/8 still at least ``min_height`` ×
     ``min_width`` (accurate IDCT); None where libjpeg-turbo cannot decode it (use :func:`decode_image`).
@@ -113,9 +120,10 @@ def decode_jpeg_reduced(
     (h, w), div = size, 1
     while div < 8 and -(-h // (div * 2)) >= min_height and -(-w // (div * 2)) >= min_width:
         div *= 2
+    out_h, out_w = max(1, -(-h // div)), max(1, -(-w // div))
     try:
-        img = simplejpeg.decode_jpeg(data, colorspace="BGR", strict=strict, min_height=max(1, -(-h // div)),
-                                     min_width=max(1, -(-w // div)))  # fmt: skip
+        img = simplejpeg.decode_jpeg(data, colorspace="BGR", strict=strict, min_height=out_h, min_width=out_w,
+                                     buffer=buffer(out_h * out_w * 3) if buffer else None)  # fmt: skip
     except (ValueError, RuntimeError):
         if strict:
             raise
@@ -123,24 +131,26 @@ def decode_jpeg_reduced(
     return np.asarray(img)
 
 
-def _decode_jpeg_turbo(data: bytes, strict: bool = False) -> np.ndarray | None:
+def _decode_jpeg_turbo(data: bytes, strict: bool = False, buffer: Buffer | None = None) -> np.ndarray | None:
     """A YCbCr or grayscale JPEG decoded by libjpeg-turbo through ``simplejpeg``; None to let OpenCV do it.
 
     The pixels are the ones OpenCV's decoder gives (both run the accurate integer IDCT with fancy chroma
     upsampling; ``tests/test_images.py`` pins it bit for bit), in about half the time on a 1080p photo here
     (7.5 vs 16.3 ms): the JPEG decode is most of the non-model time of a request. CMYK/YCCK files, files
     simplejpeg refuses and installs without it fall back to OpenCV, as before. ``strict``: corrupt or cut
-    entropy-coded data raises instead of being filled in (for untrusted bytes).
+    entropy-coded data raises instead of being filled in (for untrusted bytes). ``buffer``: see
+    :func:`decode_image`.
     """
     try:
         import simplejpeg
     except ImportError:
         return None
     try:
-        _, _, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+        h, w, colorspace, _ = simplejpeg.decode_jpeg_header(data)
         if colorspace not in ("YCbCr", "Gray"):
             return None
-        img = simplejpeg.decode_jpeg(data, colorspace="BGR", strict=strict)
+        out = buffer(int(h) * int(w) * 3) if buffer else None
+        img = simplejpeg.decode_jpeg(data, colorspace="BGR", strict=strict, buffer=out)
     except (ValueError, RuntimeError):
         if strict:
             raise

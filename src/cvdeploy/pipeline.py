@@ -103,6 +103,42 @@ class Pipeline:
         return self.decoder(outputs, geometries)
 
     # ---- end to end --------------------------------------------------------------------------
+    def load(
+        self, items: Sequence[np.ndarray | str | Path | bytes], clock: Any = time.perf_counter
+    ) -> tuple[np.ndarray, list[Geometry], Any]:
+        """Read, decode and preprocess a batch as ``predict`` does: → (tensor, geometries, time spent
+        reading and decoding, in ``clock``'s units; the rest of the call is preprocessing). Items are
+        arrays, paths or encoded bytes.
+
+        The tensor and the decoded pixels live in this thread's reused buffers
+        (:class:`~cvdeploy.preprocess.Preprocessor`): valid until the thread's next ``load``. Each image is
+        decoded and written into its row of the tensor before the next one is decoded."""
+        pre = self.preprocessor
+        if not pre.direct:
+            t0 = clock()
+            arrays, originals = zip(*(self._decode(im, reuse=False) for im in items), strict=True)
+            read = clock() - t0
+            tensor, rows = pre(arrays, originals)
+            return tensor, rows, read
+        tensor = pre.reused_tensor(len(items))
+        geoms: list[Geometry] = []
+        read = 0
+        for i, im in enumerate(items):
+            t0 = clock()
+            img, orig = self._decode(im, reuse=True)
+            read += clock() - t0
+            geoms.append(pre.into(img, tensor[i], orig))
+        return tensor, geoms, read
+
+    def _decode(
+        self, item: np.ndarray | str | Path | bytes, reuse: bool
+    ) -> tuple[np.ndarray, tuple[int, int] | None]:
+        if isinstance(item, str | Path):
+            return self.preprocessor.decode(read_bytes(item), str(item), reuse=reuse)
+        if isinstance(item, bytes | bytearray | memoryview):
+            return self.preprocessor.decode(bytes(item), reuse=reuse)
+        return item, None
+
     def predict(
         self,
         images: Sequence[np.ndarray | str | Path],
@@ -120,25 +156,15 @@ class Pipeline:
         out: list[Result] = []
         clock = time.perf_counter
         for start in range(0, len(images), bs):
-            chunk = images[start : start + bs]
             t0 = clock()
-            arrays, originals = [], []
-            for im in chunk:
-                if isinstance(im, str | Path):
-                    img, orig = self.preprocessor.decode(read_bytes(im), str(im))
-                else:
-                    img, orig = im, None
-                arrays.append(img)
-                originals.append(orig)
-            t1 = clock()
-            tensor, geoms = self.preprocessor(arrays, originals)
+            tensor, geoms, read = self.load(images[start : start + bs], clock)
             t2 = clock()
             raw = self.infer(tensor)
             t3 = clock()
             out.extend(self.decode(raw, geoms))
             t4 = clock()
             if timings is not None:
-                for stage, dt in zip(STAGES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
+                for stage, dt in zip(STAGES, (read, t2 - t0 - read, t3 - t2, t4 - t3), strict=True):
                     timings[stage] = timings.get(stage, 0.0) + dt
         return out
 

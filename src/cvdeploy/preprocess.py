@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -10,14 +12,42 @@ import numpy as np
 from cvdeploy.contract import InputSpec
 from cvdeploy.errors import InputError
 from cvdeploy.images import to_bgr
-from cvdeploy.ops.letterbox import Geometry, center_crop, letterbox, stretch
+from cvdeploy.ops.letterbox import Geometry, center_crop, letterbox, letterbox_into, stretch
+
+#: Buffers reused up to this many bytes: a JPEG of 21 megapixels, a batch of 13 inputs at 640×640; larger
+#: ones get their own array, so one odd upload or one huge batch does not stay alive per thread
+_REUSE_MAX_BYTES = 64 << 20
+
+
+class _Scratch(threading.local):
+    """One thread's reused buffers (see :meth:`Preprocessor.into`)."""
+
+    canvas: np.ndarray | None = None  # (H, W, 3) uint8: the letterboxed image
+    planes: list[np.ndarray] | None = None  # 3 × (H, W) uint8: its channels
+    tensor: np.ndarray | None = (
+        None  # (n, 3, H, W) float32: the model input of :meth:`Preprocessor.reused_tensor`
+    )
+    jpeg: np.ndarray | None = None  # decoded JPEG pixels
 
 
 class Preprocessor:
-    """Turns BGR uint8 images into one batched tensor and remembers each image's geometry."""
+    """Turns BGR uint8 images into one batched tensor and remembers each image's geometry.
+
+    **Reused buffers.** A fresh multi-megabyte array per image costs its page faults again every
+    time: glibc serves blocks that large with ``mmap`` and unmaps them when freed, so a 640×640
+    float32 input (4.9 MB) took ~1,200 faults and 3-4 ms to build in a plain ``predict`` loop here,
+    more than the letterbox itself (measured with ``resource.getrusage`` on the AMD EPYC VM). The
+    NCHW float32 path (every YOLO contract) therefore letterboxes into a per-thread canvas and writes
+    the tensor channel by channel into an array the caller passes (:meth:`into`); ``Pipeline.predict``
+    and ``bench`` pass a per-thread tensor they reuse (:meth:`reused_tensor`) and decode JPEGs into a
+    per-thread buffer (:meth:`decode` with ``reuse``). ``__call__`` still returns a new tensor, which
+    callers may keep. No library offers a letterbox + blob into an existing array (OpenCV's
+    ``blobFromImages`` always allocates its output), hence the few lines of :meth:`into`.
+    """
 
     def __init__(self, spec: InputSpec) -> None:
         self.spec = spec
+        self._scratch = _Scratch()
         mean = np.asarray(spec.mean, dtype=np.float32)
         std = np.asarray(spec.std, dtype=np.float32)
         self._identity_norm = bool(np.all(mean == 0) and np.all(std == 1))
@@ -39,6 +69,75 @@ class Preprocessor:
         if s.resize == "stretch":
             return stretch(img, h, w)
         return center_crop(img, h, w, s.crop_fraction)
+
+    def __getstate__(self) -> dict[str, Any]:  # thread-local buffers are neither picklable nor worth copying
+        state = dict(self.__dict__)
+        state.pop("_scratch", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._scratch = _Scratch()
+
+    @property
+    def direct(self) -> bool:
+        """Whether :meth:`into` applies: an NCHW float32 input with one std for all channels."""
+        s = self.spec
+        return s.layout == "NCHW" and s.dtype == "float32" and s.std[0] == s.std[1] == s.std[2]
+
+    def reused_tensor(self, n: int) -> np.ndarray:
+        """An ``(n, 3, H, W)`` float32 array owned by the calling thread and handed out again by its next
+        call: for a caller that is done with the tensor before it preprocesses the next batch. A batch over
+        64 MB gets a new array each time."""
+        s, sc = self.spec, self._scratch
+        shape = (3, s.height, s.width)
+        if n * 4 * 3 * s.height * s.width > _REUSE_MAX_BYTES:  # a large batch is not kept alive between calls
+            return np.empty((n, *shape), np.float32)
+        if sc.tensor is None or sc.tensor.shape[1:] != shape or sc.tensor.shape[0] < n:
+            sc.tensor = np.empty((n, *shape), np.float32)
+        return sc.tensor[:n]
+
+    def _jpeg_buffer(self, nbytes: int) -> np.ndarray | None:
+        if nbytes > _REUSE_MAX_BYTES:
+            return None
+        sc = self._scratch
+        if sc.jpeg is None or sc.jpeg.size < nbytes:
+            sc.jpeg = np.empty(nbytes, np.uint8)
+        return sc.jpeg
+
+    def into(self, img: np.ndarray, dst: np.ndarray, original: tuple[int, int] | None = None) -> Geometry:
+        """Preprocess one BGR image into ``dst`` (``(3, H, W)`` float32, e.g. one row of a batch) and return
+        its geometry: the same values as ``__call__`` (only for :attr:`direct` contracts).
+
+        ``original``: the full ``(height, width)`` when ``img`` was decoded at a reduced scale."""
+        s, sc = self.spec, self._scratch
+        if not self.direct or dst.shape != (3, s.height, s.width) or dst.dtype != np.float32:
+            raise ValueError(f"into() needs a direct contract and a (3, {s.height}, {s.width}) float32 row")
+        img = to_bgr(img)
+        if img.shape[0] < 1 or img.shape[1] < 1:
+            raise InputError(f"empty image of shape {img.shape}")
+        if sc.canvas is None or sc.canvas.shape != (s.height, s.width, 3):
+            sc.canvas = np.empty((s.height, s.width, 3), np.uint8)
+            sc.planes = [np.empty((s.height, s.width), np.uint8) for _ in range(3)]
+        if s.resize == "letterbox":
+            geom = letterbox_into(img, sc.canvas, s.pad_value)
+            canvas = sc.canvas
+        else:
+            canvas, geom = self.resize(img)
+        planes = cv2.split(canvas, sc.planes)
+        # what blobFromImages computes, (x - mean) * factor in float32, one channel at a time
+        factor = np.float32(s.scale / s.std[0])
+        order = (2, 1, 0) if s.color == "RGB" else (0, 1, 2)
+        for c, src in enumerate(order):
+            mean = np.float32(s.mean[c] / s.scale)
+            if mean == 0:
+                np.multiply(planes[src], factor, out=dst[c], casting="unsafe")
+            else:
+                np.subtract(planes[src], mean, out=dst[c], casting="unsafe")
+                dst[c] *= factor
+        if original is not None:
+            geom = rescale(geom, img.shape[:2], original)
+        return geom
 
     def to_tensor(self, resized: Sequence[np.ndarray]) -> np.ndarray:
         """Stack resized BGR images into the model's layout, colour order, dtype and scale."""
@@ -89,6 +188,13 @@ class Preprocessor:
         """
         if len(images) == 0:
             raise InputError("no images to preprocess")
+        if self.direct:
+            s = self.spec
+            tensor = np.empty((len(images), 3, s.height, s.width), np.float32)
+            origs = list(originals or ()) + [None] * (len(images) - len(originals or ()))
+            return tensor, [
+                self.into(im, tensor[i], o) for i, (im, o) in enumerate(zip(images, origs, strict=True))
+            ]
         resized, geoms = zip(*(self.resize(im) for im in images), strict=True)
         out = list(geoms)
         for i, orig in enumerate(originals or ()):
@@ -108,25 +214,29 @@ class Preprocessor:
         r = max(s.height / height, s.width / width) / s.crop_fraction
         return int(np.ceil(height * r)), int(np.ceil(width * r))
 
-    def decode(self, data: bytes, source: str = "image") -> tuple[np.ndarray, tuple[int, int] | None]:
+    def decode(
+        self, data: bytes, source: str = "image", reuse: bool = False
+    ) -> tuple[np.ndarray, tuple[int, int] | None]:
         """Encoded bytes → BGR image, at a reduced JPEG DCT scale when the contract allows it.
 
         Returns the image and, when it was decoded reduced, the full image's ``(height, width)`` to give
-        ``__call__`` (otherwise None).
+        ``__call__`` (otherwise None). ``reuse``: a JPEG is decoded into this thread's buffer, so the
+        image is valid only until the thread's next ``decode(..., reuse=True)``.
         """
         from cvdeploy.images import decode_image, decode_jpeg_reduced, jpeg_size
 
+        buffer = self._jpeg_buffer if reuse else None
         if self.spec.jpeg_dct_scaling:
             size = jpeg_size(data)
             if size is not None:
                 need = self.needed_size(*size)
                 if need[0] * 2 <= size[0] and need[1] * 2 <= size[1]:  # at least one halving fits
-                    img = decode_jpeg_reduced(data, *need)
+                    img = decode_jpeg_reduced(data, *need, buffer=buffer)
                     if img is not None and img.shape[:2] != size:
                         return img, size
                     if img is not None:
                         return img, None
-        return decode_image(data, source), None
+        return decode_image(data, source, buffer=buffer), None
 
 
 def rescale(geom: Geometry, decoded: tuple[int, int], original: tuple[int, int]) -> Geometry:

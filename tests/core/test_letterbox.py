@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -100,3 +102,118 @@ def test_stretch_and_center_crop_geometry() -> None:
     out, g = center_crop(img, 50, 50)
     assert out.shape == (50, 50, 3)
     assert g.scale_x == g.scale_y == 0.5 and g.pad_x == -25.0 and g.pad_y == 0.0
+
+
+# ---- the reused-buffer path (Preprocessor.into / Pipeline.load) against the allocating blob path ----
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        InputSpec(height=64, width=64),
+        InputSpec(height=64, width=96, color="BGR"),
+        InputSpec(height=64, width=64, mean=[0.1, 0.2, 0.3], std=[0.5, 0.5, 0.5]),
+        InputSpec(height=48, width=64, resize="stretch"),
+        InputSpec(height=64, width=64, resize="center_crop", crop_fraction=0.875),
+    ],
+    ids=["letterbox", "bgr-wide", "mean-std", "stretch", "center-crop"],
+)
+def test_into_gives_the_blob_path_values(spec: InputSpec) -> None:
+    pre = Preprocessor(spec)
+    assert pre.direct
+    rng = np.random.default_rng(3)
+    # landscape, portrait, exact size, upscaled, odd: every letterbox layout, padding on each side
+    sizes = [(100, 200), (200, 90), (spec.height, spec.width), (10, 13), (641, 333)]
+    images = [rng.integers(0, 255, (*hw, 3), dtype=np.uint8) for hw in sizes]
+    resized, geoms = zip(*(pre.resize(im) for im in images), strict=True)
+    reference = pre.to_tensor(resized)  # OpenCV's blobFromImages, a new array
+    tensor, got = pre(images)
+    np.testing.assert_allclose(tensor, reference, rtol=1e-6, atol=1e-7)
+    if spec.mean == [0.0, 0.0, 0.0]:
+        assert np.array_equal(tensor, reference)  # the same float32 multiply, bit for bit
+    assert list(got) == list(geoms)
+    # one row at a time into a reused array: the same values, whatever the previous image left behind
+    row = np.full((3, spec.height, spec.width), np.nan, np.float32)
+    for i, im in enumerate(images):
+        assert pre.into(im, row) == geoms[i]
+        assert np.array_equal(row, tensor[i])
+
+
+def test_into_refuses_layouts_it_does_not_build() -> None:
+    pre = Preprocessor(InputSpec(height=32, width=32, layout="NHWC"))
+    assert not pre.direct
+    with pytest.raises(ValueError, match="direct contract"):
+        pre.into(np.zeros((8, 8, 3), np.uint8), np.zeros((3, 32, 32), np.float32))
+    with pytest.raises(ValueError, match="float32 row"):
+        Preprocessor(InputSpec(height=32, width=32)).into(
+            np.zeros((8, 8, 3), np.uint8), np.zeros((3, 16, 16), np.float32)
+        )
+
+
+def test_reused_tensor_and_jpeg_buffer_belong_to_one_thread() -> None:
+    import threading
+
+    import cv2
+
+    pre = Preprocessor(InputSpec(height=32, width=32))
+    a = pre.reused_tensor(2)
+    assert pre.reused_tensor(1).ctypes.data == a.ctypes.data  # a smaller batch is a view of the same array
+    assert pre.reused_tensor(3).shape == (3, 3, 32, 32)  # a larger one grows it
+    other: list[np.ndarray] = []
+    t = threading.Thread(target=lambda: other.append(pre.reused_tensor(3)))
+    t.start()
+    t.join()
+    assert other[0].ctypes.data != pre.reused_tensor(3).ctypes.data
+    rng = np.random.default_rng(5)
+    jpegs = [cv2.imencode(".jpg", rng.integers(0, 255, (*hw, 3), dtype=np.uint8))[1].tobytes()
+             for hw in ((40, 60), (30, 20))]  # fmt: skip
+    fresh = [pre.decode(j)[0].copy() for j in jpegs]
+    first, _ = pre.decode(jpegs[0], reuse=True)
+    assert np.array_equal(first, fresh[0])
+    second, _ = pre.decode(jpegs[1], reuse=True)
+    assert np.array_equal(second, fresh[1])
+    assert second.ctypes.data == first.ctypes.data  # decoded into the same buffer
+    # and a pickled copy (Ray ships pipelines to replicas) starts with buffers of its own
+    import pickle
+
+    clone = pickle.loads(pickle.dumps(pre))
+    assert clone.reused_tensor(3).ctypes.data != pre.reused_tensor(3).ctypes.data
+
+
+def test_predict_through_reused_buffers_equals_the_allocating_path(tmp_path: Path) -> None:
+    """``predict`` (files decoded into the thread's buffer, rows written in place, one tensor reused across
+    calls and batches) gives exactly the results of decode → ``__call__`` → infer → decode."""
+    import cv2
+
+    from cvdeploy.images import decode_image
+    from cvdeploy.pipeline import Pipeline
+    from cvdeploy.zoo.dataset import generate_image
+
+    pipe = Pipeline.from_bundle("zoo:n", "onnx-fp32")  # trained: real boxes to compare
+    files = []
+    for i, size in enumerate(((640, 480), (300, 700), (1000, 1000))):  # (w, h): padding on each axis
+        img = cv2.resize(generate_image(77, i)[0], size)
+        files.append(tmp_path / f"{i}.jpg")
+        cv2.imwrite(str(files[-1]), img)
+    arrays = [decode_image(f.read_bytes()) for f in files]
+    tensor, geoms = pipe.preprocess(arrays)
+    expected = pipe.decode(pipe.infer(tensor), geoms)
+    assert sum(len(r.xyxy) for r in expected) > 0  # boxes to compare
+    for batch in (1, 2, 3):
+        got = pipe.predict(files, batch_size=batch)
+        for a, b in zip(got, expected, strict=True):
+            np.testing.assert_array_equal(a.xyxy, b.xyxy)
+            np.testing.assert_array_equal(a.confidence, b.confidence)
+            np.testing.assert_array_equal(a.class_id, b.class_id)
+    t1, _, _ = pipe.load(files[:2])
+    t2, _, _ = pipe.load([files[2]])
+    assert t1.ctypes.data == t2.ctypes.data  # the same array, not a new one per call
+
+
+def test_a_huge_batch_is_not_kept_alive_between_calls() -> None:
+    pre = Preprocessor(InputSpec(height=640, width=640))
+    small = pre.reused_tensor(2)
+    assert pre.reused_tensor(2).ctypes.data == small.ctypes.data
+    big = pre.reused_tensor(20)  # 20 x 4.9 MB: over the 64 MB kept per thread
+    assert big.shape == (20, 3, 640, 640)
+    assert pre.reused_tensor(2).ctypes.data == small.ctypes.data  # the kept buffer did not grow to it

@@ -42,31 +42,64 @@ class Geometry:
         return out
 
 
-def letterbox(
-    img: np.ndarray, height: int, width: int, pad_value: int = 114, scaleup: bool = True
-) -> tuple[np.ndarray, Geometry]:
-    """Resize keeping aspect ratio and pad to ``(height, width)``; returns the image and its geometry."""
-    h, w = img.shape[:2]
+def letterbox_layout(
+    h: int, w: int, height: int, width: int, scaleup: bool = True
+) -> tuple[tuple[int, int], tuple[int, int, int, int], Geometry]:
+    """Where an ``h`` × ``w`` image goes in a ``height`` × ``width`` letterbox: its resized ``(new_w, new_h)``,
+    the padding ``(top, bottom, left, right)`` and the geometry."""
     r = min(height / h, width / w)
     if not scaleup:
         r = min(r, 1.0)
     new_w, new_h = int(round(w * r)), int(round(h * r))
     new_w, new_h = max(1, min(new_w, width)), max(1, min(new_h, height))
     dw, dh = (width - new_w) / 2, (height - new_h) / 2
-    if (w, h) != (new_w, new_h):
-        img = cv2.resize(img, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
     top, bottom = int(round(dh - 0.1)), int(round(dh + 0.1))
     left, right = int(round(dw - 0.1)), int(round(dw + 0.1))
     # rounding can leave the sum one pixel off the target on odd sizes; put it on the far side
     bottom += height - (new_h + top + bottom)
     right += width - (new_w + left + right)
+    # the resized image holds new_w x new_h pixels for w x h: the per-axis scale is exactly that ratio (the
+    # rounding of the new size makes it differ from r by up to half a pixel over the image, as Ultralytics accounts)
+    return (
+        (new_w, new_h),
+        (top, bottom, left, right),
+        Geometry(h, w, new_w / w, new_h / h, float(left), float(top)),
+    )
+
+
+def letterbox(
+    img: np.ndarray, height: int, width: int, pad_value: int = 114, scaleup: bool = True
+) -> tuple[np.ndarray, Geometry]:
+    """Resize keeping aspect ratio and pad to ``(height, width)``; returns the image and its geometry."""
+    h, w = img.shape[:2]
+    (new_w, new_h), (top, bottom, left, right), geom = letterbox_layout(h, w, height, width, scaleup)
+    if (w, h) != (new_w, new_h):
+        img = cv2.resize(img, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
     if top or bottom or left or right:
         img = cv2.copyMakeBorder(
             img, top, bottom, left, right, cv2.BORDER_CONSTANT, value=(pad_value, pad_value, pad_value)
         )
-    # the resized image holds new_w x new_h pixels for w x h: the per-axis scale is exactly that ratio (the
-    # rounding of the new size makes it differ from r by up to half a pixel over the image, as Ultralytics accounts)
-    return img, Geometry(h, w, new_w / w, new_h / h, float(left), float(top))
+    return img, geom
+
+
+def letterbox_into(img: np.ndarray, canvas: np.ndarray, pad_value: int = 114) -> Geometry:
+    """:func:`letterbox` written into ``canvas`` (``(height, width, 3)`` uint8, reused between images): the
+    same pixels, without allocating the resized and the padded image for every request."""
+    h, w = img.shape[:2]
+    height, width = canvas.shape[:2]
+    (new_w, new_h), (top, _, left, _), geom = letterbox_layout(h, w, height, width)
+    band = canvas[top : top + new_h, left : left + new_w]
+    if (w, h) != (new_w, new_h):
+        out = cv2.resize(img, (new_w, new_h), dst=band, interpolation=cv2.INTER_LINEAR)
+        if out.ctypes.data != band.ctypes.data:  # OpenCV wrote a new array instead of the view
+            band[...] = out
+    else:
+        band[...] = img
+    canvas[:top] = pad_value
+    canvas[top + new_h :] = pad_value
+    canvas[top : top + new_h, :left] = pad_value
+    canvas[top : top + new_h, left + new_w :] = pad_value
+    return geom
 
 
 def stretch(img: np.ndarray, height: int, width: int) -> tuple[np.ndarray, Geometry]:
