@@ -31,7 +31,7 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
 
-# every benchmark, its RESULT kept as JSON under benchmarks/results/, the README table regenerated (long: ~1 h)
+# every benchmark, its RESULT kept as JSON under benchmarks/results/, the README table regenerated (long: ~2 h, pruning trains)
 bench: install
 	$(BIN)/python benchmarks/run_all.py
 

@@ -62,6 +62,9 @@ def main() -> None:
     ap.add_argument("--prune-budget-s", type=float, default=420.0, help="recovery training time budget")
     ap.add_argument("--qat-labels", action="store_true", help="QAT with the train split's labels as well")
     ap.add_argument("--prune-ratio", type=float, default=0.3, help="share of channels to remove")
+    ap.add_argument("--prune-recovery", choices=("distill", "labels"), default="distill",
+                    help="recover the pruned model by distillation from the unpruned one (+ labels with "
+                    "--prune-labels), or on the labels alone (the baseline of benchmarks/distill_gain.py)")  # fmt: skip
     ap.add_argument("--prune-labels", action="store_true",
                     help="recover with the train split's labels as well as by distillation")  # fmt: skip
     ap.add_argument("--keep", default=None, help="keep the optimized bundle at this path")
@@ -141,9 +144,10 @@ def main() -> None:
                               lr=PRUNE_RECIPE.lr, threads=args.train_threads, time_budget_s=args.prune_budget_s,
                               labels=data if args.prune_labels else None,
                               label_gain=PRUNE_RECIPE.label_gain if args.prune_labels else 0.0)  # fmt: skip
-            art = prune_bundle(b, args.prune_ratio, calib, cfg, say)
+            art = prune_bundle(b, args.prune_ratio, calib, cfg, say, distill=args.prune_recovery == "distill")
             prune_name = art.name
             timings["prune_s"] = time.perf_counter() - t
+            result["prune_steps"] = art.details["recovery"]["steps"]
             result["prune_gmacs"] = (
                 f"{art.details['pruning']['gmacs_after']:.2f}/{art.details['pruning']['gmacs_before']:.2f}"
             )

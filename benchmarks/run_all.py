@@ -7,7 +7,7 @@ traced to the run and the CPU that produced it. The README's table between ``<!-
 ``<!-- bench:end -->`` is then rewritten from those files, each figure beside its target; nothing in it is
 typed by hand.
 
-    python benchmarks/run_all.py                 # everything (about an hour on 2 cores: pruning trains)
+    python benchmarks/run_all.py                 # everything (about 2 h on 2 cores: pruning and the distillation comparison train)
     python benchmarks/run_all.py --only precision,cold_start
     python benchmarks/run_all.py --table-only    # just regenerate the README table from the JSON files
     python benchmarks/run_all.py --record prune=prune.log --command "python benchmarks/optimize.py ..."
@@ -66,6 +66,8 @@ BENCHES = [
     Bench("prune", ["optimize.py", "--model", "zoo:s", "--prune", "--images", "2000"],
           "pruning zoo:s with distillation recovery", [("prune_speedup", ">=", 1.3), ("prune_drop", "<=", 2.0)],
           ["prune_gmacs", "prune_s"]),
+    Bench("distill_gain", ["distill_gain.py"], "pruned zoo:s recovered with zoo:s as teacher vs on labels alone",
+          [("distill_gain", ">=", 1.0)], ["distilled_map", "labels_map", "teacher_map", "steps"]),
     Bench("scale_out", ["scale_out.py"], "Ray Serve: 2 replicas vs 1 (2 cores: little to gain)",
           [], ["ray2_over_ray1", "ray2_over_single2", "ray2_min_share"]),
     Bench("security_overhead", ["security_overhead.py"], "authenticated TLS vs anonymous plain HTTP",

@@ -83,25 +83,30 @@ def _add_trained(
 
 def prune_bundle(
     bundle: Bundle, ratio: float, images: str | Path | Sequence[str | Path], config: TrainConfig,
-    step: Step | None = None,
+    step: Step | None = None, distill: bool = True,
 ) -> Artifact:  # fmt: skip
-    """Remove ``ratio`` of the channels, recover by distillation from the unpruned model, add the artifact."""
+    """Remove ``ratio`` of the channels, recover by distillation from the unpruned model, add the artifact.
+
+    ``distill=False`` recovers on the labels alone (``config.labels``; artifact ``…-pruned20labels``): the
+    baseline that measures what the teacher adds (``benchmarks/distill_gain.py``)."""
     tp = require("torch_pruning", "structured pruning")
     from cvdeploy.optimize.prune import prune_channels
 
     say = step or (lambda msg: log.info(msg))
     if bundle.contract.task != "detect":
         raise ConfigError(f"pruning keeps the YOLO output layout; bundle {bundle.name!r} is not a detector")
+    if not distill and not (config.labels and config.label_gain > 0):
+        raise ConfigError("recovering a pruned model without the unpruned one as teacher needs labels")
     teacher = load_source_model(bundle)
     student = copy.deepcopy(teacher)
     report = prune_channels(student, example_input(bundle), ratio=ratio)
     say(
         f"pruned {ratio:.0%} of the channels: {report.macs_after / 1e9:.2f} of {report.macs_before / 1e9:.2f} GMACs left"
     )
-    tlog = train_student(student, teacher, images, config,
+    tlog = train_student(student, teacher if distill else None, images, config,
                          on_epoch=lambda e, v: say(f"recovery epoch {e + 1}/{config.epochs}: loss {v:.4f}"))  # fmt: skip
-    tag = f"pruned{round(ratio * 100)}"
-    method = "distillation from the unpruned model"
+    tag = f"pruned{round(ratio * 100)}" + ("" if distill else "labels")
+    method = "distillation from the unpruned model" if distill else "no teacher"
     if config.labels is not None and config.label_gain > 0:
         method += f" + detection loss on the train split of {config.labels}"
     details: dict[str, Any] = {"pruning": report.to_dict(), "recovery": {"method": method, **tlog.to_dict(),
