@@ -232,3 +232,22 @@ def test_bf16_where_the_cpu_has_no_native_bf16_is_one_line_and_changes_nothing(
     assert run(["optimize", str(tiny_bundle_copy), "--bf16"]) == 2
     _one_line_error(capsys, "--bf16", "no native BF16", "--int8")
     assert manifest_bytes(tiny_bundle_copy) == before
+
+
+@pytest.mark.slow
+def test_prune_recovery_on_labels_alone_is_the_no_teacher_baseline(
+    tiny_bundle_copy: Path, photo_dir: Path, tmp_path: Path
+) -> None:
+    from cvdeploy.errors import ConfigError
+    from cvdeploy.optimize.distill import TrainConfig
+    from cvdeploy.optimize.retrain import prune_bundle
+    from cvdeploy.zoo.dataset import generate_dataset
+
+    b = Bundle.load(tiny_bundle_copy)
+    with pytest.raises(ConfigError, match="needs labels"):
+        prune_bundle(b, 0.2, photo_dir, TrainConfig(epochs=1), distill=False)
+    data = generate_dataset(tmp_path / "shapes", images=10, seed=3, imgsz=128, progress=False, workers=1)
+    art = prune_bundle(b, 0.2, photo_dir, TrainConfig(epochs=1, labels=data, label_gain=1.0), distill=False)
+    assert art.name == "onnx-fp32-pruned20labels"
+    assert art.details["recovery"]["method"].startswith("no teacher + detection loss")
+    assert art.details["recovery"]["steps"] >= 1
