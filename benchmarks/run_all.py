@@ -59,6 +59,8 @@ BENCHES = [
           [("ratio", "<=", 0.6)], ["fidelity", "yolov8n_ratio"]),
     Bench("non_model", ["non_model.py"], "non-model time per 1080p JPEG vs Ultralytics'",
           [("non_model_ratio", "<=", 0.5)], ["cvdeploy_non_model_ms", "ultralytics_non_model_ms", "agreement"]),
+    Bench("buffers", ["buffers.py"], "predict's reused buffers vs a new array per image, fresh processes",
+          [], ["ratio", "faults_new", "faults_reused", "prep_ms_new", "prep_ms_reused"]),
     Bench("serve", ["serve.py"], "server vs the bare engine limit",
           [("limit_ratio_c8", ">=", 0.9), ("p99_over_p50", "<=", 2.0)]),
     Bench("soak", ["soak.py"], "16 clients × 5 min, 10 % hostile",
