@@ -103,3 +103,21 @@ def test_a_pipeline_hashes_what_it_runs_and_refuses_it_when_modified(tiny_bundle
     # another artifact, untouched, still runs: only what is loaded must be intact
     pipe = Pipeline.from_bundle(tiny_bundle_copy, "openvino-fp32")
     assert pipe.artifact is not None and pipe.artifact.name == "openvino-fp32"
+
+
+def test_a_modified_file_the_engine_loads_fine_is_still_refused(tiny_bundle_copy: Path) -> None:
+    """The hash runs beside the engine's compilation: a changed but valid model compiles, and the runtime is
+    still never handed out."""
+    import onnx
+
+    path = tiny_bundle_copy / "onnx-fp32.onnx"
+    model = onnx.load(str(path))
+    model.doc_string = "changed after export"
+    onnx.save(model, str(path))
+    from cvdeploy.runtimes import load_runtime
+
+    assert load_runtime("onnxruntime", path).outputs  # the engine itself has nothing against it
+    b = Bundle.open(tiny_bundle_copy)
+    with pytest.raises(BundleError, match=r"onnx-fp32\.onnx does not match its recorded sha256"):
+        b.load_runtime("onnx-fp32")
+    assert "onnx-fp32" not in b._verified
