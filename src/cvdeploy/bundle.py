@@ -10,7 +10,6 @@ import datetime as _dt
 import hashlib
 import re
 import shutil
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -325,23 +324,9 @@ class Bundle:
                     f"artifact {a.name!r}: {eng.name} cannot load an encrypted model from memory"
                 )
             return eng.load_memory(self.file(a), artifact_blobs(self, a, keys), opts)
-        if self._verified.get(a.name) == a.sha256:
-            return eng.load(self.file(a), opts)
-        # what runs is what was recorded: the files are hashed on another thread while the engine compiles
-        # them, and the runtime is handed out only once every file matched (nothing has run on it before).
-        # The hash, ~3.5 ms for zoo:n's 12 MB, then hides behind the session's creation on a second core
-        # (benchmarks/cold_start.py). Parsing before the check ends is no weaker than before: an unsigned
-        # manifest's sha256 catches a modified or damaged file, not an attacker, who could rewrite it too;
-        # a signed bundle is read once and checked before anything parses it (above).
-        with ThreadPoolExecutor(1, thread_name_prefix="cvdeploy-verify") as pool:
-            check = pool.submit(self.verify, a.name)
-            try:
-                runtime = eng.load(self.file(a), opts)
-            except BaseException:
-                check.result()  # a file that does not match its record explains the failure best
-                raise
-            check.result()
-        return runtime
+        if self._verified.get(a.name) != a.sha256:
+            self.verify(a.name)  # what runs is what was recorded: never load an unverified file
+        return eng.load(self.file(a), opts)
 
     def verify(self, name: str) -> None:
         """Check every file of an artifact against its recorded sha256."""

@@ -106,8 +106,7 @@ def test_a_pipeline_hashes_what_it_runs_and_refuses_it_when_modified(tiny_bundle
 
 
 def test_a_modified_file_the_engine_loads_fine_is_still_refused(tiny_bundle_copy: Path) -> None:
-    """The hash runs beside the engine's compilation: a changed but valid model compiles, and the runtime is
-    still never handed out."""
+    """A changed but valid model, which the engine would compile and run, is refused before it is loaded."""
     import onnx
 
     path = tiny_bundle_copy / "onnx-fp32.onnx"

@@ -12,7 +12,6 @@ import bisect
 import json
 import logging
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -143,21 +142,15 @@ class OnnxRuntime(Runtime):
                 providers[0],
             )
         self._provider_options = [_provider_options(p, precision) for p in providers]
-        # the graph's precision is read from the same file while ONNX Runtime builds the session (~1 ms of
-        # parsing that then costs nothing on a second core: benchmarks/cold_start.py)
-        with ThreadPoolExecutor(1, thread_name_prefix="cvdeploy-precision") as pool:
-            graph = pool.submit(graph_precision, self.path, model_bytes)
-            try:
-                self.session = ort.InferenceSession(
-                    model_bytes if model_bytes is not None else str(self.path),
-                    sess_options=so,
-                    providers=providers,
-                    provider_options=self._provider_options,
-                )
-            except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
-                raise ModelError(f"{self.path}: ONNX Runtime cannot load this model: {exc}") from None
-            # read from the bytes that run, never from the manifest's record (which no hash covers)
-            self._graph = graph.result()
+        try:
+            self.session = ort.InferenceSession(
+                model_bytes if model_bytes is not None else str(self.path),
+                sess_options=so,
+                providers=providers,
+                provider_options=self._provider_options,
+            )
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+            raise ModelError(f"{self.path}: ONNX Runtime cannot load this model: {exc}") from None
         self.requested_providers = requested
         self._fell_back = bool(missing) and self.session.get_providers()[0] == "CPUExecutionProvider"
         self._inputs = [
@@ -169,6 +162,8 @@ class OnnxRuntime(Runtime):
             for o in self.session.get_outputs()
         ]
         self._output_names = [o.name for o in self._outputs]
+        # read from the bytes that run, never from the manifest's record (which no hash covers)
+        self._graph = graph_precision(self.path, model_bytes)
         self._check_precision()
 
     @classmethod
