@@ -69,7 +69,7 @@ BENCHES = [
           "pruning zoo:s with distillation recovery", [("prune_speedup", ">=", 1.3), ("prune_drop", "<=", 2.0)],
           ["prune_gmacs", "prune_s"]),
     Bench("distill_gain", ["distill_gain.py"], "pruned zoo:s recovered with zoo:s as teacher vs on labels alone",
-          [("distill_gain", ">=", 1.0)], ["distilled_map", "labels_map", "teacher_map", "steps"]),
+          [("distill_gain", ">=", 1.0)], ["distilled_map", "labels_map", "teacher_map", "steps", "distill_s", "labels_s"]),
     Bench("scale_out", ["scale_out.py"], "Ray Serve: 2 replicas vs 1 (2 cores: little to gain)",
           [], ["ray2_over_ray1", "ray2_over_single2", "ray2_min_share"]),
     Bench("security_overhead", ["security_overhead.py"], "authenticated TLS vs anonymous plain HTTP",
