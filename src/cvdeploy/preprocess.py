@@ -24,9 +24,8 @@ class _Scratch(threading.local):
 
     canvas: np.ndarray | None = None  # (H, W, 3) uint8: the letterboxed image
     planes: list[np.ndarray] | None = None  # 3 × (H, W) uint8: its channels
-    tensor: np.ndarray | None = (
-        None  # (n, 3, H, W) float32: the model input of :meth:`Preprocessor.reused_tensor`
-    )
+    # (n, 3, H, W) float32: the model input of :meth:`Preprocessor.reused_tensor`
+    tensor: np.ndarray | None = None
     jpeg: np.ndarray | None = None  # decoded JPEG pixels
 
 
@@ -34,9 +33,10 @@ class Preprocessor:
     """Turns BGR uint8 images into one batched tensor and remembers each image's geometry.
 
     **Reused buffers.** A fresh multi-megabyte array per image costs its page faults again every
-    time: glibc serves blocks that large with ``mmap`` and unmaps them when freed, so a 640×640
-    float32 input (4.9 MB) took ~1,200 faults and 3-4 ms to build in a plain ``predict`` loop here,
-    more than the letterbox itself (measured with ``resource.getrusage`` on the AMD EPYC VM). The
+    time: glibc serves blocks that large with ``mmap`` and unmaps them when freed, so building a
+    640×640 float32 input (4.9 MB) with ``blobFromImages`` in a loop took 1,300-1,900 page faults and
+    3-4 ms a call here, more than the letterbox itself (``resource.getrusage``, AMD EPYC VM; how often
+    depends on the process's allocation history — ``benchmarks/buffers.py`` measures whole requests). The
     NCHW float32 path (every YOLO contract) therefore letterboxes into a per-thread canvas and writes
     the tensor channel by channel into an array the caller passes (:meth:`into`); ``Pipeline.predict``
     and ``bench`` pass a per-thread tensor they reuse (:meth:`reused_tensor`) and decode JPEGs into a
