@@ -345,7 +345,8 @@ def _serve_ray(
     tls: TLSFiles | None, jwt: tuple[Any, Any, Any], check: bool, insecure: bool,
 ) -> None:  # fmt: skip
     """``serve --engine ray``: deploy on Ray Serve, show what runs where, wait until interrupted."""
-    import time
+    import signal
+    import threading
 
     from cvdeploy.security.bundlekeys import current_keys
     from cvdeploy.serve.ray_engine import SecurityFlags, deploy
@@ -369,6 +370,17 @@ def _serve_ray(
         console.print(f"engine: Ray Serve, {_scale(options)}", highlight=False)
         return
     deployment = deploy(specs, cfg, plat, options, flags)
+    # Ctrl-C and SIGTERM (what `docker stop` and Kubernetes send) both stop the deployment, as uvicorn's own
+    # handlers do for the built-in server. Installed explicitly: a process started with SIGINT ignored (any
+    # background job of a non-interactive shell) would otherwise never hear Ctrl-C, and SIGTERM would kill it
+    # without stopping the Ray cluster it started.
+    stop = threading.Event()
+    main = threading.current_thread() is threading.main_thread()
+    previous = (
+        {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+        if main
+        else {}
+    )
     try:
         console.print(
             f"cvdeploy serve · Ray Serve · {_scale(options)} × {deployment.threads} thread(s) · "
@@ -381,11 +393,13 @@ def _serve_ray(
             highlight=False,
         )
         console.print(f"security: {_describe(db, tls, jwt)}", highlight=False)
-        while True:
-            time.sleep(3600)
+        while not stop.wait(3600):
+            pass
     except KeyboardInterrupt:
         pass
     finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         deployment.stop()
 
 
