@@ -98,9 +98,8 @@ def quantize_int8(
     with tempfile.TemporaryDirectory(prefix="cvdeploy-int8-") as tmp:
         work = Path(tmp)
         fp32 = source or b.file("onnx-fp32")
-        if runtime == "onnxruntime":
-            return _ort(b, calib, opts, work, say, calib_images, fp32, dict(details or {}))
-        return _openvino(b, calib, opts, work, say, calib_images, fp32, dict(details or {}))
+        quantize = {"onnxruntime": _ort, "openvino": _openvino}[runtime]  # RUNTIMES, checked above
+        return quantize(b, calib, opts, work, say, calib_images, fp32, dict(details or {}))
 
 
 def _scorer(b: Bundle, opts: Int8Options, calib_images: Any, details: dict[str, Any]) -> Scorer | None:

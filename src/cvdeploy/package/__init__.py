@@ -70,7 +70,8 @@ def choose_artifact(bundle: Bundle, tgt: Target, wanted: str | None) -> Artifact
         if same:
             return next((a for a in same if a.name == default), same[0])
     need = " or ".join(f"{registry.engine(e).prefix}-*" for e in tgt.prefer)
-    hint = "cvdeploy export SOURCE --format tflite" if tgt.prefer[0] == "litert" else "cvdeploy export"
+    # an engine's artifact prefix is the export --format that makes it (onnx, openvino, tflite, tensorrt)
+    hint = f"cvdeploy export SOURCE --format {registry.engine(tgt.prefer[0]).prefix}"
     raise InputError(
         f"bundle {bundle.name} has no artifact --target {tgt.name} can run (needs {need}; it has "
         f"{', '.join(bundle.artifact_names) or 'none'}); add one with '{hint}'"

@@ -90,11 +90,9 @@ def write(ctx: Context) -> None:
         "file": Path(art.file).name,
         "contract": ctx.bundle.contract.model_dump(mode="json"),
         "parity": art.parity.model_dump(mode="json") if art.parity else None,
+        # the engine settings that pin the artifact's precision, which predict.py passes to the engine
+        "settings": eng.pinned_settings(art.precision),
     }
-    if eng.name == "openvino":
-        from cvdeploy.runtimes.openvino import HINTS
-
-        meta["openvino_precision_hint"] = HINTS.get(art.precision, "f32")
     ctx.text("model/contract.json", json.dumps(meta, indent=1))
     ctx.text(
         "predict.py",

@@ -132,6 +132,12 @@ class Runtime(ABC):
         return None
 
     @staticmethod
+    def pinned_settings(precision: str) -> dict[str, Any]:
+        """The engine's own settings that pin ``precision``, for a runtime built without cvdeploy (the edge
+        package's ``predict.py`` passes them to the engine); empty where the file alone decides."""
+        return {}
+
+    @staticmethod
     def precision_unsupported(precision: str, device: str = "cpu") -> str | None:
         """Why this engine cannot execute ``precision`` on ``device`` of this machine, or None."""
         return None

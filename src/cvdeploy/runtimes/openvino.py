@@ -147,6 +147,10 @@ class OpenVinoRuntime(Runtime):
             return None
 
     @staticmethod
+    def pinned_settings(precision: str) -> dict[str, Any]:
+        return {"INFERENCE_PRECISION_HINT": HINTS.get(precision, "f32")}
+
+    @staticmethod
     def precision_unsupported(precision: str, device: str = "cpu") -> str | None:
         from cvdeploy import env
 

@@ -17,7 +17,7 @@ import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cvdeploy.errors import ConfigError
 
@@ -71,6 +71,10 @@ class Engine:
     def input_dims(self, path: str | Path) -> Dims | None:
         """The first input's dimensions read cheaply from the file (None where unknown)."""
         return self.runtime_class().read_input_dims(Path(path))
+
+    def pinned_settings(self, precision: str) -> dict[str, Any]:
+        """The engine settings that pin ``precision`` (see ``Runtime.pinned_settings``)."""
+        return self.runtime_class().pinned_settings(precision)
 
     def file_precision(self, path: str | Path) -> str | None:
         """The precision a model file computes in, read from the file (None where the engine cannot tell)."""

@@ -179,7 +179,7 @@ def classify(logits: np.ndarray, out: dict[str, Any], classes: list[str]) -> lis
 
 # ---- the one runtime -----------------------------------------------------------------------------------
 class _LiteRT:
-    def __init__(self, path: Path, threads: int) -> None:
+    def __init__(self, path: Path, threads: int, settings: dict[str, Any]) -> None:
         from ai_edge_litert.interpreter import Interpreter
 
         self.interp = Interpreter(model_path=str(path), num_threads=threads)
@@ -202,7 +202,7 @@ class _LiteRT:
 
 
 class _OnnxRuntime:
-    def __init__(self, path: Path, threads: int) -> None:
+    def __init__(self, path: Path, threads: int, settings: dict[str, Any]) -> None:
         import onnxruntime as ort
 
         so = ort.SessionOptions()
@@ -215,17 +215,13 @@ class _OnnxRuntime:
 
 
 class _OpenVINO:
-    def __init__(self, path: Path, threads: int) -> None:
+    def __init__(self, path: Path, threads: int, settings: dict[str, Any]) -> None:
         import openvino as ov
 
-        config = {
-            "INFERENCE_NUM_THREADS": threads,
-            "INFERENCE_PRECISION_HINT": self.hint,
-            "PERFORMANCE_HINT": "LATENCY",
-        }
+        # f32 unless the package pins another precision: the plugin's own default is BF16 on some CPUs
+        config = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
+                  **settings}  # fmt: skip
         self.compiled = ov.Core().compile_model(str(path), "CPU", config)
-
-    hint = "f32"
 
     def __call__(self, x: np.ndarray) -> list[np.ndarray]:
         result = self.compiled(x)
@@ -246,9 +242,7 @@ class Model:
                 len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
             )
         runtime = RUNTIMES[self.meta["runtime"]]
-        if self.meta["runtime"] == "openvino":
-            _OpenVINO.hint = self.meta.get("openvino_precision_hint", "f32")
-        self.run: Any = runtime(folder / self.meta["file"], int(threads))
+        self.run: Any = runtime(folder / self.meta["file"], int(threads), self.meta.get("settings", {}))
 
     def predict(self, image: np.ndarray, conf: float | None = None) -> list[Any]:
         c = self.meta["contract"]
