@@ -134,8 +134,9 @@ def advise(
     decisions: list[Decision] = []
     art_d, chosen, best = _artifact(bundle, cons, meas, where_ref)
     where_d = _where(cons, best)
-    edge_runtimes = {a.runtime for a in bundle.manifest.artifacts} & {"openvino", "litert"}
-    if where_d.choice == "edge" and not edge_runtimes:
+    if where_d.choice == "edge" and not any(
+        registry.engine(a.runtime).edge for a in bundle.manifest.artifacts
+    ):
         art_d.missing.append(
             f"an edge format: cvdeploy export SOURCE -o {bundle.name}-edge.cvd --format onnx,openvino (or "
             "tflite from a PyTorch source) — an edge package then needs no PyTorch and a smaller runtime"

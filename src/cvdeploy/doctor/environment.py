@@ -24,7 +24,6 @@ from cvdeploy.doctor.findings import CheckResult, Finding
 from cvdeploy.runtimes import registry
 
 CHECK, TITLE = "environment", "Environment"
-_DIST = {"onnxruntime": ("onnxruntime", "onnxruntime-gpu"), "openvino": ("openvino",), "torch": ("torch",)}
 
 
 def _minor(v: str) -> tuple[str, ...]:
@@ -49,7 +48,7 @@ def differences(ctx: Context) -> list[tuple[float, str, str]]:
     libs_then = recorded_env.get("libraries") or {}
     libs_now = now.get("libraries") or {}
     if engine is not None:
-        for dist in _DIST.get(engine.name, (engine.module,)):
+        for dist in engine.dists or (engine.module,):
             a, b = libs_then.get(dist), libs_now.get(dist)
             if a and b and a != b:
                 minor = _minor(a) != _minor(b)

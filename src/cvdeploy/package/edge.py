@@ -24,7 +24,6 @@ from cvdeploy.package.base import Context, Target
 from cvdeploy.runtimes import registry
 
 #: The distribution each engine's module comes from (what predict.py imports).
-RUNTIME_DIST = {"litert": "ai-edge-litert", "openvino": "openvino", "onnxruntime": "onnxruntime"}
 BASE_DISTS = ("numpy", "opencv-python-headless")
 
 
@@ -98,7 +97,7 @@ def write(ctx: Context) -> None:
         "predict.py",
         resources.files("cvdeploy.package").joinpath("templates/edge_predict.py").read_text("utf-8"),
     )
-    dists = closure([*BASE_DISTS, RUNTIME_DIST[eng.name]])
+    dists = closure([*BASE_DISTS, eng.dists[0]])
     ctx.text("requirements.txt", "".join(f"{d.metadata['Name']}=={d.version}\n" for d in dists))
     sizes = {"model": sum((model / Path(f).name).stat().st_size for f in files),
              "predict.py": (ctx.out / "predict.py").stat().st_size}  # fmt: skip

@@ -43,10 +43,12 @@ class Engine:
     writable_inputs: bool = False  # the engine writes into / needs writable host buffers
     profiler: str | None = None  # what its operator profile comes from
     loads_from_memory: bool = False  # can run a model held in memory (decrypted bundles)
-    layer_outputs: bool = (
-        False  # any intermediate tensor can be read back (doctor's layer-by-layer reference)
-    )
+    # any intermediate tensor can be read back (doctor's layer-by-layer reference)
+    layer_outputs: bool = False
     deployable: bool = True  # False for a reference engine that checks exports but is not itself deployed
+    # a compact runtime for devices, which the edge package prefers (no PyTorch, small wheel)
+    edge: bool = False
+    dists: tuple[str, ...] = ()  # pip distributions that install it, the one to pin first
 
     def runtime_class(self) -> type[Runtime]:
         module, _, cls = self.impl.partition(":")
@@ -97,6 +99,7 @@ ENGINES: dict[str, Engine] = {
     for e in (
         Engine(
             name="onnxruntime",
+            dists=("onnxruntime", "onnxruntime-gpu"),
             prefix="onnx",
             aliases=("onnx", "ort"),
             module="onnxruntime",
@@ -112,6 +115,7 @@ ENGINES: dict[str, Engine] = {
         ),
         Engine(
             name="openvino",
+            dists=("openvino",),
             prefix="openvino",
             aliases=("ov",),
             module="openvino",
@@ -125,9 +129,11 @@ ENGINES: dict[str, Engine] = {
             writable_inputs=True,
             profiler="OpenVINO performance counters",
             loads_from_memory=True,
+            edge=True,
         ),
         Engine(
             name="torch",
+            dists=("torch",),
             prefix="torch",
             aliases=("pytorch",),
             module="torch",
@@ -141,6 +147,7 @@ ENGINES: dict[str, Engine] = {
         ),
         Engine(
             name="litert",
+            dists=("ai-edge-litert",),
             prefix="tflite",
             aliases=("tflite", "tensorflow-lite", "ai-edge-litert"),
             module="ai_edge_litert",
@@ -150,9 +157,11 @@ ENGINES: dict[str, Engine] = {
             triton_platform="tensorflow_lite",
             triton_backend="armnn_tflite",  # Triton has no first-party TFLite backend; Arm's is this one
             suffix=".tflite",
+            edge=True,
         ),
         Engine(
             name="tensorrt",
+            dists=("tensorrt",),
             prefix="tensorrt",
             aliases=("trt",),
             module="tensorrt",
