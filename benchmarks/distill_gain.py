@@ -22,14 +22,16 @@ import sys
 import time
 from pathlib import Path
 
+from run_all import parse_result
+
 HERE = Path(__file__).resolve().parent
 
 
-def _result(text: str) -> dict[str, str]:
-    lines = [ln for ln in text.splitlines() if ln.startswith("RESULT ")]
-    if not lines:
+def _result(text: str) -> dict[str, object]:
+    found = parse_result(text)
+    if not found:
         raise SystemExit("a run ended without its RESULT line:\n" + text[-3000:])
-    return dict(tok.partition("=")[::2] for tok in lines[-1].split()[1:])
+    return found
 
 
 def main() -> None:
@@ -56,8 +58,8 @@ def main() -> None:
             (Path(args.log_dir) / f"distill_gain_{k}.log").write_text(text)
     res = {k: _result(text) for k, text in out.items()}
     d, lab = res["distill"], res["labels"]
-    base = float(d["fp32_map"])
-    dm, lm = base - float(d["prune_drop"]), float(res["labels"]["fp32_map"]) - float(lab["prune_drop"])
+    base = float(d["fp32_map"])  # type: ignore[arg-type]
+    dm, lm = base - float(d["prune_drop"]), float(lab["fp32_map"]) - float(lab["prune_drop"])  # type: ignore[arg-type]
     gain = dm - lm
     print(f"{args.model} (teacher) mAP50-95 on the unseen val split: {base:.2f}")
     print(

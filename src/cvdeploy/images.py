@@ -103,7 +103,12 @@ def jpeg_size(data: bytes) -> tuple[int, int] | None:
 
 
 def decode_jpeg_reduced(
-    data: bytes, min_height: int, min_width: int, strict: bool = False, buffer: Buffer | None = None
+    data: bytes,
+    min_height: int,
+    min_width: int,
+    strict: bool = False,
+    buffer: Buffer | None = None,
+    size: tuple[int, int] | None = None,
 ) -> np.ndarray | None:
     """A JPEG decoded at the smallest DCT scale of 1, 1/2, 1/4, 1/8 still at least ``min_height`` ×
     ``min_width`` (accurate IDCT); None where libjpeg-turbo cannot decode it (use :func:`decode_image`).
@@ -112,7 +117,7 @@ def decode_jpeg_reduced(
     smallest such M, but those scaled IDCTs are plain C — measured on a 1080p JPEG here, 3/8 took 3.6 ms
     and 5/8 5.6 ms where 1/2 took 3.0 ms and the full size 4.0 ms. So the minimum asked for is the
     chosen power-of-two size itself, which libjpeg reaches with M = 4, 2 or 1."""
-    size = jpeg_size(data)
+    size = size or jpeg_size(data)  # ``size``: the (height, width) a caller already read from the header
     if size is None:
         return None
     import simplejpeg

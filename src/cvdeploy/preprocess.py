@@ -231,7 +231,7 @@ class Preprocessor:
             if size is not None:
                 need = self.needed_size(*size)
                 if need[0] * 2 <= size[0] and need[1] * 2 <= size[1]:  # at least one halving fits
-                    img = decode_jpeg_reduced(data, *need, buffer=buffer)
+                    img = decode_jpeg_reduced(data, *need, buffer=buffer, size=size)
                     if img is not None and img.shape[:2] != size:
                         return img, size
                     if img is not None:

@@ -395,8 +395,6 @@ def _serve_ray(
         console.print(f"security: {_describe(db, tls, jwt)}", highlight=False)
         while not stop.wait(3600):
             pass
-    except KeyboardInterrupt:
-        pass
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
