@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +14,10 @@ import pytest
 
 os.environ.setdefault("OPENVINO_TELEMETRY_DISABLE", "1")
 os.environ.setdefault("YOLO_OFFLINE", "1")
+# the run's own cvdeploy cache (cached bundles, ONNX Runtime's optimized graphs): never the user's
+_CACHE = tempfile.mkdtemp(prefix="cvdeploy-test-cache-")
+os.environ.setdefault("CVDEPLOY_CACHE", _CACHE)
+atexit.register(shutil.rmtree, _CACHE, True)
 
 
 @pytest.fixture(scope="session")

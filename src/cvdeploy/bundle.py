@@ -10,6 +10,8 @@ import datetime as _dt
 import hashlib
 import re
 import shutil
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -149,12 +151,37 @@ class Manifest(_Model):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
+class _Check(threading.Thread):
+    """A check run on its own thread while the engine checks its own cache (see ``load_runtime``); a
+    fresh thread each time (~0.1 ms), not a pool, so a forked server worker never waits on a thread its
+    parent had."""
+
+    def __init__(self, check: Callable[[], None]) -> None:
+        super().__init__(name="cvdeploy-verify", daemon=True)
+        self._check = check
+        self._error: BaseException | None = None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            self._check()
+        except BaseException as exc:  # handed to whoever waits for the result
+            self._error = exc
+
+    def result(self) -> None:
+        self.join()
+        if self._error is not None:
+            raise self._error
+
+
+def sha256_file(path: str | Path) -> str:
     with open(path, "rb") as fh:
-        while block := fh.read(chunk):
+        if hasattr(hashlib, "file_digest"):  # Python 3.11+: hashes from its own buffer, ~0.7 ms less on 6 MB
+            return hashlib.file_digest(fh, "sha256").hexdigest()
+        h = hashlib.sha256()
+        while block := fh.read(1 << 20):
             h.update(block)
-    return h.hexdigest()
+        return h.hexdigest()
 
 
 def now_iso() -> str:
@@ -324,9 +351,32 @@ class Bundle:
                     f"artifact {a.name!r}: {eng.name} cannot load an encrypted model from memory"
                 )
             return eng.load_memory(self.file(a), artifact_blobs(self, a, keys), opts)
-        if self._verified.get(a.name) != a.sha256:
+        single = len(a.sha256) == 1 and a.file in a.sha256
+        if self._verified.get(a.name) == a.sha256:
+            pending = None
+        elif single and eng.runtime_class().awaits_verification:
+            # the engine waits for this check before it reads the model file, and meanwhile checks its own
+            # cache of the compiled form (ONNX Runtime's optimized graph): the two hashes run side by side
+            pending = _Check(lambda: self.verify(a.name))
+        else:
             self.verify(a.name)  # what runs is what was recorded: never load an unverified file
-        return eng.load(self.file(a), opts)
+            pending = None
+        if single:
+            # the digest being verified: an engine may key a cache of its compiled form on it
+            extra = {**opts.extra, "model_sha256": a.sha256[a.file]}
+            if pending is not None:
+                extra["verified"] = pending.result
+            opts = opts.replace(extra=extra)
+        try:
+            runtime = eng.load(self.file(a), opts)
+        except BaseException:
+            if pending is not None:
+                pending.result()  # a failed check explains a failed load: that is the error to report
+            raise
+        if pending is not None:
+            pending.result()  # raises on a mismatch; the runtime, which has run nothing, is dropped
+            runtime.options.extra.pop("verified", None)
+        return runtime
 
     def verify(self, name: str) -> None:
         """Check every file of an artifact against its recorded sha256."""

@@ -101,6 +101,10 @@ class Runtime(ABC):
     """
 
     name: str = "base"
+    #: True where the runtime calls ``options.extra["verified"]()`` (when given) before it reads the model
+    #: file, so a bundle may hash that file while the runtime does other work first (ONNX Runtime checks
+    #: its cached optimized graph meanwhile); every other runtime gets a file already verified
+    awaits_verification: bool = False
 
     def __init__(self, path: str | Path, options: RuntimeOptions | None = None) -> None:
         self.path = Path(path)

@@ -19,6 +19,7 @@ import numpy as np
 
 from cvdeploy.errors import ConfigError, ModelError
 from cvdeploy.runtimes.base import Dims, Execution, Runtime, RuntimeOptions, TensorInfo
+from cvdeploy.runtimes.ort_cache import OptimizedGraphCache
 
 log = logging.getLogger("cvdeploy")
 
@@ -64,6 +65,35 @@ def _provider_options(provider: str, precision: str) -> dict[str, str]:
     return {}
 
 
+_SPINNING = ("session.intra_op.allow_spinning", "session.inter_op.allow_spinning")
+
+
+def _config(so: Any, keys: Sequence[str]) -> dict[str, str]:
+    out = {}
+    for key in keys:
+        try:
+            out[key] = so.get_session_config_entry(key)
+        except Exception:  # onnxruntime raises when an entry was never set
+            continue
+    return out
+
+
+def _copy_options(ort: Any, so: Any) -> Any:
+    """A copy of session options (``SessionOptions`` has no copy; the fields set in ``__init__``)."""
+    new = ort.SessionOptions()
+    for attr in ("intra_op_num_threads", "inter_op_num_threads", "graph_optimization_level"):
+        setattr(new, attr, getattr(so, attr))
+    for key, value in _config(so, (*_SPINNING, *_EXACT_SESSION)).items():
+        new.add_session_config_entry(key, value)
+    return new
+
+
+def _cache_settings(so: Any) -> dict[str, Any]:
+    """The session settings that decide the optimized graph or its numerics (part of the cache key;
+    threads and spinning only schedule it)."""
+    return {"level": str(so.graph_optimization_level), "config": _config(so, tuple(_EXACT_SESSION))}
+
+
 def graph_precision(path: Path, model_bytes: bytes | None = None) -> tuple[str, str]:
     """The precision an ONNX graph computes in, from its operators and weights, with the evidence."""
     import onnx
@@ -93,6 +123,7 @@ class OnnxRuntime(Runtime):
     """An ``onnxruntime.InferenceSession`` behind the runtime interface."""
 
     name = "onnxruntime"
+    awaits_verification = True
 
     def __init__(
         self, path: str | Path, options: RuntimeOptions | None = None, model_bytes: bytes | None = None
@@ -107,8 +138,8 @@ class OnnxRuntime(Runtime):
         self._spinning = opts.resolved_spinning()
         so.intra_op_num_threads = self._threads
         so.inter_op_num_threads = 1
-        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if self._spinning else "0")
-        so.add_session_config_entry("session.inter_op.allow_spinning", "1" if self._spinning else "0")
+        for key in _SPINNING:
+            so.add_session_config_entry(key, "1" if self._spinning else "0")
         for key, value in _EXACT_SESSION.items():
             so.add_session_config_entry(key, value)
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -142,15 +173,12 @@ class OnnxRuntime(Runtime):
                 providers[0],
             )
         self._provider_options = [_provider_options(p, precision) for p in providers]
-        try:
-            self.session = ort.InferenceSession(
-                model_bytes if model_bytes is not None else str(self.path),
-                sess_options=so,
-                providers=providers,
-                provider_options=self._provider_options,
-            )
-        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
-            raise ModelError(f"{self.path}: ONNX Runtime cannot load this model: {exc}") from None
+        # the optimized graph kept between processes (see ort_cache): only for a file the bundle has just
+        # verified (``model_sha256``), on the CPU provider alone, without profiling
+        self._cache: OptimizedGraphCache | None = None
+        if model_bytes is None and providers == ["CPUExecutionProvider"] and not self._profiling:
+            self._cache = OptimizedGraphCache.open(opts.extra.get("model_sha256"), _cache_settings(so))
+        self.session = self._create_session(ort, so, model_bytes, providers)
         self.requested_providers = requested
         self._fell_back = bool(missing) and self.session.get_providers()[0] == "CPUExecutionProvider"
         self._inputs = [
@@ -165,6 +193,49 @@ class OnnxRuntime(Runtime):
         # read from the bytes that run, never from the manifest's record (which no hash covers)
         self._graph = graph_precision(self.path, model_bytes)
         self._check_precision()
+
+    def _create_session(self, ort: Any, so: Any, model_bytes: bytes | None, providers: list[str]) -> Any:
+        def create(source: str | bytes, options: Any) -> Any:
+            return ort.InferenceSession(
+                source, sess_options=options, providers=providers, provider_options=self._provider_options
+            )
+
+        verified = self.options.extra.get("verified") or (lambda: None)
+        cache = self._cache
+        if cache is not None:
+            hit = cache.lookup()  # hashes the entry while the bundle hashes the model file
+            if hit is not None:
+                cached = _copy_options(ort, so)
+                # the graph was optimized at ORT_ENABLE_ALL when it was written; optimizing it again is the
+                # time this saves
+                cached.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+                verified()  # the bundle's own check too, before anything is loaded
+                try:
+                    session = create(str(hit), cached)
+                    cache.used = hit
+                    return session
+                except Exception as exc:  # a graph this build cannot read back: rebuild it from the bundle
+                    log.warning("cannot load the cached optimized graph %s (%s); rebuilding it", hit, exc)
+                    cache.discard(hit)
+            staged = cache.staging()
+            verified()  # never read a model file before the bundle has checked it
+            if staged is not None:
+                writing = _copy_options(ort, so)
+                writing.optimized_model_filepath = str(staged)
+                writing.log_severity_level = 3  # its "hardware specific" warning is why the key has the CPU
+                try:
+                    session = create(str(self.path), writing)
+                except Exception as exc:  # could not serialize: load it the ordinary way below
+                    log.debug("ONNX Runtime could not write the optimized graph of %s: %s", self.path, exc)
+                    cache.discard(staged)
+                else:
+                    cache.commit(staged)
+                    return session
+        verified()
+        try:
+            return create(model_bytes if model_bytes is not None else str(self.path), so)
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+            raise ModelError(f"{self.path}: ONNX Runtime cannot load this model: {exc}") from None
 
     @classmethod
     def open_memory(
@@ -217,6 +288,8 @@ class OnnxRuntime(Runtime):
             "providers": self.session.get_providers(),
             **_EXACT_SESSION,
         }
+        if self._cache is not None and self._cache.used is not None:
+            settings["optimized_graph"] = f"loaded from the verified cache entry {self._cache.used}"
         for p, o in zip(self.session.get_providers(), self._provider_options, strict=False):
             if o:
                 settings[p] = o

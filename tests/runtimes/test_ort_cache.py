@@ -1,0 +1,159 @@
+"""ONNX Runtime's optimized graph kept between processes: keyed on the verified model, checked before
+every load, identical results, rebuilt when damaged, off on request."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cvdeploy.bundle import Bundle
+from cvdeploy.errors import BundleError
+from cvdeploy.runtimes import RuntimeOptions, engine
+from cvdeploy.runtimes.base import Runtime
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    root = tmp_path / "ort-cache"
+    monkeypatch.setenv("CVDEPLOY_ORT_CACHE", str(root))
+    return root
+
+
+def _entries(root: Path) -> list[Path]:
+    return sorted(p for p in root.glob("*/*.onnx") if not p.name.startswith("."))
+
+
+def _tensor(b: Bundle) -> np.ndarray:
+    from cvdeploy.images import sample_images
+    from cvdeploy.preprocess import Preprocessor
+
+    return Preprocessor(b.contract.input)(sample_images(2))[0]
+
+
+def _run(rt: Runtime, x: np.ndarray) -> list[np.ndarray]:
+    return rt.run({rt.inputs[0].name: x})
+
+
+def test_second_load_runs_the_cached_graph_with_identical_outputs(cache: Path) -> None:
+    """On the trained zoo:n (real activations): the cached graph gives the same bits as a fresh build."""
+    b = Bundle.load("zoo:n")
+    x = _tensor(b)
+    first = b.load_runtime("onnx-fp32")
+    assert "optimized_graph" not in first.execution().settings
+    [entry] = _entries(cache)
+    again = Bundle.load("zoo:n").load_runtime("onnx-fp32")
+    used = again.execution().settings["optimized_graph"]
+    assert str(entry) in used
+    assert again.execution().precision == "fp32"
+    want, got = _run(first, x), _run(again, x)
+    assert want[0].max() > 0.5  # real detections, not a dead output
+    for a, c in zip(want, got, strict=True):
+        np.testing.assert_array_equal(c, a)
+    # another thread count or spinning only schedules the graph: the same entry serves it
+    Bundle.load("zoo:n").load_runtime("onnx-fp32", RuntimeOptions(threads=1, concurrency=4))
+    assert _entries(cache) == [entry]
+
+
+def test_a_changed_cache_entry_is_deleted_and_rebuilt(cache: Path, caplog: pytest.LogCaptureFixture) -> None:
+    b = Bundle.load("zoo:n")
+    x = _tensor(b)
+    want = _run(b.load_runtime("onnx-fp32"), x)
+    [entry] = _entries(cache)
+    data = bytearray(entry.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one weight byte: still a loadable graph, no longer the one written
+    entry.write_bytes(bytes(data))
+    with caplog.at_level("WARNING", logger="cvdeploy"):
+        rt = Bundle.load("zoo:n").load_runtime("onnx-fp32")
+    assert "does not match its sha256" in caplog.text
+    assert "optimized_graph" not in rt.execution().settings  # built from the bundle again
+    for a, c in zip(want, _run(rt, x), strict=True):
+        np.testing.assert_array_equal(c, a)
+    assert len(_entries(cache)) == 1 and _entries(cache)[0].read_bytes() != bytes(data)
+
+
+def test_a_modified_bundle_is_refused_even_with_its_graph_cached(tiny_bundle_copy: Path, cache: Path) -> None:
+    Bundle.load(tiny_bundle_copy).load_runtime("onnx-fp32")
+    assert len(_entries(cache)) == 1
+    model = tiny_bundle_copy / Bundle.load(tiny_bundle_copy).artifact("onnx-fp32").file
+    data = bytearray(model.read_bytes())
+    data[-10] ^= 0x01
+    model.write_bytes(bytes(data))
+    for opened in (Bundle.open, Bundle.load):  # hashed beside the cache check, or when the bundle is read
+        with pytest.raises(BundleError, match="does not match its recorded sha256"):
+            opened(tiny_bundle_copy).load_runtime("onnx-fp32")
+
+
+def test_only_a_verified_file_is_cached_and_the_cache_can_be_turned_off(
+    tiny_bundle_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    b = Bundle.load(tiny_bundle_path)
+    engine("onnxruntime").load(b.file("onnx-fp32"))  # a path alone: nothing says what it should be
+    assert not _entries(cache)
+    monkeypatch.setenv("CVDEPLOY_ORT_CACHE", "0")
+    b.load_runtime("onnx-fp32")
+    assert not cache.exists()
+    monkeypatch.setenv("CVDEPLOY_ORT_CACHE", str(cache))
+    b.load_runtime("onnx-fp32")
+    assert len(_entries(cache)) == 1
+
+
+def test_an_unwritable_cache_is_skipped(
+    tiny_bundle_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("CVDEPLOY_ORT_CACHE", str(blocker / "ort"))
+    rt = Bundle.load(tiny_bundle_path).load_runtime("onnx-fp32")
+    assert rt.execution().precision == "fp32"
+
+
+def test_eviction_keeps_the_cache_in_size_least_recently_used_first(cache: Path) -> None:
+    from cvdeploy.runtimes.ort_cache import OptimizedGraphCache
+
+    c = OptimizedGraphCache(cache, "0" * 64, {})
+    c.folder.mkdir(parents=True)
+    old, new = c.folder / "a.onnx", c.folder / "b.onnx"
+    old.write_bytes(b"x" * 600)
+    new.write_bytes(b"y" * 600)
+    os.utime(old, (1, 1))
+    c.evict(max_bytes=1000)
+    assert not old.exists() and new.exists()
+    shutil.rmtree(c.folder)
+
+
+@pytest.mark.parametrize("warm", [False, True], ids=["cache-empty", "cache-hit"])
+def test_no_session_is_built_before_the_bundle_check_ends(
+    tiny_bundle_path: Path, cache: Path, warm: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bundle hashes the model on a second thread while ONNX Runtime's runtime checks its cache entry;
+    no session (on the model or on the entry) may be built before that hash has matched."""
+    import threading
+    import time
+
+    import onnxruntime as ort
+
+    if warm:
+        Bundle.load(tiny_bundle_path).load_runtime("onnx-fp32")
+    done = threading.Event()
+    real_verify, real_session = Bundle.verify, ort.InferenceSession
+    built: list[bool] = []
+
+    def slow_verify(self: Bundle, name: str) -> None:
+        time.sleep(0.2)  # a slow disk: the check ends well after the runtime has started
+        real_verify(self, name)
+        done.set()
+
+    def session(*args: object, **kwargs: object) -> object:
+        built.append(done.is_set())
+        return real_session(*args, **kwargs)
+
+    monkeypatch.setattr(Bundle, "verify", slow_verify)
+    monkeypatch.setattr(ort, "InferenceSession", session)
+    rt = Bundle.open(tiny_bundle_path).load_runtime("onnx-fp32")  # the cold-start path: hashed at load
+    assert built == [True]
+    assert ("optimized_graph" in rt.execution().settings) is warm
+    assert "verified" not in rt.options.extra
