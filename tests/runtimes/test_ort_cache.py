@@ -157,3 +157,16 @@ def test_no_session_is_built_before_the_bundle_check_ends(
     assert built == [True]
     assert ("optimized_graph" in rt.execution().settings) is warm
     assert "verified" not in rt.options.extra
+
+
+@pytest.mark.skipif(not hasattr(os, "getuid"), reason="POSIX permissions")
+def test_a_cache_folder_others_can_write_is_not_used(
+    tiny_bundle_path: Path, cache: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A shared folder (CVDEPLOY_CACHE on /tmp, say) could be planted with a graph: refused, loudly."""
+    cache.mkdir(mode=0o777)
+    cache.chmod(0o777)
+    with caplog.at_level("WARNING", logger="cvdeploy"):
+        rt = Bundle.load(tiny_bundle_path).load_runtime("onnx-fp32")
+    assert "writable by others" in caplog.text
+    assert rt.execution().precision == "fp32" and not any(cache.iterdir())

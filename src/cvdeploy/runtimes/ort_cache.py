@@ -17,7 +17,8 @@ What runs is what was checked: an entry is stored under the sha256 of its own by
 (``<key>/<sha256>.onnx``, written to a temporary name and renamed, so readers never see half a file),
 and its bytes are hashed against that name before every load — a changed or damaged entry is deleted,
 with a warning, and rebuilt from the bundle. Where the cache lives: ``$CVDEPLOY_ORT_CACHE``, else
-``<cvdeploy cache>/ort`` (``$CVDEPLOY_CACHE``, ``~/.cache/cvdeploy``), created private (0700);
+``<cvdeploy cache>/ort`` (``$CVDEPLOY_CACHE``, ``~/.cache/cvdeploy``), created private (0700), and not
+used at all (one warning) where it belongs to someone else or others may write to it;
 ``CVDEPLOY_ORT_CACHE=0`` turns it off. It is kept under :data:`MAX_BYTES`, least recently used first.
 Encrypted and signed bundles load from memory and never reach it, so no decrypted graph is written.
 
@@ -72,6 +73,35 @@ def _machine() -> str:
     return f"{platform.machine()} {' '.join(sorted(flags))}"
 
 
+_warned: set[str] = set()
+
+
+def _private(root: Path) -> bool:
+    """False (with one warning per folder) where someone else could plant a graph in the cache folder:
+    another owner, or group/world write permission (as ssh refuses such a key folder). A folder that
+    does not exist yet passes: :meth:`OptimizedGraphCache.staging` creates it 0700 and checks again."""
+    if not hasattr(os, "getuid"):
+        return True  # Windows: the ACLs of the user's profile folder apply
+    try:
+        st = root.stat()
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    if st.st_uid == os.getuid() and not st.st_mode & 0o022:
+        return True
+    if str(root) not in _warned:
+        _warned.add(str(root))
+        whose = "another user's" if st.st_uid != os.getuid() else "writable by others"
+        log.warning(
+            "not using the ONNX Runtime graph cache %s: the folder is %s; point CVDEPLOY_ORT_CACHE to a "
+            "folder of your own (or set it to 0)",
+            root,
+            whose,
+        )
+    return False
+
+
 def sha256_path(path: Path) -> str:
     from cvdeploy.bundle import sha256_file
 
@@ -100,7 +130,7 @@ class OptimizedGraphCache:
     @classmethod
     def open(cls, model_sha256: str | None, settings: dict[str, Any]) -> OptimizedGraphCache | None:
         root = cache_root()
-        if root is None or not model_sha256:
+        if root is None or not model_sha256 or not _private(root):
             return None
         return cls(root, model_sha256, settings)
 
@@ -133,6 +163,8 @@ class OptimizedGraphCache:
         """A fresh temporary path inside the entry's folder for ONNX Runtime to write to (None: cannot)."""
         try:
             self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if not _private(self.root):  # someone else made it between the first check and now
+                return None
             self.folder.mkdir(exist_ok=True, mode=0o700)
             fd, name = tempfile.mkstemp(prefix=".writing-", suffix=".onnx", dir=self.folder)
             os.close(fd)
