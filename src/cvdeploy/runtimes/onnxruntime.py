@@ -237,6 +237,11 @@ class OnnxRuntime(Runtime):
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
             raise ModelError(f"{self.path}: ONNX Runtime cannot load this model: {exc}") from None
 
+    @property
+    def cached_graph(self) -> Path | None:
+        """The verified cache entry this session was built from (None: optimized from the model file)."""
+        return self._cache.used if self._cache is not None else None
+
     @classmethod
     def open_memory(
         cls, path: Path, blobs: Sequence[bytes], options: RuntimeOptions | None = None
@@ -288,8 +293,10 @@ class OnnxRuntime(Runtime):
             "providers": self.session.get_providers(),
             **_EXACT_SESSION,
         }
-        if self._cache is not None and self._cache.used is not None:
-            settings["optimized_graph"] = f"loaded from the verified cache entry {self._cache.used}"
+        if self.cached_graph is not None:  # no path here: execution records travel in manifests
+            settings["optimized_graph"] = (
+                "from cvdeploy's cache (written at ORT_ENABLE_ALL on this machine, hash-checked)"
+            )
         for p, o in zip(self.session.get_providers(), self._provider_options, strict=False):
             if o:
                 settings[p] = o
