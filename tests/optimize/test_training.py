@@ -129,6 +129,24 @@ def test_training_with_labels(model, tiny_data: Path, with_teacher: bool) -> Non
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
 
 
+def test_distillation_with_labels_runs_the_student_once_per_step(
+    model, tiny_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The detection loss and the distillation loss share one forward pass of the student."""
+    calls = [0]
+    real = type(model).forward_raw
+
+    def counted(self: object, x: torch.Tensor) -> list[torch.Tensor]:
+        if self is model:
+            calls[0] += 1
+        return real(self, x)
+
+    monkeypatch.setattr(type(model), "forward_raw", counted)
+    cfg = TrainConfig(epochs=1, crop=64, batch=4, labels=tiny_data, label_gain=1.0)
+    log = train_student(model, build_model("n").eval(), [], cfg)
+    assert log.steps == 2 and calls[0] == 2
+
+
 def test_qat_wraps_convs_and_strips_back(model) -> None:
     from cvdeploy.optimize.qat import prepare_qat, strip_qat
 

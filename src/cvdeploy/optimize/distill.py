@@ -187,13 +187,17 @@ def train_student(
         running: list[float] = []
         for x, targets in source.epoch():
             loss = torch.zeros(())
+            # with labels the student (a zoo Detector) runs once: its raw head outputs feed the detection
+            # loss and, decoded, the distillation loss (a second forward cost a third of a step and moved
+            # BatchNorm's running statistics twice)
+            raw = student.forward_raw(x) if targets is not None else None
             if teacher is not None:
                 with torch.no_grad():
                     t_out = decoded_forward(teacher, x)
-                s_out = decoded_forward(student, x)
+                s_out = student.decode(raw) if raw is not None else decoded_forward(student, x)
                 loss, _ = distill_loss(s_out, t_out, config.crop, config.box_gain, config.cls_gain)
-            if targets is not None:
-                label_loss, _ = source.criterion(student.forward_raw(x), targets)
+            if raw is not None:
+                label_loss, _ = source.criterion(raw, targets)
                 loss = loss + config.label_gain * label_loss
             opt.zero_grad(set_to_none=True)
             loss.backward()
