@@ -174,6 +174,14 @@ class _Check(threading.Thread):
             raise self._error
 
 
+def artifact_digest(files: dict[str, str]) -> str:
+    """One sha256 for an artifact's files (relative path → sha256): the file's own for a single file."""
+    if len(files) == 1:
+        return next(iter(files.values()))
+    lines = "".join(f"{rel}\t{digest}\n" for rel, digest in sorted(files.items()))
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
 def sha256_file(path: str | Path) -> str:
     with open(path, "rb") as fh:
         if hasattr(hashlib, "file_digest"):  # Python 3.11+: hashes from its own buffer, ~0.7 ms less on 6 MB
@@ -351,19 +359,18 @@ class Bundle:
                     f"artifact {a.name!r}: {eng.name} cannot load an encrypted model from memory"
                 )
             return eng.load_memory(self.file(a), artifact_blobs(self, a, keys), opts)
-        single = len(a.sha256) == 1 and a.file in a.sha256
         if self._verified.get(a.name) == a.sha256:
             pending = None
-        elif single and eng.runtime_class().awaits_verification:
-            # the engine waits for this check before it reads the model file, and meanwhile checks its own
-            # cache of the compiled form (ONNX Runtime's optimized graph): the two hashes run side by side
+        elif a.sha256 and eng.runtime_class().awaits_verification:
+            # the engine waits for this check before it reads the model's files, and meanwhile checks its
+            # own cache of the compiled form (runtimes/compiled_cache.py): the hashes run side by side
             pending = _Check(lambda: self.verify(a.name))
         else:
             self.verify(a.name)  # what runs is what was recorded: never load an unverified file
             pending = None
-        if single:
-            # the digest being verified: an engine may key a cache of its compiled form on it
-            extra = {**opts.extra, "model_sha256": a.sha256[a.file]}
+        if a.sha256:
+            # the artifact's digest, as being verified: an engine may key a cache of its compiled form on it
+            extra = {**opts.extra, "model_sha256": artifact_digest(a.sha256)}
             if pending is not None:
                 extra["verified"] = pending.result
             opts = opts.replace(extra=extra)

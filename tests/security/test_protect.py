@@ -95,14 +95,15 @@ def test_loads_with_keys_and_matches_the_original(
         assert prot.load_runtime(art).execution().precision == "fp32"
 
 
-def test_encrypted_model_never_reaches_the_optimized_graph_cache(
+def test_encrypted_model_never_reaches_the_engine_cache(
     protected: Path, keys: KeyFiles, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """ONNX Runtime's graph cache would write the decrypted graph in clear: encrypted loads skip it."""
-    monkeypatch.setenv("CVDEPLOY_ORT_CACHE", str(tmp_path / "ort"))
-    rt = Bundle.load(protected, keys=full_keys(keys)).load_runtime("onnx-fp32")
-    assert "optimized_graph" not in rt.execution().settings
-    assert not (tmp_path / "ort").exists() or not any((tmp_path / "ort").rglob("*"))
+    """The engine cache would write the decrypted model's compiled form in clear: encrypted loads skip it."""
+    monkeypatch.setenv("CVDEPLOY_ENGINE_CACHE", str(tmp_path / "engines"))
+    for art in ("onnx-fp32", "openvino-fp32"):
+        rt = Bundle.load(protected, keys=full_keys(keys)).load_runtime(art)
+        assert rt.cached_graph is None  # type: ignore[attr-defined]
+    assert not (tmp_path / "engines").exists() or not any((tmp_path / "engines").rglob("*"))
 
 
 def test_parity_of_obfuscation_is_recorded_like_an_export(protected: Path) -> None:

@@ -19,7 +19,7 @@ import numpy as np
 
 from cvdeploy.errors import ConfigError, ModelError
 from cvdeploy.runtimes.base import Dims, Execution, Runtime, RuntimeOptions, TensorInfo
-from cvdeploy.runtimes.ort_cache import OptimizedGraphCache
+from cvdeploy.runtimes.compiled_cache import CompiledCache
 
 log = logging.getLogger("cvdeploy")
 
@@ -173,11 +173,12 @@ class OnnxRuntime(Runtime):
                 providers[0],
             )
         self._provider_options = [_provider_options(p, precision) for p in providers]
-        # the optimized graph kept between processes (see ort_cache): only for a file the bundle has just
-        # verified (``model_sha256``), on the CPU provider alone, without profiling
-        self._cache: OptimizedGraphCache | None = None
+        # the optimized graph kept between processes (see compiled_cache): only for a file the bundle is
+        # verifying (``model_sha256``), on the CPU provider alone, without profiling
+        self._cache: CompiledCache | None = None
         if model_bytes is None and providers == ["CPUExecutionProvider"] and not self._profiling:
-            self._cache = OptimizedGraphCache.open(opts.extra.get("model_sha256"), _cache_settings(so))
+            settings = {"onnxruntime": ort.__version__, **_cache_settings(so)}
+            self._cache = CompiledCache.open("onnxruntime", opts.extra.get("model_sha256"), settings, ".onnx")
         self.session = self._create_session(ort, so, model_bytes, providers)
         self.requested_providers = requested
         self._fell_back = bool(missing) and self.session.get_providers()[0] == "CPUExecutionProvider"

@@ -10,6 +10,7 @@ itself and the precision every node will execute in. Any difference is refused.
 from __future__ import annotations
 
 import collections
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +21,9 @@ import numpy as np
 from cvdeploy._deps import require
 from cvdeploy.errors import ModelError
 from cvdeploy.runtimes.base import Dims, Execution, Runtime, RuntimeOptions, TensorInfo
+from cvdeploy.runtimes.compiled_cache import CompiledCache
+
+log = logging.getLogger("cvdeploy")
 
 os.environ.setdefault("OPENVINO_TELEMETRY_DISABLE", "1")  # no phoning home, ever
 
@@ -62,6 +66,7 @@ class OpenVinoRuntime(Runtime):
     """A compiled OpenVINO model behind the runtime interface."""
 
     name = "openvino"
+    awaits_verification = True
 
     def __init__(
         self,
@@ -94,16 +99,13 @@ class OpenVinoRuntime(Runtime):
             # precision gets its own blob). The cache is not covered by the bundle's hashes: use a folder
             # only the service account can write.
             config["CACHE_DIR"] = str(cache)
-        try:
-            if model_bytes is not None:
-                # IR from memory: the .xml text and the .bin weights as a tensor (kept alive with the model)
-                self._weights = np.frombuffer(model_bytes[1], dtype=np.uint8)
-                model = self.core.read_model(model_bytes[0], ov.Tensor(self._weights))
-            else:
-                model = self.core.read_model(str(self.path))
-            self.compiled = self.core.compile_model(model, device, config)
-        except Exception as exc:
-            raise ModelError(f"{self.path}: OpenVINO cannot load this model: {exc}") from None
+        # the compiled blob kept between processes (see compiled_cache): only for files the bundle is
+        # verifying (``model_sha256``), on the CPU, without profiling or OpenVINO's own cache
+        self._cache: CompiledCache | None = None
+        if model_bytes is None and device == "CPU" and not self._profiling and not cache:
+            settings = {"openvino": ov.get_version(), "device": device, "config": config}
+            self._cache = CompiledCache.open("openvino", opts.extra.get("model_sha256"), settings, ".blob")
+        self.compiled = self._compile(ov, model_bytes, device, config)
         self.device = device
         self.config = {k: str(v) for k, v in config.items()}
         self._request = self.compiled.create_infer_request()
@@ -124,6 +126,43 @@ class OpenVinoRuntime(Runtime):
         ]
         self._execution = self._read_back()
         self._check_precision()
+
+    def _compile(
+        self, ov: Any, model_bytes: tuple[bytes, bytes] | None, device: str, config: dict[str, Any]
+    ) -> Any:
+        verified = self.options.extra.get("verified") or (lambda: None)
+        cache = self._cache
+        hit = cache.lookup() if cache is not None else None  # hashed while the bundle hashes the IR
+        verified()  # never read a model file (nor its compiled form) before the bundle has checked it
+        if cache is not None and hit is not None:
+            try:
+                compiled = self.core.import_model(hit.read_bytes(), device, config)
+                cache.used = hit
+                return compiled
+            except Exception as exc:  # a blob this build cannot import: compile again from the bundle
+                log.warning("cannot import the cached OpenVINO blob %s (%s); recompiling", hit, exc)
+                cache.discard(hit)
+        try:
+            if model_bytes is not None:
+                # IR from memory: the .xml text and the .bin weights as a tensor (kept alive with the model)
+                self._weights = np.frombuffer(model_bytes[1], dtype=np.uint8)
+                model = self.core.read_model(model_bytes[0], ov.Tensor(self._weights))
+            else:
+                model = self.core.read_model(str(self.path))
+            compiled = self.core.compile_model(model, device, config)
+        except Exception as exc:
+            raise ModelError(f"{self.path}: OpenVINO cannot load this model: {exc}") from None
+        if cache is not None:
+            try:
+                cache.store(compiled.export_model().getvalue())
+            except Exception as exc:  # a plugin that cannot export: run without the cache
+                log.debug("OpenVINO could not export %s for the engine cache: %s", self.path, exc)
+        return compiled
+
+    @property
+    def cached_graph(self) -> Path | None:
+        """The verified cache entry this model was imported from (None: compiled from the IR)."""
+        return self._cache.used if self._cache is not None else None
 
     @classmethod
     def open_memory(
@@ -182,7 +221,12 @@ class OpenVinoRuntime(Runtime):
         evidence = (
             f"INFERENCE_PRECISION_HINT={hint}; runtime precision of the nodes: {shown or 'none reported'}"
         )
-        return Execution(precision, evidence, dict(self.config), self._threads, None)
+        settings: dict[str, Any] = dict(self.config)
+        if self.cached_graph is not None:  # no path here: execution records travel in manifests
+            settings["compiled_blob"] = (
+                "from cvdeploy's engine cache (compiled with this config on this machine, hash-checked)"
+            )
+        return Execution(precision, evidence, settings, self._threads, None)
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         result = self._request.infer(feeds)

@@ -1,5 +1,6 @@
-"""ONNX Runtime's optimized graph kept between processes: keyed on the verified model, checked before
-every load, identical results, rebuilt when damaged, off on request."""
+"""Engines' compiled forms kept between processes (ONNX Runtime's optimized graph, OpenVINO's compiled
+blob): keyed on the verified model, checked before every load, identical results, the precision read back,
+rebuilt when damaged, off on request."""
 
 from __future__ import annotations
 
@@ -18,13 +19,13 @@ from cvdeploy.runtimes.base import Runtime
 
 @pytest.fixture
 def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    root = tmp_path / "ort-cache"
-    monkeypatch.setenv("CVDEPLOY_ORT_CACHE", str(root))
+    root = tmp_path / "engine-cache"
+    monkeypatch.setenv("CVDEPLOY_ENGINE_CACHE", str(root))
     return root
 
 
-def _entries(root: Path) -> list[Path]:
-    return sorted(p for p in root.glob("*/*.onnx") if not p.name.startswith("."))
+def _entries(root: Path, suffix: str = ".onnx") -> list[Path]:
+    return sorted(p for p in root.glob(f"*/*{suffix}") if not p.name.startswith("."))
 
 
 def _tensor(b: Bundle) -> np.ndarray:
@@ -93,10 +94,11 @@ def test_only_a_verified_file_is_cached_and_the_cache_can_be_turned_off(
     b = Bundle.load(tiny_bundle_path)
     engine("onnxruntime").load(b.file("onnx-fp32"))  # a path alone: nothing says what it should be
     assert not _entries(cache)
-    monkeypatch.setenv("CVDEPLOY_ORT_CACHE", "0")
+    monkeypatch.setenv("CVDEPLOY_ENGINE_CACHE", "0")
     b.load_runtime("onnx-fp32")
+    b.load_runtime("openvino-fp32")
     assert not cache.exists()
-    monkeypatch.setenv("CVDEPLOY_ORT_CACHE", str(cache))
+    monkeypatch.setenv("CVDEPLOY_ENGINE_CACHE", str(cache))
     b.load_runtime("onnx-fp32")
     assert len(_entries(cache)) == 1
 
@@ -106,15 +108,15 @@ def test_an_unwritable_cache_is_skipped(
 ) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    monkeypatch.setenv("CVDEPLOY_ORT_CACHE", str(blocker / "ort"))
+    monkeypatch.setenv("CVDEPLOY_ENGINE_CACHE", str(blocker / "engines"))
     rt = Bundle.load(tiny_bundle_path).load_runtime("onnx-fp32")
     assert rt.execution().precision == "fp32"
 
 
 def test_eviction_keeps_the_cache_in_size_least_recently_used_first(cache: Path) -> None:
-    from cvdeploy.runtimes.ort_cache import OptimizedGraphCache
+    from cvdeploy.runtimes.compiled_cache import CompiledCache
 
-    c = OptimizedGraphCache(cache, "0" * 64, {})
+    c = CompiledCache(cache, "onnxruntime", "0" * 64, {}, ".onnx")
     c.folder.mkdir(parents=True)
     old, new = c.folder / "a.onnx", c.folder / "b.onnx"
     old.write_bytes(b"x" * 600)
@@ -159,6 +161,44 @@ def test_no_session_is_built_before_the_bundle_check_ends(
     assert "verified" not in rt.options.extra
 
 
+@pytest.mark.parametrize("warm", [False, True], ids=["cache-empty", "cache-hit"])
+def test_openvino_reads_nothing_before_the_bundle_check_ends(
+    tiny_bundle_path: Path, cache: Path, warm: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same for OpenVINO: neither the IR nor a cached blob is read before the bundle's hashes match."""
+    import threading
+    import time
+
+    import openvino as ov
+
+    if warm:
+        Bundle.load(tiny_bundle_path).load_runtime("openvino-fp32")
+    done = threading.Event()
+    real_verify = Bundle.verify
+    read: list[tuple[str, bool]] = []
+
+    def slow_verify(self: Bundle, name: str) -> None:
+        time.sleep(0.2)
+        real_verify(self, name)
+        done.set()
+
+    def spy(method: str) -> object:
+        real = getattr(ov.Core, method)
+
+        def call(self: object, *args: object, **kwargs: object) -> object:
+            read.append((method, done.is_set()))
+            return real(self, *args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(Bundle, "verify", slow_verify)
+    for method in ("read_model", "import_model"):
+        monkeypatch.setattr(ov.Core, method, spy(method))
+    rt = Bundle.open(tiny_bundle_path).load_runtime("openvino-fp32")
+    assert read == [("import_model" if warm else "read_model", True)]
+    assert (rt.cached_graph is not None) is warm  # type: ignore[attr-defined]
+
+
 @pytest.mark.skipif(not hasattr(os, "getuid"), reason="POSIX permissions")
 def test_a_cache_folder_others_can_write_is_not_used(
     tiny_bundle_path: Path, cache: Path, caplog: pytest.LogCaptureFixture
@@ -170,3 +210,67 @@ def test_a_cache_folder_others_can_write_is_not_used(
         rt = Bundle.load(tiny_bundle_path).load_runtime("onnx-fp32")
     assert "writable by others" in caplog.text
     assert rt.execution().precision == "fp32" and not any(cache.iterdir())
+
+
+# ---- OpenVINO's compiled blob ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def zoo_openvino(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The trained zoo:n in OpenVINO, FP32 and NNCF INT8 (real activations: the artifact users run)."""
+    pytest.importorskip("openvino")
+    pytest.importorskip("nncf")
+    from cvdeploy.export import ExportOptions, export
+    from cvdeploy.images import sample_images
+    from cvdeploy.optimize import quantize_int8
+
+    root = tmp_path_factory.mktemp("zoo-ov")
+    calib = root / "calib"
+    calib.mkdir()
+    import cv2
+
+    for i, img in enumerate(sample_images(8)):
+        cv2.imwrite(str(calib / f"{i}.jpg"), img)
+    out = root / "n.cvd"
+    export("zoo:n", out, ExportOptions(formats=("openvino",), dynamic_batch=True, parity_count=2))
+    quantize_int8(out, calib, runtime="openvino")
+    return out
+
+
+@pytest.mark.parametrize("artifact", ["openvino-fp32", "openvino-int8"])
+def test_openvino_imports_its_verified_blob_with_identical_outputs(
+    zoo_openvino: Path, cache: Path, artifact: str
+) -> None:
+    b = Bundle.open(zoo_openvino)
+    x = _tensor(b)
+    first = b.load_runtime(artifact)
+    assert "compiled_blob" not in first.execution().settings
+    [entry] = _entries(cache, ".blob")
+    again = Bundle.open(zoo_openvino).load_runtime(artifact)
+    assert again.cached_graph == entry  # type: ignore[attr-defined]
+    assert "compiled_blob" in again.execution().settings
+    # the precision is read back from the imported model, as from a compiled one
+    assert again.execution().precision == first.execution().precision == artifact.split("-")[1]
+    assert again.execution().evidence == first.execution().evidence
+    want, got = _run(first, x), _run(again, x)
+    assert want[0][:, 4:].max() > 0.5  # real detections
+    for a, c in zip(want, got, strict=True):
+        np.testing.assert_array_equal(c, a)
+
+
+def test_openvino_config_is_part_of_the_key_and_a_damaged_blob_is_recompiled(
+    zoo_openvino: Path, cache: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    b = Bundle.open(zoo_openvino)
+    b.load_runtime("openvino-fp32")
+    b.load_runtime("openvino-fp32", RuntimeOptions(concurrency=4))  # THROUGHPUT: another compiled model
+    entries = _entries(cache, ".blob")
+    assert len(entries) == 2 and entries[0].parent != entries[1].parent
+    for entry in entries:
+        data = bytearray(entry.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        entry.write_bytes(bytes(data))
+    with caplog.at_level("WARNING", logger="cvdeploy"):
+        rt = Bundle.open(zoo_openvino).load_runtime("openvino-fp32")
+    assert "does not match its sha256" in caplog.text
+    assert rt.cached_graph is None and rt.execution().precision == "fp32"  # type: ignore[attr-defined]
