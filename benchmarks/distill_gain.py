@@ -5,8 +5,9 @@ student at the same budget (target ≥ +1 mAP50-95 point on the unseen split). T
 zoo:s pruned by the recorded recipe (``PRUNE_RECIPE``: the same channels removed, so the same start);
 both recover on the same labelled 320 px crops of the same fresh dataset (``--images`` generated with
 seed 4242, never seen by zoo:s), in the same order, for the same number of steps (``--epochs``), with
-the same schedule. One adds the teacher's outputs to the loss. Both are scored on that dataset's val
-split. The two runs are ``benchmarks/optimize.py --prune --prune-recovery distill|labels``, started
+the same schedule. One adds the teacher to the loss: its outputs, and its neck features through fitted
+1x1 maps (``--feature-gain``, the recipe's ``PRUNE_RECIPE.feature_gain``; 0 for outputs alone). Both are
+scored on that dataset's val split. The two runs are ``benchmarks/optimize.py --prune --prune-recovery distill|labels``, started
 side by side (one torch thread each, one per core) so the budget is steps, not a share of the CPU.
 
     python benchmarks/distill_gain.py [--model zoo:s] [--epochs 5] [--images 2000]
@@ -41,6 +42,14 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=2000, help="fresh labelled images (train + val split)")
     ap.add_argument("--runs", type=int, default=20, help="timed passes per variant in each run's table")
     ap.add_argument("--log-dir", default=None, help="keep each run's full output here")
+    from cvdeploy.optimize.retrain import PRUNE_RECIPE
+
+    ap.add_argument(
+        "--feature-gain",
+        type=float,
+        default=PRUNE_RECIPE.feature_gain,
+        help="the distilling run also matches the teacher's neck features (default: the recipe's)",
+    )
     args = ap.parse_args()
     runs = {}
     t0 = time.perf_counter()
@@ -48,6 +57,8 @@ def main() -> None:
         cmd = [sys.executable, str(HERE / "optimize.py"), "--model", args.model, "--prune", "--images",
                str(args.images), "--runs", str(args.runs), "--prune-epochs", str(args.epochs),
                "--prune-budget-s", "1e9", "--prune-recovery", recovery]  # fmt: skip
+        if recovery == "distill":
+            cmd += ["--prune-feature-gain", str(args.feature_gain)]
         runs[recovery] = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         print(f"· started: {' '.join(cmd[1:])}", flush=True)
     out = {k: p.communicate()[0] for k, p in runs.items()}

@@ -65,6 +65,13 @@ def main() -> None:
     ap.add_argument("--prune-recovery", choices=("distill", "labels"), default="distill",
                     help="recover the pruned model by distillation from the unpruned one (+ labels with "
                     "--prune-labels), or on the labels alone (the baseline of benchmarks/distill_gain.py)")  # fmt: skip
+    ap.add_argument(
+        "--prune-feature-gain",
+        type=float,
+        default=None,
+        help="also match the unpruned model's neck features (TrainConfig.feature_gain; default: the recipe's "
+        "with --prune, else 0)",
+    )
     ap.add_argument("--prune-labels", action="store_true",
                     help="recover with the train split's labels as well as by distillation")  # fmt: skip
     ap.add_argument("--keep", default=None, help="keep the optimized bundle at this path")
@@ -82,6 +89,8 @@ def main() -> None:
         skip |= {"ort", "openvino", "fp16"}
         args.qat_budget_s = 0.0
         args.prune_ratio = PRUNE_RECIPE.ratio
+        if args.prune_feature_gain is None:
+            args.prune_feature_gain = PRUNE_RECIPE.feature_gain
         args.prune_labels = True
         args.prune_budget_s = PRUNE_RECIPE.budget_s if args.prune_budget_s == 420.0 else args.prune_budget_s
 
@@ -143,7 +152,8 @@ def main() -> None:
             cfg = TrainConfig(epochs=args.prune_epochs, crop=PRUNE_RECIPE.crop, batch=PRUNE_RECIPE.batch,
                               lr=PRUNE_RECIPE.lr, threads=args.train_threads, time_budget_s=args.prune_budget_s,
                               labels=data if args.prune_labels else None,
-                              label_gain=PRUNE_RECIPE.label_gain if args.prune_labels else 0.0)  # fmt: skip
+                              label_gain=PRUNE_RECIPE.label_gain if args.prune_labels else 0.0,
+                              feature_gain=args.prune_feature_gain or 0.0)  # fmt: skip
             art = prune_bundle(b, args.prune_ratio, calib, cfg, say, distill=args.prune_recovery == "distill")
             prune_name = art.name
             timings["prune_s"] = time.perf_counter() - t

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -145,6 +146,31 @@ def test_distillation_with_labels_runs_the_student_once_per_step(
     cfg = TrainConfig(epochs=1, crop=64, batch=4, labels=tiny_data, label_gain=1.0)
     log = train_student(model, build_model("n").eval(), [], cfg)
     assert log.steps == 2 and calls[0] == 2
+
+
+def test_feature_distillation_maps_a_pruned_neck_onto_the_teachers(photo_dir: Path) -> None:
+    """A pruned student (fewer neck channels) learns the teacher's neck features through fitted 1x1 maps;
+    its BatchNorm statistics are untouched by the pass that sizes the maps, and the hooks are removed."""
+    pytest.importorskip("torch_pruning")
+    from cvdeploy.optimize.distill import _NeckMatch
+    from cvdeploy.optimize.prune import prune_channels
+
+    torch.manual_seed(0)
+    teacher = build_model("n").eval()
+    student = copy.deepcopy(teacher)
+    prune_channels(student, torch.zeros(1, 3, 64, 64), ratio=0.25)
+    stats = [b.running_mean.clone() for b in student.modules() if isinstance(b, torch.nn.BatchNorm2d)]
+    match = _NeckMatch(student.train(), teacher)
+    after = [b.running_mean for b in student.modules() if isinstance(b, torch.nn.BatchNorm2d)]
+    assert all(torch.equal(a, b) for a, b in zip(stats, after, strict=True))
+    s_ch = [m.in_channels for m in match.maps]
+    t_ch = [m.out_channels for m in match.maps]
+    assert len(s_ch) == 3 and sum(s_ch) < sum(t_ch)  # the pruned neck is narrower
+    match.close()
+    cfg = TrainConfig(epochs=4, crop=64, batch=4, lr=2e-3, feature_gain=1.0)
+    log = train_student(student, teacher, photo_dir, cfg)
+    assert log.steps == 4 and np.isfinite(log.losses).all()
+    assert not student.neck._forward_hooks and not teacher.neck._forward_hooks
 
 
 def test_qat_wraps_convs_and_strips_back(model) -> None:

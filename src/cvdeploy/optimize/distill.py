@@ -116,6 +116,7 @@ class TrainConfig:
     box_gain: float = 5.0
     cls_gain: float = 1.0
     label_gain: float = 0.0  # > 0 with ``labels``: add the zoo detection loss
+    feature_gain: float = 0.0  # > 0: also match the teacher's neck features (zoo detectors; see _NeckMatch)
     labels: str | Path | None = None  # YOLO data.yaml (train split) for the label loss
     time_budget_s: float | None = None
     threads: int | None = None
@@ -163,7 +164,9 @@ def train_student(
         else ImageCrops(images, config.crop, config.batch, config.seed, config.max_images)
     )
     params = [p for p in student.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    match = _NeckMatch(student, teacher) if teacher is not None and config.feature_gain > 0 else None
+    opt = torch.optim.AdamW(params + (match.parameters() if match else []), lr=config.lr,
+                            weight_decay=config.weight_decay)  # fmt: skip
     total = max(1, config.epochs * len(source))
     t0 = time.perf_counter()  # the clock of the time budget and of the schedule
 
@@ -196,6 +199,8 @@ def train_student(
                     t_out = decoded_forward(teacher, x)
                 s_out = student.decode(raw) if raw is not None else decoded_forward(student, x)
                 loss, _ = distill_loss(s_out, t_out, config.crop, config.box_gain, config.cls_gain)
+                if match is not None:
+                    loss = loss + config.feature_gain * match.loss()
             if raw is not None:
                 label_loss, _ = source.criterion(raw, targets)
                 loss = loss + config.label_gain * label_loss
@@ -216,8 +221,71 @@ def train_student(
             break
     tlog.seconds = time.perf_counter() - t0
     tlog.lr_end = float(opt.param_groups[0]["lr"])
+    if match is not None:
+        match.close()
     student.eval()
     return tlog
+
+
+class _NeckMatch:
+    """Feature distillation: the student's neck outputs (the inputs of its detection heads), mapped by one
+    1x1 convolution per level onto the teacher's channels, are pulled towards the teacher's (mean squared
+    error over the teacher's mean square, per level). A pruned student has fewer channels than its teacher:
+    each map starts as the least-squares fit on the first batch and is trained with the student; it is
+    dropped after training. Zoo detectors only (their ``neck``)."""
+
+    def __init__(self, student: Any, teacher: Any) -> None:
+        if not (hasattr(student, "neck") and hasattr(teacher, "neck")):
+            raise ConfigError(
+                "feature distillation needs zoo detectors (a neck whose outputs feed the heads)"
+            )
+        self.feats: dict[str, Any] = {}
+        self.handles = [
+            m.neck.register_forward_hook(lambda _m, _i, out, k=k: self.feats.__setitem__(k, out))
+            for k, m in (("student", student), ("teacher", teacher))
+        ]
+        # the channel counts, from one small pass in eval mode (BatchNorm's statistics untouched)
+        torch = require("torch")
+        was_training = student.training
+        student.eval()
+        with torch.no_grad():
+            x = torch.zeros(1, 3, 64, 64)
+            student(x), teacher(x)
+        student.train(was_training)
+        self.maps = [
+            torch.nn.Conv2d(s.shape[1], t.shape[1], 1)
+            for s, t in zip(self.feats["student"], self.feats["teacher"], strict=True)
+        ]
+        self.fitted = False
+
+    def parameters(self) -> list[Any]:
+        return [p for m in self.maps for p in m.parameters()]
+
+    def _fit_maps(self, s_feats: Sequence[Any], t_feats: Sequence[Any]) -> None:
+        torch = require("torch")
+        with torch.no_grad():
+            for conv, s, t in zip(self.maps, s_feats, t_feats, strict=True):
+                xs = s.detach().permute(0, 2, 3, 1).reshape(-1, s.shape[1])
+                xt = t.detach().permute(0, 2, 3, 1).reshape(-1, t.shape[1])
+                ones = torch.ones(xs.shape[0], 1)
+                sol = torch.linalg.lstsq(torch.cat([xs, ones], 1), xt).solution  # (cs + 1, ct)
+                conv.weight.copy_(sol[:-1].T[:, :, None, None])
+                conv.bias.copy_(sol[-1])
+        self.fitted = True
+
+    def loss(self) -> Any:
+        s_feats, t_feats = self.feats["student"], self.feats["teacher"]
+        if not self.fitted:
+            self._fit_maps(s_feats, t_feats)
+        total = 0.0
+        for conv, s, t in zip(self.maps, s_feats, t_feats, strict=True):
+            t = t.detach()
+            total = total + ((conv(s) - t) ** 2).mean() / (t**2).mean().clamp(min=1e-6)
+        return total / len(self.maps)
+
+    def close(self) -> None:
+        for h in self.handles:
+            h.remove()
 
 
 class _Labelled:
