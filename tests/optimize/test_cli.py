@@ -154,6 +154,7 @@ def test_prune_adds_an_artifact_with_the_same_outputs(
     art = b.artifact("onnx-fp32-pruned30")
     assert art.details["pruning"]["gmacs_after"] < art.details["pruning"]["gmacs_before"]
     assert art.parity is not None and art.parity.passed  # the export matches the pruned PyTorch model
+    assert "neck features, feature gain 5" in art.details["recovery"]["method"]  # the recorded recipe
     from cvdeploy.runtimes import load_runtime
 
     full, pruned = load_runtime("onnxruntime", b.file("onnx-fp32")), load_runtime("onnxruntime", b.file(art))

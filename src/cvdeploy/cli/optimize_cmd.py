@@ -383,7 +383,12 @@ def _train(b: Any, r: OptimizeRequest, say: Any) -> None:
         qat_config = TrainConfig(epochs=r.epochs, lr=1e-4, labels=r.labels, label_gain=gain)
         qat_bundle(b, r.data, r.data, qat_config, Int8Options(val=r.val), say)
     if r.prune is not None:
-        prune_bundle(b, r.prune, r.data, config, say)
+        from cvdeploy.optimize.retrain import PRUNE_RECIPE
+
+        # the measured recipe for what the command line does not say (crops, batch, rate, feature matching)
+        recipe = TrainConfig(epochs=r.epochs, crop=PRUNE_RECIPE.crop, batch=PRUNE_RECIPE.batch, lr=PRUNE_RECIPE.lr,
+                             labels=r.labels, label_gain=gain, feature_gain=PRUNE_RECIPE.feature_gain)  # fmt: skip
+        prune_bundle(b, r.prune, r.data, recipe, say)
     if r.distill_from:
         distill_bundle(b, r.distill_from, r.data, config, say, fresh=r.fresh)
 

@@ -9,6 +9,7 @@ check against the trained PyTorch model, and add it as a new artifact (``onnx-fp
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import tempfile
 from collections.abc import Callable, Sequence
@@ -106,10 +107,18 @@ def prune_bundle(
     say(
         f"pruned {ratio:.0%} of the channels: {report.macs_after / 1e9:.2f} of {report.macs_before / 1e9:.2f} GMACs left"
     )
+    if config.feature_gain > 0 and not (distill and hasattr(student, "neck")):
+        if distill:
+            say(
+                "matching the unpruned model's neck features needs a zoo detector: distilling its outputs only"
+            )
+        config = dataclasses.replace(config, feature_gain=0.0)
     tlog = train_student(student, teacher if distill else None, images, config,
                          on_epoch=lambda e, v: say(f"recovery epoch {e + 1}/{config.epochs}: loss {v:.4f}"))  # fmt: skip
     tag = f"pruned{round(ratio * 100)}" + ("" if distill else "labels")
     method = "distillation from the unpruned model" if distill else "no teacher"
+    if config.feature_gain > 0:
+        method += f" (outputs and neck features, feature gain {config.feature_gain:g})"
     if config.labels is not None and config.label_gain > 0:
         method += f" + detection loss on the train split of {config.labels}"
     details: dict[str, Any] = {"pruning": report.to_dict(), "recovery": {"method": method, **tlog.to_dict(),
