@@ -60,9 +60,11 @@ it is pinned when compiled and read back (see 'cvdeploy inspect').
 Pruning recovery, distillation and QAT train label-free on --images by
 matching the teacher (the unpruned / FP32 model, or --distill-from); with
 --data data.yaml the detection loss on its train split is added (zoo
-detectors), which recovers accuracy in fewer steps. They work on every
-bundle that keeps its PyTorch model (made from a .pt, TorchScript or
-python: factory).
+detectors), which recovers accuracy in fewer steps. Pruning recovery of a
+zoo detector also matches the unpruned model's neck features (the recorded
+recipe, cvdeploy.optimize.retrain.PRUNE_RECIPE). They work on every bundle
+that keeps its PyTorch model (made from a .pt, TorchScript or python:
+factory).
 
 zoo:n / zoo:s live inside the package: give -o OUT.cvd for a copy to
 optimize (without -o the copy goes to ./<name>.cvd).
