@@ -87,9 +87,9 @@ _warned: set[str] = set()
 
 
 def _private(root: Path) -> bool:
-    """False (with one warning per folder) where someone else could plant a graph in the cache folder:
+    """False (with one warning per folder) where someone else could plant an entry in the cache folder:
     another owner, or group/world write permission (as ssh refuses such a key folder). A folder that
-    does not exist yet passes: :meth:`OptimizedGraphCache.staging` creates it 0700 and checks again."""
+    does not exist yet passes: :meth:`CompiledCache.staging` creates it 0700 and checks again."""
     if not hasattr(os, "getuid"):
         return True  # Windows: the ACLs of the user's profile folder apply
     try:
@@ -146,7 +146,7 @@ class CompiledCache:
         return cls(root, engine, model_sha256, settings, suffix)
 
     def lookup(self) -> Path | None:
-        """A cached graph whose bytes match its name (touched as recently used), or None."""
+        """A cached entry whose bytes match its name (touched as recently used), or None."""
         try:
             entries = sorted(self.folder.glob(f"*{self.suffix}"))
         except OSError:
