@@ -274,3 +274,18 @@ def test_openvino_config_is_part_of_the_key_and_a_damaged_blob_is_recompiled(
         rt = Bundle.open(zoo_openvino).load_runtime("openvino-fp32")
     assert "does not match its sha256" in caplog.text
     assert rt.cached_graph is None and rt.execution().precision == "fp32"  # type: ignore[attr-defined]
+
+
+def test_no_home_directory_means_no_cache_not_a_failure(
+    tiny_bundle_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A container running as a user without a passwd entry or $HOME: loading still works."""
+    for var in ("CVDEPLOY_ENGINE_CACHE", "CVDEPLOY_CACHE", "XDG_CACHE_HOME", "HOME"):
+        monkeypatch.delenv(var, raising=False)
+
+    def no_home() -> Path:
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.setattr(Path, "home", staticmethod(no_home))
+    rt = Bundle.open(tiny_bundle_path).load_runtime("onnx-fp32")
+    assert rt.cached_graph is None and rt.execution().precision == "fp32"  # type: ignore[attr-defined]

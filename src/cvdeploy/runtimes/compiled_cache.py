@@ -65,7 +65,10 @@ def cache_root() -> Path | None:
         return Path(value)
     from cvdeploy.sources.cache import cache_dir
 
-    return cache_dir() / "engines"
+    try:
+        return cache_dir() / "engines"
+    except (RuntimeError, KeyError, OSError):  # no home directory (a container's arbitrary user): no cache
+        return None
 
 
 @functools.lru_cache(maxsize=1)
