@@ -351,3 +351,11 @@ def test_cli_protect_and_keygen(
     code, out, err = run_cli(["protect", str(tiny_bundle_path), "-o", str(tmp_path / "q.cvd"), "--sign",
                               files["model_key"]], capsys)  # fmt: skip
     assert code == 2 and "not an unencrypted PEM private key" in err
+
+
+def test_obfuscation_is_chosen_by_the_model_format_and_refuses_others() -> None:
+    from cvdeploy.errors import ModelError
+    from cvdeploy.security.obfuscate import obfuscate_model
+
+    with pytest.raises(ModelError, match=r"cannot obfuscate \.tflite models"):
+        obfuscate_model(".tflite", [b"TFL3"])

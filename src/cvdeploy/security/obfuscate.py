@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import random
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from cvdeploy.errors import ModelError
 
-__all__ = ["Obfuscated", "obfuscate_ir", "obfuscate_onnx"]
+__all__ = ["Obfuscated", "obfuscate_ir", "obfuscate_model", "obfuscate_onnx"]
 
 
 @dataclass(frozen=True)
@@ -196,3 +196,12 @@ def obfuscate_ir(xml: bytes, weights: bytes, seed: int | None = None) -> Obfusca
     return Obfuscated(
         [ET.tostring(root, encoding="utf-8", xml_declaration=True), weights], renamed, 0, stripped
     )
+
+
+def obfuscate_model(suffix: str, blobs: Sequence[bytes], seed: int | None = None) -> Obfuscated:
+    """Obfuscate an artifact's files (model file first, then its sidecars) by the model file's format."""
+    if suffix == ".onnx":
+        return obfuscate_onnx(blobs[0], seed)
+    if suffix == ".xml" and len(blobs) == 2:
+        return obfuscate_ir(blobs[0], blobs[1], seed)
+    raise ModelError(f"cannot obfuscate {suffix} models: only ONNX files and OpenVINO IRs (.xml + .bin)")

@@ -65,13 +65,10 @@ def _obfuscate(
     from cvdeploy.images import sample_images
     from cvdeploy.parity import check_parity, tolerance_for
     from cvdeploy.runtimes import RuntimeOptions, execution_record, registry
-    from cvdeploy.security.obfuscate import obfuscate_ir, obfuscate_onnx
+    from cvdeploy.security.obfuscate import obfuscate_model
 
     eng = registry.engine(art.runtime)
-    if eng.name == "onnxruntime":
-        done = obfuscate_onnx(blobs[0], opts.seed)
-    else:
-        done = obfuscate_ir(blobs[0], blobs[1], opts.seed)
+    done = obfuscate_model(eng.suffix, blobs, opts.seed)
     run_opts = RuntimeOptions(precision=art.precision)
     ref = eng.load_memory(src.file(art), blobs, run_opts)
     cand = eng.load_memory(src.file(art), done.blobs, run_opts)
