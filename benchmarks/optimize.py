@@ -143,17 +143,12 @@ def main() -> None:
         if "fp16" not in skip:
             to_fp16(b, say)
         if "prune" not in skip:
-            from cvdeploy.optimize.distill import TrainConfig
-            from cvdeploy.optimize.retrain import prune_bundle
+            from cvdeploy.optimize.retrain import PRUNE_RECIPE, prune_bundle
 
             t = time.perf_counter()
-            from cvdeploy.optimize.retrain import PRUNE_RECIPE
-
-            cfg = TrainConfig(epochs=args.prune_epochs, crop=PRUNE_RECIPE.crop, batch=PRUNE_RECIPE.batch,
-                              lr=PRUNE_RECIPE.lr, threads=args.train_threads, time_budget_s=args.prune_budget_s,
-                              labels=data if args.prune_labels else None,
-                              label_gain=PRUNE_RECIPE.label_gain if args.prune_labels else 0.0,
-                              feature_gain=args.prune_feature_gain or 0.0)  # fmt: skip
+            cfg = PRUNE_RECIPE.train_config(args.prune_epochs, data if args.prune_labels else None,
+                                            threads=args.train_threads, time_budget_s=args.prune_budget_s,
+                                            feature_gain=args.prune_feature_gain or 0.0)  # fmt: skip
             art = prune_bundle(b, args.prune_ratio, calib, cfg, say, distill=args.prune_recovery == "distill")
             prune_name = art.name
             timings["prune_s"] = time.perf_counter() - t

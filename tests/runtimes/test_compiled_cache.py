@@ -289,3 +289,14 @@ def test_no_home_directory_means_no_cache_not_a_failure(
     monkeypatch.setattr(Path, "home", staticmethod(no_home))
     rt = Bundle.open(tiny_bundle_path).load_runtime("onnx-fp32")
     assert rt.cached_graph is None and rt.execution().precision == "fp32"  # type: ignore[attr-defined]
+
+
+def test_a_tilde_in_the_cache_setting_means_the_home_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``CVDEPLOY_ENGINE_CACHE=~/cache`` from an env file no shell expanded: not a folder named "~"."""
+    from cvdeploy.runtimes.compiled_cache import cache_root
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("CVDEPLOY_ENGINE_CACHE", "~/engine-cache")
+    assert cache_root() == tmp_path / "engine-cache"

@@ -388,9 +388,7 @@ def _train(b: Any, r: OptimizeRequest, say: Any) -> None:
         from cvdeploy.optimize.retrain import PRUNE_RECIPE
 
         # the measured recipe for what the command line does not say (crops, batch, rate, feature matching)
-        recipe = TrainConfig(epochs=r.epochs, crop=PRUNE_RECIPE.crop, batch=PRUNE_RECIPE.batch, lr=PRUNE_RECIPE.lr,
-                             labels=r.labels, label_gain=gain, feature_gain=PRUNE_RECIPE.feature_gain)  # fmt: skip
-        prune_bundle(b, r.prune, r.data, recipe, say)
+        prune_bundle(b, r.prune, r.data, PRUNE_RECIPE.train_config(r.epochs, r.labels), say)
     if r.distill_from:
         distill_bundle(b, r.distill_from, r.data, config, say, fresh=r.fresh)
 

@@ -47,6 +47,14 @@ class PruneRecipe:
     feature_gain: float = 5.0
     budget_s: float = 3300.0  # recovery wall-clock budget; the cosine schedule follows it
 
+    def train_config(self, epochs: int, labels: str | Path | None = None, **more: Any) -> TrainConfig:
+        """The recovery's training settings: the recipe's crops, batch, rate and gains (the detection loss
+        only with ``labels``), with ``more`` (threads, a time budget, another gain) over them."""
+        fields: dict[str, Any] = {"crop": self.crop, "batch": self.batch, "lr": self.lr,
+                                  "label_gain": self.label_gain if labels is not None else 0.0,
+                                  "feature_gain": self.feature_gain}  # fmt: skip
+        return TrainConfig(epochs=epochs, labels=labels, **{**fields, **more})
+
 
 PRUNE_RECIPE = PruneRecipe()
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from cvdeploy.package.base import Context, Target
 from cvdeploy.runtimes import registry
 
-#: The distribution each engine's module comes from (what predict.py imports).
+#: What predict.py needs beside its engine (whose distribution is ``Engine.dists[0]``).
 BASE_DISTS = ("numpy", "opencv-python-headless")
 
 

@@ -13,11 +13,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from cvdeploy.errors import PrecisionError
+
+if TYPE_CHECKING:
+    from cvdeploy.runtimes.compiled_cache import CompiledCache
 
 #: Every precision an artifact name may state.
 PRECISIONS = ("fp32", "fp16", "bf16", "int8", "mixed")
@@ -105,10 +108,22 @@ class Runtime(ABC):
     #: file, so a bundle may hash that file while the runtime does other work first (ONNX Runtime checks
     #: its cached optimized graph meanwhile); every other runtime gets a file already verified
     awaits_verification: bool = False
+    _cache: CompiledCache | None = None  # the engine-cache entry of a runtime that uses one
 
     def __init__(self, path: str | Path, options: RuntimeOptions | None = None) -> None:
         self.path = Path(path)
         self.options = options or RuntimeOptions()
+
+    def _await_verification(self) -> None:
+        """Wait for the bundle's hash check of the model's files (see :attr:`awaits_verification`)."""
+        verified = self.options.extra.get("verified")
+        if verified is not None:
+            verified()
+
+    @property
+    def cached_graph(self) -> Path | None:
+        """The verified engine-cache entry this runtime was loaded from (None: built from the model file)."""
+        return self._cache.used if self._cache is not None else None
 
     @classmethod
     def open(cls, path: str | Path, options: RuntimeOptions | None = None) -> Runtime:

@@ -62,7 +62,7 @@ def cache_root() -> Path | None:
     if value.lower() in _OFF:
         return None
     if value:
-        return Path(value)
+        return Path(value).expanduser()  # "~/…" from an env file that no shell expanded
     from cvdeploy.sources.cache import cache_dir
 
     try:

@@ -175,7 +175,6 @@ class OnnxRuntime(Runtime):
         self._provider_options = [_provider_options(p, precision) for p in providers]
         # the optimized graph kept between processes (see compiled_cache): only for a file the bundle is
         # verifying (``model_sha256``), on the CPU provider alone, without profiling
-        self._cache: CompiledCache | None = None
         if model_bytes is None and providers == ["CPUExecutionProvider"] and not self._profiling:
             settings = {"onnxruntime": ort.__version__, **_cache_settings(so)}
             self._cache = CompiledCache.open("onnxruntime", opts.extra.get("model_sha256"), settings, ".onnx")
@@ -201,47 +200,38 @@ class OnnxRuntime(Runtime):
                 source, sess_options=options, providers=providers, provider_options=self._provider_options
             )
 
-        verified = self.options.extra.get("verified") or (lambda: None)
         cache = self._cache
-        if cache is not None:
-            hit = cache.lookup()  # hashes the entry while the bundle hashes the model file
-            if hit is not None:
-                cached = _copy_options(ort, so)
-                # the graph was optimized at ORT_ENABLE_ALL when it was written; optimizing it again is the
-                # time this saves
-                cached.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-                verified()  # the bundle's own check too, before anything is loaded
-                try:
-                    session = create(str(hit), cached)
-                    cache.used = hit
-                    return session
-                except Exception as exc:  # a graph this build cannot read back: rebuild it from the bundle
-                    log.warning("cannot load the cached optimized graph %s (%s); rebuilding it", hit, exc)
-                    cache.discard(hit)
-            staged = cache.staging()
-            verified()  # never read a model file before the bundle has checked it
-            if staged is not None:
-                writing = _copy_options(ort, so)
-                writing.optimized_model_filepath = str(staged)
-                writing.log_severity_level = 3  # its "hardware specific" warning is why the key has the CPU
-                try:
-                    session = create(str(self.path), writing)
-                except Exception as exc:  # could not serialize: load it the ordinary way below
-                    log.debug("ONNX Runtime could not write the optimized graph of %s: %s", self.path, exc)
-                    cache.discard(staged)
-                else:
-                    cache.commit(staged)
-                    return session
-        verified()
+        hit = cache.lookup() if cache is not None else None  # hashed while the bundle hashes the model file
+        self._await_verification()  # never read a model file (nor its optimized graph) before that check
+        if cache is not None and hit is not None:
+            cached = _copy_options(ort, so)
+            # the graph was optimized at ORT_ENABLE_ALL when it was written; optimizing it again is the time
+            # this saves
+            cached.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+            try:
+                session = create(str(hit), cached)
+                cache.used = hit
+                return session
+            except Exception as exc:  # a graph this build cannot read back: rebuild it from the bundle
+                log.warning("cannot load the cached optimized graph %s (%s); rebuilding it", hit, exc)
+                cache.discard(hit)
+        staged = cache.staging() if cache is not None else None
+        if cache is not None and staged is not None:
+            writing = _copy_options(ort, so)
+            writing.optimized_model_filepath = str(staged)
+            writing.log_severity_level = 3  # its "hardware specific" warning is why the key has the CPU
+            try:
+                session = create(str(self.path), writing)
+            except Exception as exc:  # could not serialize: load it the ordinary way below
+                log.debug("ONNX Runtime could not write the optimized graph of %s: %s", self.path, exc)
+                cache.discard(staged)
+            else:
+                cache.commit(staged)
+                return session
         try:
             return create(model_bytes if model_bytes is not None else str(self.path), so)
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
             raise ModelError(f"{self.path}: ONNX Runtime cannot load this model: {exc}") from None
-
-    @property
-    def cached_graph(self) -> Path | None:
-        """The verified cache entry this session was built from (None: optimized from the model file)."""
-        return self._cache.used if self._cache is not None else None
 
     @classmethod
     def open_memory(

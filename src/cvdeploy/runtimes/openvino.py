@@ -101,7 +101,6 @@ class OpenVinoRuntime(Runtime):
             config["CACHE_DIR"] = str(cache)
         # the compiled blob kept between processes (see compiled_cache): only for files the bundle is
         # verifying (``model_sha256``), on the CPU, without profiling or OpenVINO's own cache
-        self._cache: CompiledCache | None = None
         if model_bytes is None and device == "CPU" and not self._profiling and not cache:
             settings = {"openvino": ov.get_version(), "device": device, "config": config}
             self._cache = CompiledCache.open("openvino", opts.extra.get("model_sha256"), settings, ".blob")
@@ -130,10 +129,9 @@ class OpenVinoRuntime(Runtime):
     def _compile(
         self, ov: Any, model_bytes: tuple[bytes, bytes] | None, device: str, config: dict[str, Any]
     ) -> Any:
-        verified = self.options.extra.get("verified") or (lambda: None)
         cache = self._cache
         hit = cache.lookup() if cache is not None else None  # hashed while the bundle hashes the IR
-        verified()  # never read a model file (nor its compiled form) before the bundle has checked it
+        self._await_verification()  # never read a model file (nor its compiled form) before that check
         if cache is not None and hit is not None:
             try:
                 compiled = self.core.import_model(hit.read_bytes(), device, config)
@@ -158,11 +156,6 @@ class OpenVinoRuntime(Runtime):
             except Exception as exc:  # a plugin that cannot export: run without the cache
                 log.debug("OpenVINO could not export %s for the engine cache: %s", self.path, exc)
         return compiled
-
-    @property
-    def cached_graph(self) -> Path | None:
-        """The verified cache entry this model was imported from (None: compiled from the IR)."""
-        return self._cache.used if self._cache is not None else None
 
     @classmethod
     def open_memory(

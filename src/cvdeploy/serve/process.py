@@ -11,8 +11,8 @@ zeroing of fresh pages again: measured here, joining 4.9 MB of body chunks and c
 EPYC VM). ``predict`` and ``bench``, which run in users' processes, do not change the allocator: they
 reuse per-thread buffers instead (:class:`cvdeploy.preprocess.Preprocessor`); the server cannot, as
 its tensors wait in the batching queue while the next request is decoded. Memory the server once
-needed stays reserved for the next request (up to ``trim`` bytes of free heap); where the C library is not glibc (musl, macOS, Windows) nothing is changed. No library
-does this from Python (jemalloc or tcmalloc would have to be preloaded before the interpreter
+needed stays reserved for the next request (up to ``trim`` bytes of free heap); where the C library is
+not glibc (musl, macOS, Windows) nothing is changed. No library does this from Python (jemalloc or tcmalloc would have to be preloaded before the interpreter
 starts), hence these lines.
 
 **Start-up objects.** Loading a model leaves ~73,000 long-lived Python objects (modules, the web
