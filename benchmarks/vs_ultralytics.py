@@ -65,12 +65,14 @@ def _ul_model(path: Path, task: str = "detect") -> PredictFn:
 
 def _cvd_model(bundle: Any, artifact: str) -> PredictFn:
     from cvdeploy.pipeline import Pipeline
+    from cvdeploy.runtimes import RuntimeOptions
 
     pipes: dict[float, Any] = {}
 
     def predict(image: str, conf: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if conf not in pipes:
-            pipes[conf] = Pipeline.from_bundle(bundle, artifact)
+            # one image per call, as ``cvdeploy predict`` runs it (--batch 1)
+            pipes[conf] = Pipeline.from_bundle(bundle, artifact, RuntimeOptions(batch=1))
             pipes[conf].contract.output.conf = conf
         d = pipes[conf].predict([image])[0]
         return d.xyxy, d.confidence, d.class_id
@@ -162,7 +164,8 @@ def run_model(name: str, work: Path, data_yaml: Path, rounds: int) -> dict[str, 
         source = str(pt)
     print(f"\n== {name}: cvdeploy export + optimize --auto", flush=True)
     out = work / f"{name}.cvd"
-    export(source, out, ExportOptions(formats=("onnx", "openvino"), dynamic_batch=True), step=say)
+    # a fixed batch of 1, the export's default: what `cvdeploy export` gives, and Ultralytics' exports too
+    export(source, out, ExportOptions(formats=("onnx", "openvino")), step=say)
     labelled = name == "zoo-n"
     res = auto_optimize(out, calib, val=data_yaml if labelled else None, max_drop=MAX_DROP,
                         min_fidelity=100 * MIN_FIDELITY, step=say)  # fmt: skip

@@ -35,6 +35,12 @@ def _tensor(b: Bundle) -> np.ndarray:
     return Preprocessor(b.contract.input)(sample_images(2))[0]
 
 
+def _images(n: int) -> list[np.ndarray]:
+    from cvdeploy.images import sample_images
+
+    return list(sample_images(n))
+
+
 def _run(rt: Runtime, x: np.ndarray) -> list[np.ndarray]:
     return rt.run({rt.inputs[0].name: x})
 
@@ -256,6 +262,46 @@ def test_openvino_imports_its_verified_blob_with_identical_outputs(
     assert want[0][:, 4:].max() > 0.5  # real detections
     for a, c in zip(want, got, strict=True):
         np.testing.assert_array_equal(c, a)
+
+
+@pytest.mark.parametrize("artifact", ["openvino-fp32", "openvino-int8"])
+def test_openvino_compiles_a_dynamic_batch_for_one_image_when_told(
+    zoo_openvino: Path, cache: Path, artifact: str
+) -> None:
+    """``RuntimeOptions(batch=1)`` (predict --batch 1, bench at batch 1): OpenVINO compiles the dynamic-batch
+    IR for batch 1 (a static shape runs faster), says so, keeps its own cache entry, runs the precision asked
+    for and gives the dynamic model's results; a pipeline runs a larger batch one image after another."""
+    from cvdeploy.parity import detection_agreement
+    from cvdeploy.pipeline import Pipeline
+
+    b = Bundle.open(zoo_openvino)
+    x = _tensor(b)
+    dyn = b.load_runtime(artifact)
+    one = b.load_runtime(artifact, RuntimeOptions(batch=1))
+    assert dyn.inputs[0].static_batch is None and one.inputs[0].static_batch == 1
+    assert (
+        "batch" not in dyn.execution().settings and "one image per call" in one.execution().settings["batch"]
+    )
+    assert one.execution().precision == dyn.execution().precision == artifact.split("-")[1]
+    assert len(_entries(cache, ".blob")) == 2  # the batch-1 form is its own entry, not the dynamic one's
+    assert _run(dyn, x)[0][:, 4:].max() > 0.5  # real detections in these images
+    for row in range(len(x)):
+        want, got = _run(dyn, x[row : row + 1]), _run(one, x[row : row + 1])
+        for a, c in zip(want, got, strict=True):
+            assert c.shape == a.shape
+            np.testing.assert_allclose(c, a, rtol=0, atol=1e-3 * float(np.abs(a).max()))
+    again = Bundle.open(zoo_openvino).load_runtime(artifact, RuntimeOptions(batch=1))
+    assert again.cached_graph is not None and again.inputs[0].static_batch == 1  # type: ignore[attr-defined]
+    images = _images(3)
+    batched = Pipeline.from_bundle(b, artifact).predict(images)
+    single = Pipeline.from_bundle(b, artifact, RuntimeOptions(batch=1))
+    assert single.static_batch == 1
+    assert detection_agreement(batched, single.predict(images)) == 1.0
+
+
+def test_onnxruntime_ignores_the_one_image_batch(tiny_bundle_path: Path, cache: Path) -> None:
+    rt = Bundle.open(tiny_bundle_path).load_runtime("onnx-fp32", RuntimeOptions(batch=1))
+    assert rt.inputs[0].static_batch is None and "batch" not in rt.execution().settings
 
 
 def test_openvino_config_is_part_of_the_key_and_a_damaged_blob_is_recompiled(

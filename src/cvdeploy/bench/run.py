@@ -103,7 +103,12 @@ def run_bench(
         for i, cfg in enumerate(configs):
             bar.config(i, cfg.key, passes)
             options = throughput_options(
-                RuntimeOptions(threads=cfg.threads, device=cfg.device, spinning=s.spinning_flag()),
+                RuntimeOptions(
+                    threads=cfg.threads,
+                    device=cfg.device,
+                    spinning=s.spinning_flag(),
+                    batch=1 if cfg.batch == 1 else None,
+                ),  # what predict --batch 1 runs
                 cfg.runtime,
                 cfg.concurrency,
             )

@@ -79,7 +79,10 @@ def predict(
         b, note = open_model(model, say=lambda m: None)
     if note:
         err_console.print(note, highlight=False, soft_wrap=True)
-    pipe = Pipeline.from_bundle(b, artifact, RuntimeOptions(threads=threads, device=device))
+    # --batch 1: one image per call, so an engine that compiles shapes compiles for that (OpenVINO)
+    pipe = Pipeline.from_bundle(
+        b, artifact, RuntimeOptions(threads=threads, device=device, batch=1 if batch == 1 else None)
+    )
     if conf is not None:
         pipe.contract.output.conf = conf
     if iou is not None:

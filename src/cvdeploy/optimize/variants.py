@@ -78,7 +78,8 @@ def measure_latency(
     from cvdeploy.runtimes import RuntimeOptions
 
     feed = ImageFeed.from_arrays(list(images) if images is not None else sample_images(8))
-    pipes = {n: Pipeline.from_bundle(bundle, n, RuntimeOptions(threads=threads)) for n in names}
+    # batch 1 as predict --batch 1 runs it (OpenVINO compiles a dynamic-batch IR for one image)
+    pipes = {n: Pipeline.from_bundle(bundle, n, RuntimeOptions(threads=threads, batch=1)) for n in names}
     totals: dict[str, list[np.ndarray]] = {n: [] for n in names}
     model: dict[str, list[np.ndarray]] = {n: [] for n in names}
     per_round = max(5, runs // rounds)
