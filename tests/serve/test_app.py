@@ -223,6 +223,32 @@ def test_default_security_is_anonymous_and_reads_and_infers_only() -> None:
     assert isinstance(sec.authenticator, AnonymousAuthenticator)
 
 
+def test_openvino_without_batching_runs_compiled_for_one_request_and_still_takes_several_rows(
+    make_app: Callable[..., Any], tiny_bundle_path: Path
+) -> None:
+    """Batching off on a dynamic-batch OpenVINO artifact: the runtimes are compiled for batch 1 (faster on
+    the CPU), clients still see the dynamic batch, and a request of three rows gets the three rows' results."""
+    app = make_app(config(defaults={"batching": "off"}), artifact="openvino-fp32")
+    x = np.concatenate([x1(s) for s in (4, 5, 6)])
+
+    async def body() -> Any:
+        async with serving(app) as c:
+            meta = (await c.get(f"/v2/models/{NAME}")).json()
+            mv = app.state.service.repository.get(NAME)
+            assert all(p.runtime.inputs[0].static_batch == 1 for p in mv.pipelines)
+            assert "one image per call" in mv.pipeline.runtime.execution().settings["batch"]
+            b, h = v2_binary(x, outputs=[o["name"] for o in meta["outputs"]])
+            return meta, await c.post(f"/v2/models/{NAME}/infer", content=b, headers=h)
+
+    meta, r = run(body())
+    assert meta["inputs"][0]["shape"][0] == -1 and meta["outputs"][0]["shape"][0] == -1
+    assert r.status_code == 200, r.text
+    out = next(iter(parse_binary_response(r).values()))
+    ref = Pipeline.from_bundle(tiny_bundle_path, "openvino-fp32").infer(x)[0]
+    assert out.shape == ref.shape and out.shape[0] == 3
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4)
+
+
 def test_openvino_artifact_serves_the_same_tensors(
     make_app: Callable[..., Any], tiny_bundle_path: Path
 ) -> None:
