@@ -52,7 +52,8 @@ class RuntimeOptions:
     ``precision`` is the precision the artifact states; the runtime pins it and checks it.
     ``batch=1`` says every call will run one image at a time (``predict --batch 1``, a server that does not
     batch): a runtime whose engine compiles shapes (:attr:`Runtime.compiles_for_batch`) then compiles a
-    dynamic-batch model for batch 1, and a larger batch is run one image after another by the pipeline.
+    dynamic-batch model for batch 1 (its ``inputs`` then show batch 1), and the pipeline runs a larger batch
+    one image after another (:meth:`~cvdeploy.pipeline.Pipeline.infer`).
     Other values change nothing yet (a fixed batch of N would refuse a last, smaller chunk).
     """
 

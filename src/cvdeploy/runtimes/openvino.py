@@ -67,8 +67,8 @@ def _fix_batch(ov: Any, model: Any) -> None:
 
     OpenVINO's CPU plugin runs a static shape faster than a dynamic one: on this project's AMD EPYC the
     NNCF INT8 zoo:n took 7.82 ms per image compiled for batch 1 against 8.72 ms with a dynamic batch (and
-    an upper bound, [1, 16], 8.65 ms: only a fixed size helps); FP32 and BF16 gain alike. A model this
-    cannot reshape keeps its dynamic batch."""
+    an upper bound, [1, 16], 8.65 ms: only a fixed size helps); its FP32 and BF16 IRs gained 5-7 %. A model
+    this cannot reshape keeps its dynamic batch."""
     shapes = {}
     for port in model.inputs:
         ps = port.get_partial_shape()
