@@ -9,14 +9,16 @@ saved once so every export has the same weights):
   Ultralytics cannot export it: its ``predict`` runs cvdeploy's ONNX file and an OpenVINO IR written in
   Ultralytics' folder layout (its INT8 path does not exist there). The fastest within the accuracy budget
   counts (and the fastest of all is shown too).
-- **cvdeploy**: ``optimize --auto`` on the exported bundle (ORT INT8 accuracy-aware, OpenVINO INT8 with
-  NNCF, OpenVINO BF16 where native) and the artifact it recommends under the budget, through ``predict``.
+- **cvdeploy**: ``optimize --auto`` on the exported bundle (a fixed batch of 1, the export's default; ORT
+  INT8 accuracy-aware, OpenVINO INT8 with NNCF, OpenVINO BF16 where native) and the artifact it recommends
+  under the budget, through ``predict`` (one image per call).
 
 Accuracy budget: on zoo:n, mAP50-95 on the labelled val split within 1 point of ONNX FP32 and fidelity
 mAP50 ≥ 0.95 against FP32's detections (both tools' candidates are scored the same way, at conf 0.001); on
 the untrained YOLOv8n there is nothing to detect, so candidates are held to an output cosine ≥ 0.999 against
 ONNX FP32 on the same tensors — the note says so. Timing: the same JPEG files, candidates in turn (a block of
-all files each, the order rotating every round), medians of ``--rounds`` passes. Target (issue 16): cvdeploy ≤ 0.6× Ultralytics' best.
+all files each, the order rotating every round), medians of ``--rounds`` passes; the ratio of each round's
+medians is printed as the figure's spread. Target (issue 16): cvdeploy ≤ 0.6× Ultralytics' best.
 
     python benchmarks/vs_ultralytics.py [--rounds 10] [--images 80] [--skip yolov8n]
 
