@@ -249,6 +249,34 @@ def test_openvino_without_batching_runs_compiled_for_one_request_and_still_takes
     np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4)
 
 
+def test_openvino_auto_batching_measures_batch_one_compiled_for_one_image(
+    make_app: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``batching: auto`` on a dynamic-batch OpenVINO artifact: the measurement's batch-1 side runs on a runtime
+    compiled for batch 1 (what serves when batching is off), and that runtime then serves if it is off."""
+    import cvdeploy.serve.repository as repo_mod
+
+    calls: list[dict[str, Any]] = []
+    real = repo_mod.choose_batching
+
+    def spy(*args: Any, **kw: Any) -> Any:
+        calls.append(kw)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(repo_mod, "choose_batching", spy)
+    app = make_app(config(defaults={"max_batch_size": 4}), artifact="openvino-fp32")
+
+    async def body() -> Any:
+        async with serving(app) as c:
+            assert (await c.get(f"/v2/models/{NAME}")).status_code == 200
+            return app.state.service.repository.get(NAME)
+
+    mv = run(body())
+    assert calls and calls[0]["single_runner"] is not None
+    batches = {p.runtime.inputs[0].static_batch for p in mv.pipelines}
+    assert batches == ({None} if mv.batching.enabled else {1})
+
+
 def test_openvino_artifact_serves_the_same_tensors(
     make_app: Callable[..., Any], tiny_bundle_path: Path
 ) -> None:

@@ -67,6 +67,23 @@ def test_batching_is_on_only_where_the_measured_gain_reaches_the_threshold(
     assert choice.to_dict()["measurement"]["gain"] == pytest.approx(m.gain)
 
 
+def test_batch_one_is_measured_on_the_runtime_that_serves_without_batching() -> None:
+    """OpenVINO: not batching means a runtime compiled for batch 1, faster per image than the dynamic one;
+    the gain is measured against that, so batching must beat what it would replace."""
+    clock, seen_batched, seen_single = Clock(), [], []  # type: ignore[var-annotated]
+    batched = costing(clock, 4.0, 1.0, seen_batched)  # dynamic form: batch 1 costs 5, batch 8 costs 12
+    single = costing(clock, 0.0, 1.2, seen_single)  # compiled for one image: 1.2 per image
+    m = measure_batching(fake_pipe(), 8, batched, clock=clock, single_runner=single)
+    assert m is not None
+    assert {s[0] for s in seen_single} == {1} and {s[0] for s in seen_batched} == {8}
+    assert m.batch1_ms == pytest.approx(1.2e3) and m.batched_ms == pytest.approx(1.5e3)
+    clock.now = 0.0
+    choice = choose_batching(fake_pipe(), "auto", 8, True, batched, clock=clock, single_runner=single)
+    assert not choice.enabled  # against the dynamic form's batch 1 (5 per image) batching would have won
+    clock.now = 0.0
+    assert choose_batching(fake_pipe(), "auto", 8, True, batched, clock=clock).enabled
+
+
 def test_the_measurement_keeps_to_its_time_budget() -> None:
     clock, seen = Clock(), []  # type: ignore[var-annotated]
     m = measure_batching(fake_pipe(), 4, costing(clock, 0.0, 1.0, seen), budget_s=10.0, rounds=5, clock=clock)

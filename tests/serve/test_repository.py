@@ -275,7 +275,7 @@ def test_a_measured_off_choice_serves_from_a_fresh_runtime(
     measured: list[Any] = []
     released: list[bool] = []
 
-    def off(pipe: Any, setting: str, max_batch_size: int, *args: Any) -> BatchingChoice:
+    def off(pipe: Any, setting: str, max_batch_size: int, *args: Any, **kw: Any) -> BatchingChoice:
         measured.append(pipe)
         m = Measurement(max_batch_size, 10.0, 12.0, 0.83, 3)
         return BatchingChoice(setting, False, 1, "measured (test)", m)

@@ -11,6 +11,8 @@ repository measures, before the version serves:
         → gain = median over rounds of (time of B single calls) / (time of one batch-B call)
         → batching on when gain ≥ ``MIN_GAIN``, else off (requests then run one per call)
 
+Where not batching means another runtime (OpenVINO compiles a dynamic-batch model for batch 1, faster per
+image than its dynamic form), batch 1 is timed on that runtime, so batching must beat what it would replace.
 The median of interleaved per-round ratios resists a burst of foreign load on a shared machine. A
 model loaded at run time is measured while the other models serve, whose traffic can sway it; a
 measurement is made once per artifact and settings in a process (a reload reuses it).
@@ -105,26 +107,30 @@ def probe_feeds(pipe: Pipeline) -> dict[str, np.ndarray] | None:
 
 def measure_batching(
     pipe: Pipeline, batch: int, runner: Runner | None = None, budget_s: float = BUDGET_S, rounds: int = ROUNDS,
-    clock: Callable[[], float] = time.perf_counter,
+    clock: Callable[[], float] = time.perf_counter, single_runner: Runner | None = None,
 ) -> Measurement | None:  # fmt: skip
     """Time ``batch`` single calls against one call of ``batch`` rows, interleaved ``rounds`` times (fewer
-    when one round takes more than a third of ``budget_s``); None when the model cannot be probed."""
+    when one round takes more than a third of ``budget_s``); None when the model cannot be probed.
+
+    ``single_runner``: what runs one request when the server does not batch, where that is another
+    runtime (OpenVINO compiled for batch 1, faster than its dynamic-batch form); default ``runner``."""
     from cvdeploy.serve.repository import make_runner
 
     feeds = probe_feeds(pipe)
     if feeds is None:
         return None
     run = runner or make_runner(pipe)
+    run_one = single_runner or run
     single = [feeds]
     many = [feeds] * batch
-    run(single)  # warm-up: first calls allocate and may compile
+    run_one(single)  # warm-up: first calls allocate and may compile
     run(many)
     gains, one, both = [], [], []
     start = clock()
     for r in range(max(1, rounds)):
         t0 = clock()
         for _ in range(batch):
-            run(single)
+            run_one(single)
         t1 = clock()
         run(many)
         t2 = clock()
@@ -147,11 +153,12 @@ _cache_lock = threading.Lock()
 def choose_batching(
     pipe: Pipeline, setting: str, max_batch_size: int, batchable: bool, runner: Runner | None = None,
     key: tuple[Any, ...] | None = None, clock: Callable[[], float] = time.perf_counter,
+    single_runner: Runner | None = None,
 ) -> BatchingChoice:  # fmt: skip
     """Decide batching for a model version (see the module docstring).
 
     ``key`` identifies the artifact and runtime settings: a measurement is made once per key in this
-    process (a reload of the same artifact reuses it).
+    process (a reload of the same artifact reuses it). ``single_runner``: see :func:`measure_batching`.
     """
     if not batchable:
         return BatchingChoice(setting, False, 1, "the model has a fixed batch dimension")
@@ -165,7 +172,7 @@ def choose_batching(
         cached = key is not None and key in _cache
         m = _cache[key] if cached and key is not None else None
     if not cached:
-        m = measure_batching(pipe, max_batch_size, runner, clock=clock)
+        m = measure_batching(pipe, max_batch_size, runner, clock=clock, single_runner=single_runner)
         if key is not None:
             with _cache_lock:
                 _cache[key] = m

@@ -484,13 +484,22 @@ class ModelRepository:
                options.spinning, options.device, cfg.max_batch_size)  # fmt: skip
         stacks = batchable(pipes[0])
         declared = (pipes[0].runtime.inputs, pipes[0].runtime.outputs)  # what clients see, dynamic batch kept
-        choice = choose_batching(pipes[0], cfg.batching, cfg.max_batch_size, stacks, runners[0], key)
-        if not choice.enabled and stacks and pipes[0].runtime.compiles_for_batch:
+        per_image = stacks and pipes[0].runtime.compiles_for_batch  # not batching: compile for batch 1
+        one: Pipeline | None = None
+        if per_image and cfg.batching == "auto" and cfg.max_batch_size > 1:
+            # batch 1 is measured as it would run without batching: compiled for one image
+            one = Pipeline.from_bundle(bundle, art.name, options.replace(batch=1))
+        choice = choose_batching(pipes[0], cfg.batching, cfg.max_batch_size, stacks, runners[0], key,
+                                 single_runner=make_runner(one) if one is not None else None)  # fmt: skip
+        if not choice.enabled and per_image:
             # one request per runtime call: compile for batch 1 (OpenVINO runs a static shape ~10 % faster);
             # a request of several rows still runs, one row after another (Pipeline.infer), and clients
             # still see the bundle's dynamic batch. Fresh runtimes also drop a measurement's large arena.
             options = options.replace(batch=1)
-            pipes = [Pipeline.from_bundle(bundle, art.name, options) for _ in range(cfg.instances)]
+            pipes = [one] if one is not None else []
+            pipes += [
+                Pipeline.from_bundle(bundle, art.name, options) for _ in range(cfg.instances - len(pipes))
+            ]
             runners = [make_runner(p) for p in pipes]
             release_free_memory()
         elif choice.measurement is not None and not choice.enabled:
