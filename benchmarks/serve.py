@@ -434,7 +434,10 @@ def main() -> None:
             say(f"server: batching {'on' if choice['enabled'] else 'off'} ({choice['reason']})")
             # the bare side: the server's runtime settings (threads, spinning), in this process
             defaults = ModelConfig()
-            options = RuntimeOptions(threads=defaults.threads, spinning=bool(defaults.spinning))
+            # and, where the server does not batch, one image per call as it runs it (OpenVINO: compiled for
+            # batch 1; without this the bare limit of an OpenVINO artifact would be its slower dynamic form)
+            options = RuntimeOptions(threads=defaults.threads, spinning=bool(defaults.spinning),
+                                     batch=1 if batch == 1 else None)  # fmt: skip
             pipe = Pipeline.from_bundle(b, None, options)
             ex = pipe.runtime.execution()
             jpeg = photo_640()
