@@ -64,11 +64,9 @@ def _version(dist: str) -> str | None:
 
 
 @functools.lru_cache(maxsize=1)
-def cpu_info() -> dict[str, Any]:
-    """CPU model, logical core count and the feature flags that matter for inference speed."""
-    import os
-
-    model = platform.processor() or platform.machine()
+def _proc_cpuinfo() -> tuple[str | None, frozenset[str]]:
+    """The CPU model name and every feature flag ``/proc/cpuinfo`` reports (none where it cannot be read)."""
+    model: str | None = None
     flags: set[str] = set()
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:
@@ -81,6 +79,21 @@ def cpu_info() -> dict[str, Any]:
                     flags.update(value.split())
     except OSError:
         pass
+    return model, frozenset(flags)
+
+
+def cpu_flags() -> frozenset[str]:
+    """Every feature flag the CPU reports (``cpu_info`` keeps only the ones that matter for speed)."""
+    return _proc_cpuinfo()[1]
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_info() -> dict[str, Any]:
+    """CPU model, logical core count and the feature flags that matter for inference speed."""
+    import os
+
+    name, flags = _proc_cpuinfo()
+    model = name or platform.processor() or platform.machine()
     return {
         "model": model,
         "machine": platform.machine(),

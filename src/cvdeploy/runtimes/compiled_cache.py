@@ -39,7 +39,6 @@ model, checks an entry's bytes before loading it, and keeps a size limit.
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import json
 import logging
@@ -71,18 +70,11 @@ def cache_root() -> Path | None:
         return None
 
 
-@functools.lru_cache(maxsize=1)
 def _machine() -> str:
     """The CPU's architecture and every feature flag it reports (not only the ones reports show)."""
-    flags: set[str] = set()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                key, _, value = line.partition(":")
-                if key.strip() in ("flags", "Features"):
-                    flags.update(value.split())
-    except OSError:
-        flags.add(platform.processor())
+    from cvdeploy import env
+
+    flags = env.cpu_flags() or {platform.processor()}
     return f"{platform.machine()} {' '.join(sorted(flags))}"
 
 

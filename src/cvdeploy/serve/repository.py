@@ -477,38 +477,39 @@ class ModelRepository:
         art = bundle.artifact(artifact or cfg.artifact)
         options = RuntimeOptions(threads=cfg.threads, device=cfg.device, concurrency=cfg.instances,
                                  spinning=bool(cfg.spinning))  # fmt: skip
-        pipes = [Pipeline.from_bundle(bundle, art.name, options) for _ in range(cfg.instances)]
+        first = Pipeline.from_bundle(bundle, art.name, options)
         v = int(version) if version is not None else int(bundle.manifest.version)
-        runners = [make_runner(p) for p in pipes]
         key = (str(Path(bundle.path).resolve()), art.name, tuple(sorted(art.sha256.items())), options.threads,
                options.spinning, options.device, cfg.max_batch_size)  # fmt: skip
-        stacks = batchable(pipes[0])
-        declared = (pipes[0].runtime.inputs, pipes[0].runtime.outputs)  # what clients see, dynamic batch kept
-        per_image = stacks and pipes[0].runtime.compiles_for_batch  # not batching: compile for batch 1
+        stacks = batchable(first)
+        declared = (first.runtime.inputs, first.runtime.outputs)  # what clients see, dynamic batch kept
+        # not batching: compile for batch 1, where a request of several rows can still be run row by row
+        # (Pipeline.infer: a model with one input; make_runner hands several inputs to the runtime whole)
+        per_image = stacks and first.runtime.compiles_for_batch and len(first.runtime.inputs) == 1
         one: Pipeline | None = None
         if per_image and cfg.batching == "auto" and cfg.max_batch_size > 1:
             # batch 1 is measured as it would run without batching: compiled for one image
             one = Pipeline.from_bundle(bundle, art.name, options.replace(batch=1))
-        choice = choose_batching(pipes[0], cfg.batching, cfg.max_batch_size, stacks, runners[0], key,
+        choice = choose_batching(first, cfg.batching, cfg.max_batch_size, stacks, make_runner(first), key,
                                  single_runner=make_runner(one) if one is not None else None)  # fmt: skip
+        # the other instances are loaded once the choice is made, as it will serve
         if not choice.enabled and per_image:
             # one request per runtime call: compile for batch 1 (OpenVINO runs a static shape ~10 % faster);
             # a request of several rows still runs, one row after another (Pipeline.infer), and clients
-            # still see the bundle's dynamic batch. Fresh runtimes also drop a measurement's large arena.
+            # still see the bundle's dynamic batch
             options = options.replace(batch=1)
-            pipes = [one] if one is not None else []
-            pipes += [
-                Pipeline.from_bundle(bundle, art.name, options) for _ in range(cfg.instances - len(pipes))
-            ]
-            runners = [make_runner(p) for p in pipes]
+            pipes = [one if one is not None else Pipeline.from_bundle(bundle, art.name, options)]
             release_free_memory()
         elif choice.measurement is not None and not choice.enabled:
-            # the measurement ran batch max_batch_size on pipes[0]: its runtime's memory arena now holds
-            # that batch's buffers, which a server that does not batch never uses (zoo:n at 640, batch
-            # 8: 570 MB resident instead of 150 MB); a fresh runtime gives them back
-            pipes[0] = Pipeline.from_bundle(bundle, art.name, options)
-            runners[0] = make_runner(pipes[0])
+            # the measurement ran batch max_batch_size on the first pipeline: its runtime's memory arena now
+            # holds that batch's buffers, which a server that does not batch never uses (zoo:n at 640,
+            # batch 8: 570 MB resident instead of 150 MB); a fresh runtime gives them back
+            pipes = [Pipeline.from_bundle(bundle, art.name, options)]
             release_free_memory()
+        else:
+            pipes = [first]
+        pipes += [Pipeline.from_bundle(bundle, art.name, options) for _ in range(cfg.instances - 1)]
+        runners = [make_runner(p) for p in pipes]
         log.info("model %s version %d: batching %s", name, v, choice.describe())
         batcher = DynamicBatcher(
             name, runners,
