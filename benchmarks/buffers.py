@@ -1,7 +1,7 @@
 """Reused buffers vs a new array per image: page faults and time of the non-model stages of ``predict``.
 
-``Pipeline.predict`` decodes each JPEG into a per-thread buffer, letterboxes into a per-thread canvas and
-writes the model input into a per-thread tensor (``cvdeploy.preprocess.Preprocessor``). The code it
+``Pipeline.predict`` decodes each JPEG into a per-thread buffer, resizes the image part of the letterbox into
+another and writes the model input (image part and padding) into a per-thread tensor (``cvdeploy.preprocess.Preprocessor``). The code it
 replaced allocated all three per image: ``decode_image`` → ``Preprocessor.resize`` + ``to_tensor``
 (OpenCV's ``blobFromImages``), then the same inference and decoding. What a new array costs depends on
 the process's history — glibc ``malloc`` maps blocks over its mmap threshold afresh, unmaps them when

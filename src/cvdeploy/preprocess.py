@@ -12,7 +12,7 @@ import numpy as np
 from cvdeploy.contract import InputSpec
 from cvdeploy.errors import InputError
 from cvdeploy.images import to_bgr
-from cvdeploy.ops.letterbox import Geometry, center_crop, letterbox, letterbox_into, stretch
+from cvdeploy.ops.letterbox import Geometry, center_crop, fill_border, letterbox, letterbox_resized, stretch
 
 #: Buffers reused up to this many bytes: a JPEG of 21 megapixels, a batch of 13 inputs at 640×640; larger
 #: ones get their own array, so one odd upload or one huge batch does not stay alive per thread
@@ -22,8 +22,8 @@ _REUSE_MAX_BYTES = 64 << 20
 class _Scratch(threading.local):
     """One thread's reused buffers (see :meth:`Preprocessor.into`)."""
 
-    canvas: np.ndarray | None = None  # (H, W, 3) uint8: the letterboxed image
-    planes: list[np.ndarray] | None = None  # 3 × (H, W) uint8: its channels
+    resized: np.ndarray | None = None  # H·W·3 uint8: the resized image (a letterbox's image part)
+    planes: np.ndarray | None = None  # 3·H·W uint8: its three channels, one after the other
     # (n, 3, H, W) float32: the model input of :meth:`Preprocessor.reused_tensor`
     tensor: np.ndarray | None = None
     jpeg: np.ndarray | None = None  # decoded JPEG pixels
@@ -37,8 +37,11 @@ class Preprocessor:
     640×640 float32 input (4.9 MB) with ``blobFromImages`` in a loop took 1,300-1,900 page faults and
     3-4 ms a call here, more than the letterbox itself (``resource.getrusage``, AMD EPYC VM; how often
     depends on the process's allocation history — ``benchmarks/buffers.py`` measures whole requests). The
-    NCHW float32 path (every YOLO contract) therefore letterboxes into a per-thread canvas and writes
-    the tensor channel by channel into an array the caller passes (:meth:`into`); ``Pipeline.predict``
+    NCHW float32 path (every YOLO contract) therefore resizes into a per-thread buffer and writes the
+    tensor channel by channel into an array the caller passes (:meth:`into`): the image part converted,
+    the letterbox padding filled in as its normalised value, so only the image part is resized, split
+    and converted (a 16:9 photo fills 56 % of a square input; this made the preprocess stage of a 1080p
+    JPEG ~0.13 ms shorter inside ``predict``, ``benchmarks/non_model.py``); ``Pipeline.predict``
     and ``bench`` pass a per-thread tensor they reuse (:meth:`reused_tensor`) and decode JPEGs into a
     per-thread buffer (:meth:`decode` with ``reuse``). ``__call__`` still returns a new tensor, which
     callers may keep. No library offers a letterbox + blob into an existing array (OpenCV's
@@ -116,25 +119,36 @@ class Preprocessor:
         img = to_bgr(img)
         if img.shape[0] < 1 or img.shape[1] < 1:
             raise InputError(f"empty image of shape {img.shape}")
-        if sc.canvas is None or sc.canvas.shape != (s.height, s.width, 3):
-            sc.canvas = np.empty((s.height, s.width, 3), np.uint8)
-            sc.planes = [np.empty((s.height, s.width), np.uint8) for _ in range(3)]
+        if sc.resized is None or sc.planes is None or sc.resized.size != s.height * s.width * 3:
+            sc.resized = np.empty(s.height * s.width * 3, np.uint8)
+            sc.planes = np.empty(3 * s.height * s.width, np.uint8)
+        flat = sc.planes
         if s.resize == "letterbox":
-            geom = letterbox_into(img, sc.canvas, s.pad_value)
-            canvas = sc.canvas
+            # only the image part is resized, split and converted; the padding is written into the tensor
+            # as its value after normalisation: a 16:9 image fills 56 % of a square input, and this row of
+            # the tensor was evicted from the cache by the model's last run, so every byte written costs
+            part, (top, left), geom = letterbox_resized(img, s.height, s.width, sc.resized)
         else:
-            canvas, geom = self.resize(img)
-        planes = cv2.split(canvas, sc.planes)
-        # what blobFromImages computes, (x - mean) * factor in float32, one channel at a time
+            part, geom = self.resize(img)
+            top, left = 0, 0
+        nh, nw = part.shape[:2]
+        planes = cv2.split(part, [flat[k * nh * nw : (k + 1) * nh * nw].reshape(nh, nw) for k in range(3)])
+        # what blobFromImages computes, (x - mean) * factor in float32, one channel at a time; the padding
+        # gets the same float32 operations on the pad value, so the row is bit for bit the padded image's
         factor = np.float32(s.scale / s.std[0])
         order = (2, 1, 0) if s.color == "RGB" else (0, 1, 2)
         for c, src in enumerate(order):
             mean = np.float32(s.mean[c] / s.scale)
+            window = dst[c, top : top + nh, left : left + nw]
             if mean == 0:
-                np.multiply(planes[src], factor, out=dst[c], casting="unsafe")
+                np.multiply(planes[src], factor, out=window, casting="unsafe")
+                pad = np.float32(s.pad_value) * factor
             else:
-                np.subtract(planes[src], mean, out=dst[c], casting="unsafe")
-                dst[c] *= factor
+                np.subtract(planes[src], mean, out=window, casting="unsafe")
+                window *= factor
+                pad = (np.float32(s.pad_value) - mean) * factor
+            if (nh, nw) != (s.height, s.width):
+                fill_border(dst[c], top, left, nh, nw, pad)
         if original is not None:
             geom = rescale(geom, img.shape[:2], original)
         return geom

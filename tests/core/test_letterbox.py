@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from cvdeploy.contract import InputSpec
-from cvdeploy.ops.letterbox import center_crop, letterbox, stretch
+from cvdeploy.ops.letterbox import center_crop, fill_border, letterbox, letterbox_resized, stretch
 from cvdeploy.preprocess import Preprocessor
 
 
@@ -137,6 +137,30 @@ def test_into_gives_the_blob_path_values(spec: InputSpec) -> None:
     for i, im in enumerate(images):
         assert pre.into(im, row) == geoms[i]
         assert np.array_equal(row, tensor[i])
+
+
+@pytest.mark.parametrize("hw", [(1080, 1920), (1920, 1080), (640, 640), (10, 13), (641, 333)])
+def test_resized_part_plus_border_is_the_letterbox(hw: tuple[int, int]) -> None:
+    """What ``into`` builds from: the image part alone (into a reused buffer, or the image itself when no
+    resize is needed) plus the border filled around it gives the letterbox's pixels and geometry."""
+    img = np.random.default_rng(1).integers(0, 255, (*hw, 3), dtype=np.uint8)
+    ref, ref_geom = letterbox(img, 640, 640)
+    buffer = np.zeros(640 * 640 * 3, np.uint8)
+    part, (top, left), geom = letterbox_resized(img, 640, 640, buffer)
+    assert geom == ref_geom
+    if hw == (640, 640):
+        assert part is img  # nothing to resize: no copy
+    else:
+        assert np.shares_memory(part, buffer)  # written into the buffer, not a new array
+    canvas = np.full((640, 640, 3), 7, np.uint8)
+    nh, nw = part.shape[:2]
+    canvas[top : top + nh, left : left + nw] = part
+    for c in range(3):
+        plane = canvas[:, :, c].copy()
+        fill_border(plane, top, left, nh, nw, 114)
+        canvas[:, :, c] = plane
+    assert np.array_equal(canvas, ref)
+    assert letterbox_resized(img, 640, 640, np.zeros(10, np.uint8))[0].shape == part.shape  # too small: a new array
 
 
 def test_into_refuses_layouts_it_does_not_build() -> None:

@@ -82,24 +82,32 @@ def letterbox(
     return img, geom
 
 
-def letterbox_into(img: np.ndarray, canvas: np.ndarray, pad_value: int = 114) -> Geometry:
-    """:func:`letterbox` written into ``canvas`` (``(height, width, 3)`` uint8, reused between images): the
-    same pixels, without allocating the resized and the padded image for every request."""
+def letterbox_resized(
+    img: np.ndarray, height: int, width: int, buffer: np.ndarray | None = None
+) -> tuple[np.ndarray, tuple[int, int], Geometry]:
+    """The image part of :func:`letterbox` alone, without the padding: the image resized as the letterbox
+    resizes it, its ``(top, left)`` offset in the ``height`` × ``width`` input and the geometry. For a
+    caller that writes the padding itself, straight into the model's tensor (:func:`fill_border`).
+
+    ``buffer``: a flat array of ``img``'s dtype the resized image is written into when it is large enough
+    (the result is then a view of it); ``img`` itself is returned when no resize is needed."""
     h, w = img.shape[:2]
-    height, width = canvas.shape[:2]
     (new_w, new_h), (top, _, left, _), geom = letterbox_layout(h, w, height, width)
-    band = canvas[top : top + new_h, left : left + new_w]
-    if (w, h) != (new_w, new_h):
-        out = cv2.resize(img, (new_w, new_h), dst=band, interpolation=cv2.INTER_LINEAR)
-        if out.ctypes.data != band.ctypes.data:  # OpenCV wrote a new array instead of the view
-            band[...] = out
-    else:
-        band[...] = img
-    canvas[:top] = pad_value
-    canvas[top + new_h :] = pad_value
-    canvas[top : top + new_h, :left] = pad_value
-    canvas[top : top + new_h, left + new_w :] = pad_value
-    return geom
+    if (w, h) == (new_w, new_h):
+        return img, (top, left), geom
+    n = new_h * new_w * img.shape[2]
+    fits = buffer is not None and buffer.size >= n and buffer.dtype == img.dtype and img.ndim == 3
+    out = buffer[:n].reshape(new_h, new_w, img.shape[2]) if fits and buffer is not None else None
+    return cv2.resize(img, (new_w, new_h), dst=out, interpolation=cv2.INTER_LINEAR), (top, left), geom
+
+
+def fill_border(plane: np.ndarray, top: int, left: int, height: int, width: int, value: float) -> None:
+    """Set every element of a 2-D ``plane`` outside the ``height`` × ``width`` rectangle at ``(top, left)``
+    to ``value`` (the letterbox padding of one channel)."""
+    plane[:top] = value
+    plane[top + height :] = value
+    plane[top : top + height, :left] = value
+    plane[top : top + height, left + width :] = value
 
 
 def stretch(img: np.ndarray, height: int, width: int) -> tuple[np.ndarray, Geometry]:
