@@ -35,7 +35,9 @@ clients and the bare loops run here. Measured:
    INT8, OpenVINO FP32 / INT8 / BF16 where the CPU has it).
 
 The server's process CPU per request (``psutil``) is printed beside the bare loop's CPU per image:
-the difference is what serving costs beyond the pipeline. This process runs with the server's
+the difference is what serving costs beyond the pipeline. The clients' CPU per request (this process's,
+while only they run) is printed too: they share the machine's CPUs with the server, which the bare loop
+does not (a v2 request carries the 4.9 MB float32 tensor of a 640 × 640 image). This process runs with the server's
 allocator setting (:func:`cvdeploy.serve.process.keep_large_buffers`), so both sides match.
 
 Writes ``benchmarks/results/serve.json`` (every figure, every round and window, the machine's CPU
@@ -363,12 +365,14 @@ class Contenders:
         self.n: dict[tuple[str, str], int] = {}
         self.wall: dict[tuple[str, str], float] = {}
         self.cpu: dict[tuple[str, str], float] = {}
+        self.client_cpu: dict[tuple[str, str], float] = {}
         self.lat: dict[tuple[str, str], list[float]] = {}
 
     def add(self, key: tuple[str, str], res: dict[str, Any]) -> None:
         self.n[key] = self.n.get(key, 0) + res["requests"]
         self.wall[key] = self.wall.get(key, 0.0) + res["wall"]
         self.cpu[key] = self.cpu.get(key, 0.0) + res["cpu"]
+        self.client_cpu[key] = self.client_cpu.get(key, 0.0) + res.get("client_cpu", 0.0)
         self.lat.setdefault(key, []).extend(res["latencies"])
 
     def rps(self, key: tuple[str, str]) -> float:
@@ -376,6 +380,9 @@ class Contenders:
 
     def cpu_ms(self, key: tuple[str, str]) -> float:
         return self.cpu[key] / self.n[key] * 1e3
+
+    def client_cpu_ms(self, key: tuple[str, str]) -> float:
+        return self.client_cpu[key] / self.n[key] * 1e3
 
 
 def main() -> None:
@@ -463,11 +470,11 @@ def main() -> None:
                 bare[("v2", "bareB")] = lambda n: bare_loop(lambda: pipe.infer(tensor_b), n, batch)
 
             def served(proto: str, clients: int, n: int) -> dict[str, Any]:
-                c0 = server_cpu()
+                c0, k0 = server_cpu(), time.process_time()  # the clients are this process's only work here
                 res = closed_loop(server.port, reqs[proto], clients, n)
                 if res["failed"]:
                     raise SystemExit(f"{proto} at concurrency {clients}: {res['failed']} requests failed")
-                return {**res, "cpu": server_cpu() - c0}
+                return {**res, "cpu": server_cpu() - c0, "client_cpu": time.process_time() - k0}
 
             for proto in reqs:  # warm-up: every bare loop, the server at every concurrency
                 for (p, _k), fn in bare.items():
@@ -520,10 +527,11 @@ def main() -> None:
                     rps = acc.rps(key)
                     t[f"c{c}"] = {"rps": rps, "ratio": rps / limit, "ratio_min": min(ratios), "ratio_max": max(ratios),
                                   "p50_ms": pct(acc.lat[key], 50) * 1e3, "p99_ms": pct(acc.lat[key], 99) * 1e3,
-                                  "server_cpu_ms": acc.cpu_ms(key)}  # fmt: skip
+                                  "server_cpu_ms": acc.cpu_ms(key), "client_cpu_ms": acc.client_cpu_ms(key)}  # fmt: skip
                     say(f"        concurrency {c:2d}: {rps:6.2f}/s = {rps / limit:.3f}× limit "
                         f"[{min(ratios):.2f}-{max(ratios):.2f}], p50 {ms(pct(acc.lat[key], 50))} ms, "
-                        f"p99 {ms(pct(acc.lat[key], 99))} ms, server CPU {acc.cpu_ms(key):.1f} ms/request")  # fmt: skip
+                        f"p99 {ms(pct(acc.lat[key], 99))} ms, CPU per request: server {acc.cpu_ms(key):.1f} ms, "
+                        f"clients {acc.client_cpu_ms(key):.1f} ms")  # fmt: skip
                 table[proto] = t
 
             # 2. latency at a share of peak load: open-loop windows, the bare pipeline under the same arrivals
@@ -610,6 +618,8 @@ def main() -> None:
             "image_bare_cpu_ms": f"{table['image']['bare_bare']['cpu_ms']:.1f}",
             "v2_server_cpu_ms": f"{table['v2']['c8']['server_cpu_ms']:.1f}",
             "v2_bare_cpu_ms": f"{table['v2']['bare_bare']['cpu_ms']:.1f}",
+            "image_client_cpu_ms": f"{table['image']['c8']['client_cpu_ms']:.2f}",
+            "v2_client_cpu_ms": f"{table['v2']['c8']['client_cpu_ms']:.2f}",
             "batching": "on" if choice["enabled"] else "off",
             "batching_gain": f"{choice['measurement']['gain']:.2f}" if choice.get("measurement") else "n/a",
             "failed": sum(t["failed"] for t in tails.values()),
