@@ -160,7 +160,9 @@ def test_resized_part_plus_border_is_the_letterbox(hw: tuple[int, int]) -> None:
         fill_border(plane, top, left, nh, nw, 114)
         canvas[:, :, c] = plane
     assert np.array_equal(canvas, ref)
-    assert letterbox_resized(img, 640, 640, np.zeros(10, np.uint8))[0].shape == part.shape  # too small: a new array
+    assert (
+        letterbox_resized(img, 640, 640, np.zeros(10, np.uint8))[0].shape == part.shape
+    )  # too small: a new array
 
 
 def test_into_refuses_layouts_it_does_not_build() -> None:
