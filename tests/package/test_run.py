@@ -188,17 +188,58 @@ def test_edge_predict_runs_with_a_bare_python_and_matches_the_pipeline(
     lib = {p.name.lower() for p in (pkg / "lib").iterdir()}
     assert "torch" not in lib and "cvdeploy" not in lib and "numpy" in lib
     assert res.sizes["total"] == sum(p.stat().st_size for p in pkg.rglob("*") if p.is_file())
+    # a phone's portrait photo: pixels stored landscape, an EXIF tag saying to rotate them; cvdeploy reads the
+    # pixels as stored (what its parity and accuracy checks ran on), and so must predict.py
+    from cvdeploy.doctor.faults import tag_orientation
+
+    rotated = tag_orientation([photo_jpeg], tmp_path / "exif")[0]
     # -S: no site-packages at all — only the standard library and the folder's own lib/
-    proc = subprocess.run([sys.executable, "-S", str(pkg / "predict.py"), str(photo_jpeg), "--json"],
+    proc = subprocess.run([sys.executable, "-S", str(pkg / "predict.py"), str(photo_jpeg), str(rotated), "--json"],
                           capture_output=True, text=True, timeout=300, cwd=tmp_path, env={"PATH": os.environ["PATH"]})  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
-    got = json.loads(proc.stdout)[str(photo_jpeg)]
     art = "tflite-fp32" if which == "litert" else "onnx-fp32"
-    same_detections(
-        [{k: d[k] for k in ("class_id", "confidence", "box")} for d in got],
-        reference(bundle, photo_jpeg, art),
-        tol=0.01,
-    )
+    for image in (photo_jpeg, rotated):
+        got = json.loads(proc.stdout)[str(image)]
+        same_detections(
+            [{k: d[k] for k in ("class_id", "confidence", "box")} for d in got],
+            reference(bundle, image, art),
+            tol=0.01,
+        )
     bad = subprocess.run([sys.executable, "-S", str(pkg / "predict.py"), str(tmp_path / "missing.jpg")],
                          capture_output=True, text=True, timeout=120, env={"PATH": os.environ["PATH"]})  # fmt: skip
     assert bad.returncode == 2 and bad.stderr.strip().startswith("error: cannot read image")
+
+
+def test_edge_predict_compiles_a_dynamic_batch_openvino_model_for_one_image(
+    photo_jpeg: Path, tmp_path: Path
+) -> None:
+    """predict.py runs one image per call: an OpenVINO IR with a dynamic batch is compiled for batch 1 (as
+    cvdeploy's own predict does), and still answers what the pipeline answers."""
+    ov = pytest.importorskip("openvino")
+    import importlib.util
+
+    from cvdeploy.bundle import Bundle
+    from cvdeploy.export import ExportOptions, export
+
+    bundle = tmp_path / "n.cvd"
+    export("zoo:n", bundle, ExportOptions(formats=("openvino",), dynamic_batch=True, parity_count=2))
+    ir = Bundle.load(bundle).file("openvino-fp32")
+    assert ov.Core().read_model(str(ir)).inputs[0].get_partial_shape()[0].is_dynamic  # what the package ships
+    pkg = tmp_path / "edge"
+    res = package(bundle, "edge", pkg, PackageOptions(vendor=False, artifact="openvino-fp32"))
+    assert res.artifact == "openvino-fp32"
+    spec = importlib.util.spec_from_file_location("edge_predict_ov", pkg / "predict.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    model = mod.Model(pkg / "model", threads=2)
+    shape = model.run.compiled.inputs[0].get_partial_shape()
+    assert shape.is_static and shape[0].get_length() == 1
+    import cv2
+
+    got = model.predict(cv2.imread(str(photo_jpeg), cv2.IMREAD_COLOR))
+    same_detections(
+        [{k: d[k] for k in ("class_id", "confidence", "box")} for d in got],
+        reference(bundle, photo_jpeg, "openvino-fp32"),
+        tol=0.01,
+    )
