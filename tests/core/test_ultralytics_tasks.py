@@ -1,6 +1,7 @@
 """Every Ultralytics task and export variant through cvdeploy, compared with Ultralytics' own predict.
 
-The matrix: YOLOv8n and YOLO11n × detect, segment, pose, obb, classify × the ``.pt`` checkpoint and
+The matrix: YOLOv8n, YOLO11n and YOLO26n × detect, segment, pose, obb, classify, and YOLOv5u (``yolov5n``,
+Ultralytics' anchor-free YOLOv5; detect is the only task it has) × the ``.pt`` checkpoint and
 Ultralytics' ONNX exports (plain, ``nms=True``, dynamic), all built from yaml offline and planted
 (see ``ultralytics_farm``). For each, cvdeploy makes a bundle from the file (no flags) and predicts
 on real photographs; Ultralytics predicts on the *same file* with the same thresholds. Boxes agree
@@ -26,7 +27,7 @@ from ultralytics_farm import IMGSZ, VARIANTS, Farm
 pytest.importorskip("ultralytics")
 pytestmark = [pytest.mark.ultralytics, pytest.mark.slow]
 
-ARCHS = ("yolov8n", "yolo11n")
+ARCHS = ("yolov8n", "yolo11n", "yolo26n")
 TASKS = ("detect", "segment", "pose", "obb", "classify")
 PER_IMAGE = 12  # detections compared per image
 CASES = [
@@ -35,7 +36,7 @@ CASES = [
     for task in TASKS
     for variant in VARIANTS
     if not (task == "classify" and variant == "onnx-nms")
-]
+] + [("yolov5n", "detect", variant) for variant in VARIANTS]
 
 
 @pytest.fixture(scope="module")
