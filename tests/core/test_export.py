@@ -55,6 +55,46 @@ def test_parity_failure_refuses_and_leaves_nothing(tmp_path: Path) -> None:
     assert not out.exists() and not (tmp_path / "strict.cvd.partial").exists()
 
 
+def test_an_fp32_failure_says_whether_rounding_explains_it(photos: list[np.ndarray], tmp_path: Path) -> None:
+    """An FP32 artifact refused on its largest difference alone is told whether FP32 rounding explains it
+    (ONNX Runtime with and without graph optimizations on the bundle's FP32 ONNX) and how to accept it.
+    zoo:n, trained, at 640: its outputs reach ~640, where the two FP32 evaluations differ measurably."""
+    import re
+
+    from cvdeploy.export import _rounding_hint, fp32_rounding
+
+    b = Bundle.load("zoo:n")
+    rounding = fp32_rounding(b.file("onnx-fp32"), b.contract, photos[:2])
+    assert fp32_rounding(tmp_path / "missing.onnx", b.contract, photos[:2]) is None
+    if rounding is not None:  # None: the two evaluations agree to a few ulps on this CPU and measure nothing
+        assert 0 < rounding < 1e-2
+        assert "is 4.0× that, more than rounding explains" in _rounding_hint(b, photos[:2], rounding * 4)
+        inside = _rounding_hint(b, photos[:2], rounding * 1.5)
+        assert (
+            "cosine and detections agree: this is rounding; to accept it, export again with --atol" in inside
+        )
+        assert _rounding_hint(b, photos[:2], float("nan")) == ""
+
+    # end to end: the ONNX artifact is a copy of the source (difference 0), OpenVINO's FP32 is not bit for bit
+    strict = ExportOptions(
+        formats=("onnx", "openvino"), tolerance=Tolerance(atol=0.0, rtol=0.0), parity_count=2
+    )
+    with pytest.raises(ParityError) as err:
+        export(str(b.file("onnx-fp32")), tmp_path / "strict.cvd", strict)
+    msg = str(err.value)
+    assert msg.startswith("openvino-fp32 (executing fp32) disagrees with its source: max abs diff")
+    suggested = re.search(r"export again with --atol ([0-9.e+-]+)$", msg)
+    if suggested is None:  # more than rounding (said so), or rounding not measurable here (nothing said)
+        assert msg.endswith("more than rounding explains") or "FP32 rounding alone" not in msg
+    else:  # the suggested tolerance accepts it, and the parity recorded is within it
+        atol = float(suggested.group(1))
+        again = export(str(b.file("onnx-fp32")), tmp_path / "again.cvd",
+                       ExportOptions(formats=("onnx", "openvino"), tolerance=Tolerance(atol=atol, rtol=0.0),
+                                     parity_count=2))  # fmt: skip
+        parity = again.artifact("openvino-fp32").parity
+        assert parity is not None and 0 < parity.max_abs_diff <= atol
+
+
 def test_onnx_import_reads_our_metadata_and_recognises_layout(tiny_bundle_path: Path, tmp_path: Path) -> None:
     onnx = pytest.importorskip("onnx")
     src = tiny_bundle_path / "onnx-fp32.onnx"
