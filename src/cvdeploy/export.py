@@ -698,9 +698,8 @@ def fp32_rounding(onnx_file: Path, contract: Contract, images: list[np.ndarray])
             static = inp.shape[0] if isinstance(inp.shape[0], int) else None
             tensors, _ = batches(contract, images, static)
             runs.append([session.run(None, {inp.name: t}) for t in tensors])
-    except (
-        Exception
-    ) as exc:  # onnxruntime raises its own types; without the measurement the error stays as it was
+    # onnxruntime raises its own exception types; without the measurement the error stays as it was
+    except Exception as exc:
         log.debug("could not measure the FP32 rounding of %s: %s", onnx_file, exc)
         return None
     pairs = [(a, b) for ra, rb in zip(*runs, strict=True) for a, b in zip(ra, rb, strict=True)
@@ -730,7 +729,7 @@ def _rounding_hint(bundle: Bundle, images: list[np.ndarray], max_abs: float) -> 
         return f"{said}: this difference is {max_abs / rounding:.1f}× that, more than rounding explains"
     step = 10.0 ** (np.floor(np.log10(max_abs)) - 1)
     atol = float(np.ceil(max_abs / step) * step)
-    return f"{said}, and cosine and detections agree: this is rounding; to accept it, export again with --atol {atol:.2g}"
+    return f"{said}, and cosine and detections agree: this is rounding; to accept it, export again with --atol {atol:g}"
 
 
 def batches(
