@@ -688,16 +688,15 @@ def fp32_rounding(onnx_file: Path, contract: Contract, images: list[np.ndarray])
     PyTorch model by 0.06-0.08 — past the default tolerance there, 0.001 + 1e-4 × 447 = 0.046."""
     import onnxruntime as ort
 
-    runs: list[list[list[np.ndarray]]] = []
     try:
+        sessions = []
         for level in (ort.GraphOptimizationLevel.ORT_ENABLE_ALL, ort.GraphOptimizationLevel.ORT_DISABLE_ALL):
             so = ort.SessionOptions()
             so.graph_optimization_level = level
-            session = ort.InferenceSession(str(onnx_file), so, providers=["CPUExecutionProvider"])
-            inp = session.get_inputs()[0]
-            static = inp.shape[0] if isinstance(inp.shape[0], int) else None
-            tensors, _ = batches(contract, images, static)
-            runs.append([session.run(None, {inp.name: t}) for t in tensors])
+            sessions.append(ort.InferenceSession(str(onnx_file), so, providers=["CPUExecutionProvider"]))
+        inp = sessions[0].get_inputs()[0]
+        tensors, _ = batches(contract, images, inp.shape[0] if isinstance(inp.shape[0], int) else None)
+        runs: list[list[list[np.ndarray]]] = [[s.run(None, {inp.name: t}) for t in tensors] for s in sessions]
     # onnxruntime raises its own exception types; without the measurement the error stays as it was
     except Exception as exc:
         log.debug("could not measure the FP32 rounding of %s: %s", onnx_file, exc)
